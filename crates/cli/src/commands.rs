@@ -1,0 +1,672 @@
+//! What each subcommand does.
+
+use crate::client::{self, Client, DEFAULT_SERVER, Problem, SavedSession};
+use crate::{AdminCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, TotpCmd, UserCmd};
+use anyhow::{Context, Result, anyhow, bail};
+use breakglass_core::audit::NewEvent;
+use breakglass_core::{duration, time::Timestamp};
+use breakglass_server::engine::{self, Clock, SystemClock};
+use breakglass_server::keys::{self, DataDir};
+use breakglass_store::{Change, Store, User};
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+pub fn print_error(e: &anyhow::Error, json_out: bool) {
+    if let Some(p) = e.downcast_ref::<Problem>() {
+        if json_out {
+            println!("{}", json!({"error": p}));
+        } else {
+            eprintln!("error: {p}");
+        }
+        return;
+    }
+    if json_out {
+        println!("{}", json!({"error": {"detail": format!("{e:#}")}}));
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+fn out(json_out: bool, v: &Value, human: impl FnOnce() -> String) {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+fn read_stdin_line(what: &str) -> Result<zeroize::Zeroizing<String>> {
+    let mut s = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut s)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    let trimmed = zeroize::Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_string());
+    if trimmed.is_empty() {
+        bail!("empty {what} on standard input");
+    }
+    Ok(trimmed)
+}
+
+/// The OTP to send: the flag, or a prompt when on a terminal.
+fn prompt_otp(purpose: &str) -> Result<Option<String>> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!("one-time code for {purpose}: ");
+    std::io::stderr().flush()?;
+    let mut s = String::new();
+    std::io::stdin().lock().read_line(&mut s)?;
+    Ok(Some(s.trim().to_string()))
+}
+
+fn client(cli: &Cli) -> Result<Client> {
+    let session = client::load_session()?;
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| session.as_ref().map(|s| s.server.clone()))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    let token = session.filter(|s| s.server == server).map(|s| s.token);
+    Client::new(&server, token)
+}
+
+fn authed(cli: &Cli) -> Result<Client> {
+    let c = client(cli)?;
+    if c.token.is_none() {
+        bail!("not logged in to {}: run `breakglass login --user NAME --password-stdin`", c.base);
+    }
+    Ok(c)
+}
+
+/// Calls `f` with the given OTP; if the server says MFA is required and we are on a terminal,
+/// prompts for a code and tries once more.
+async fn with_otp<F, Fut>(otp: Option<String>, purpose: &str, f: F) -> Result<Value>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value>>,
+{
+    match f(otp.clone()).await {
+        Err(e) if otp.is_none() && e.downcast_ref::<Problem>().is_some_and(|p| p.slug() == "mfa-required") => {
+            match prompt_otp(purpose)? {
+                Some(code) => f(Some(code)).await,
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+fn fmt_remaining(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}h{:02}m{:02}s", secs / 3600, (secs / 60) % 60, secs % 60)
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+fn grant_line(g: &Value) -> String {
+    let s = |k: &str| g.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let state = s("state");
+    let mut line = format!("{}  {:<10} {:<16} {:<10} {}", s("id"), state, s("resource"), s("user"), s("ticket"));
+    match state.as_str() {
+        "active" => {
+            let rem = g.get("remaining_secs").and_then(Value::as_u64).unwrap_or(0);
+            line.push_str(&format!("  ends {} ({} left)", s("expires_at"), fmt_remaining(rem)));
+        }
+        "pending" => {
+            let have = g.get("approvals").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0);
+            let need = g.get("approvals_needed").and_then(Value::as_u64).unwrap_or(0);
+            line.push_str(&format!("  approvals {have}/{need}"));
+        }
+        _ => {
+            if let Some(e) = g.get("ended_at").and_then(Value::as_str) {
+                line.push_str(&format!("  ended {e}"));
+            }
+        }
+    }
+    line
+}
+
+fn grant_detail(g: &Value) -> String {
+    let s = |k: &str| g.get(k).and_then(Value::as_str).map(String::from);
+    let mut o = String::new();
+    let mut kv = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            o.push_str(&format!("{k:<14} {v}\n"));
+        }
+    };
+    kv("grant", s("id"));
+    kv("state", s("state"));
+    kv("resource", s("resource"));
+    kv("user", s("user"));
+    kv("policy", s("policy"));
+    kv("ticket", s("ticket"));
+    kv("reason", s("reason"));
+    kv("requested", s("requested_at"));
+    kv("activated", s("activated_at"));
+    kv("expires", s("expires_at"));
+    kv("remaining", g.get("remaining_secs").and_then(Value::as_u64).map(fmt_remaining));
+    kv("ended", s("ended_at"));
+    kv("ended by", s("ended_by"));
+    kv("end reason", s("end_reason"));
+    if let Some(a) = g.get("approvals").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+        let names: Vec<_> = a.iter().filter_map(|x| x.get("by").and_then(Value::as_str)).collect();
+        kv("approved by", Some(names.join(", ")));
+    }
+    if s("state").as_deref() == Some("pending") {
+        kv(
+            "approvals",
+            Some(format!(
+                "{}/{} from {}",
+                g.get("approvals").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0),
+                g.get("approvals_needed").and_then(Value::as_u64).unwrap_or(0),
+                g.get("approvers_from").map(|v| v.to_string()).unwrap_or_default()
+            )),
+        );
+        kv("times out", s("approval_timeout_at"));
+    }
+    o.trim_end().to_string()
+}
+
+async fn open_dir(dir: &Path) -> Result<(breakglass_store::sqlite::SqliteStore, keys::Keys)> {
+    Ok(keys::open(&DataDir::new(dir)).await?)
+}
+
+fn admin_event(kind: &str, user: &str, data: Value) -> NewEvent {
+    let actor = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "operator".into());
+    NewEvent {
+        ts_ms: now().0,
+        kind: kind.into(),
+        actor: Some(format!("operator:{actor}")),
+        grant_id: None,
+        resource: None,
+        data: json!({"user": user, "details": data}),
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let j = cli.json;
+    match &cli.cmd {
+        Cmd::Init { data_dir } => {
+            let r = keys::init(&DataDir::new(data_dir), now()).await?;
+            out(j, &serde_json::to_value(&r)?, || {
+                format!(
+                    "data directory {} ready ({}; {}).\naudit public key: {}/audit-key.pem (give it to your auditors)",
+                    r.data_dir,
+                    if r.created_kek { "new key-encryption key" } else { "existing key-encryption key kept" },
+                    if r.created_signing_key { "new audit signing key" } else { "existing audit signing key kept" },
+                    r.data_dir
+                )
+            });
+        }
+        Cmd::Serve {
+            data_dir,
+            listen,
+            policy,
+            checkpoint_events,
+            checkpoint_every,
+            mfa_max_failures,
+            mfa_lockout,
+        } => {
+            let mut cfg = breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
+            cfg.checkpoint_every_events = (*checkpoint_events).max(1);
+            cfg.checkpoint_every = duration::parse(checkpoint_every).context("--checkpoint-every")?;
+            cfg.engine.mfa.max_failures = (*mfa_max_failures).max(1);
+            cfg.engine.mfa.lockout = duration::parse(mfa_lockout).context("--mfa-lockout")?;
+            let running = breakglass_server::start(cfg).await?;
+            let addr = running.addr;
+            let p = running.engine.policy();
+            let resources: Vec<String> = p.set.resources.iter().map(|r| r.name.clone()).collect();
+            eprintln!(
+                "breakglass listening on http://{addr}  (policy {} sha256 {:.12}; resources: {})\n\
+                 To break glass:\n  \
+                 breakglass admin user add alice --group oncall --password-stdin --data-dir {}   (on this host)\n  \
+                 breakglass --server http://{addr} login --user alice --password-stdin\n  \
+                 breakglass mfa totp enroll && breakglass mfa totp confirm CODE\n  \
+                 breakglass request prod-db --reason \"orders table locked, checkout down\" --ticket INC-4711 --for 30m\n  \
+                 breakglass status",
+                policy.display(),
+                p.sha256,
+                resources.join(", "),
+                data_dir.display()
+            );
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("shutting down: writing a final audit checkpoint");
+            running.shutdown().await;
+        }
+        Cmd::Admin(AdminCmd::User(u)) => admin_user(u, j).await?,
+        Cmd::Login { user, password_stdin, otp } => {
+            if !password_stdin && !std::io::stdin().is_terminal() {
+                bail!("give the password on standard input with --password-stdin");
+            }
+            if !password_stdin {
+                eprint!("password for {user}: ");
+                std::io::stderr().flush()?;
+            }
+            let pw = read_stdin_line("password")?;
+            let c = client(&cli)?;
+            let c = Client::new(&c.base, None)?;
+            let mut body = json!({"user": user, "password": pw.as_str()});
+            if let Some(o) = otp {
+                body["otp"] = json!(o);
+            }
+            let r = c.post("/login", &body).await?;
+            let token = r.get("token").and_then(Value::as_str).ok_or_else(|| anyhow!("server sent no token"))?;
+            let saved = SavedSession {
+                server: c.base.clone(),
+                user: user.clone(),
+                token: token.to_string(),
+                expires_at: r.get("expires_at").and_then(Value::as_str).unwrap_or("").to_string(),
+            };
+            let path = client::save_session(&saved)?;
+            let mut shown = r.clone();
+            if let Some(o) = shown.as_object_mut() {
+                o.remove("token");
+                o.insert("session_file".into(), json!(path.display().to_string()));
+            }
+            out(j, &shown, || {
+                let enrolled = r.get("totp_enrolled").and_then(Value::as_bool).unwrap_or(false);
+                format!(
+                    "logged in as {user} until {}{}",
+                    saved.expires_at,
+                    if enrolled { "" } else { "\nno authenticator yet: run `breakglass mfa totp enroll`" }
+                )
+            });
+        }
+        Cmd::Logout => {
+            let c = authed(&cli)?;
+            let r = c.post("/logout", &json!({})).await;
+            client::delete_session()?;
+            if let Err(e) = r
+                && e.downcast_ref::<Problem>().is_none_or(|p| p.slug() != "unauthenticated")
+            {
+                return Err(e);
+            }
+            out(j, &json!({"logged_out": true}), || "logged out".into());
+        }
+        Cmd::Whoami => {
+            let c = authed(&cli)?;
+            let r = c.get("/me").await?;
+            out(j, &r, || {
+                format!(
+                    "{} (groups: {}){}",
+                    r["user"].as_str().unwrap_or(""),
+                    r["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+                    if r["totp_enrolled"].as_bool() == Some(true) { "" } else { "; no authenticator enrolled" }
+                )
+            });
+        }
+        Cmd::Mfa(MfaCmd::Totp(t)) => {
+            let c = authed(&cli)?;
+            match t {
+                TotpCmd::Enroll => {
+                    let r = c.post("/mfa/totp/enroll", &json!({})).await?;
+                    out(j, &r, || {
+                        format!(
+                            "Add this to your authenticator app (scan it as a QR code or paste it):\n\n  {}\n\nsecret (for manual entry): {}\nThen run: breakglass mfa totp confirm CODE",
+                            r["otpauth_uri"].as_str().unwrap_or(""),
+                            r["secret_base32"].as_str().unwrap_or("")
+                        )
+                    });
+                }
+                TotpCmd::Confirm { code } => {
+                    let r = c.post("/mfa/totp/confirm", &json!({"code": code})).await?;
+                    out(j, &r, || "authenticator confirmed: MFA is on".into());
+                }
+            }
+        }
+        Cmd::Request { resource, reason, ticket, duration, otp } => {
+            let c = authed(&cli)?;
+            let r = with_otp(otp.clone(), "this request", |otp| {
+                let body = json!({"resource": resource, "reason": reason, "ticket": ticket, "duration": duration, "otp": otp});
+                let c = &c;
+                async move { c.post("/grants", &body).await }
+            })
+            .await?;
+            out(j, &r, || {
+                let state = r["state"].as_str().unwrap_or("");
+                let head = match state {
+                    "active" => format!(
+                        "ACCESS GRANTED to {} until {} ({})",
+                        r["resource"].as_str().unwrap_or(""),
+                        r["expires_at"].as_str().unwrap_or(""),
+                        fmt_remaining(r["remaining_secs"].as_u64().unwrap_or(0))
+                    ),
+                    "pending" => format!(
+                        "request pending approval ({} needed from {}); you will get access when approved",
+                        r["approvals_needed"].as_u64().unwrap_or(0),
+                        r["approvers_from"]
+                    ),
+                    other => format!("grant is {other}"),
+                };
+                format!("{head}\n{}\nwatch it: breakglass status {} --watch", grant_detail(&r), r["id"].as_str().unwrap_or(""))
+            });
+        }
+        Cmd::Status { grant_id, all, watch } => {
+            let c = authed(&cli)?;
+            match grant_id {
+                Some(id) => {
+                    let path = format!("/grants/{}", urlencode(id));
+                    let mut r = c.get(&path).await?;
+                    if *watch && !j {
+                        watch_countdown(&c, &path, &mut r).await?;
+                    } else {
+                        out(j, &r, || grant_detail(&r));
+                    }
+                }
+                None => {
+                    let r = c.get(if *all { "/grants?all=true" } else { "/grants" }).await?;
+                    out(j, &r, || {
+                        let list = r.as_array().cloned().unwrap_or_default();
+                        if list.is_empty() {
+                            "no grants".into()
+                        } else {
+                            list.iter().map(grant_line).collect::<Vec<_>>().join("\n")
+                        }
+                    });
+                }
+            }
+        }
+        Cmd::Approve { grant_id, otp } => {
+            let c = authed(&cli)?;
+            let path = format!("/grants/{}/approve", urlencode(grant_id));
+            let r = with_otp(otp.clone(), "this approval", |otp| {
+                let (c, path) = (&c, &path);
+                async move { c.post(path, &json!({"otp": otp})).await }
+            })
+            .await?;
+            out(j, &r, || format!("approved.\n{}", grant_detail(&r)));
+        }
+        Cmd::Deny { grant_id, reason } => {
+            let c = authed(&cli)?;
+            let r = c.post(&format!("/grants/{}/deny", urlencode(grant_id)), &json!({"reason": reason})).await?;
+            out(j, &r, || format!("denied.\n{}", grant_detail(&r)));
+        }
+        Cmd::Revoke { grant_id, reason } => {
+            let c = authed(&cli)?;
+            let r = c.post(&format!("/grants/{}/revoke", urlencode(grant_id)), &json!({"reason": reason})).await?;
+            out(j, &r, || format!("{}.\n{}", r["state"].as_str().unwrap_or("revoked"), grant_detail(&r)));
+        }
+        Cmd::Extend { grant_id, by, otp } => {
+            let c = authed(&cli)?;
+            let path = format!("/grants/{}/extend", urlencode(grant_id));
+            let r = with_otp(otp.clone(), "this extension", |otp| {
+                let (c, path) = (&c, &path);
+                async move { c.post(path, &json!({"by": by, "otp": otp})).await }
+            })
+            .await?;
+            out(j, &r, || format!("extended.\n{}", grant_detail(&r)));
+        }
+        Cmd::Audit(a) => audit(&cli, a, j).await?,
+        Cmd::Policy(PolicyCmd::Check { file }) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            match breakglass_core::policy::PolicySet::parse(&text) {
+                Ok(set) => out(
+                    j,
+                    &json!({"valid": true, "file": file.display().to_string(), "resources": set.resources.len(), "policies": set.policies.len()}),
+                    || format!("{}: valid ({} resources, {} policies)", file.display(), set.resources.len(), set.policies.len()),
+                ),
+                Err(errs) => {
+                    if j {
+                        let list: Vec<Value> = errs
+                            .errors
+                            .iter()
+                            .map(|e| json!({"line": e.line, "column": e.column, "message": e.message, "hint": e.hint}))
+                            .collect();
+                        println!("{}", json!({"valid": false, "file": file.display().to_string(), "errors": list}));
+                        std::process::exit(1);
+                    }
+                    bail!("{}: invalid policy\n{errs}", file.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn watch_countdown(c: &Client, path: &str, r: &mut Value) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let state = r["state"].as_str().unwrap_or("").to_string();
+        let line = match state.as_str() {
+            "active" => {
+                let ends = r["expires_at_ms"].as_i64().unwrap_or(0);
+                let left = now().until(Timestamp(ends)).as_secs();
+                format!("{} on {}: {} left (ends {})", r["id"].as_str().unwrap_or(""), r["resource"].as_str().unwrap_or(""), fmt_remaining(left), r["expires_at"].as_str().unwrap_or(""))
+            }
+            "pending" => format!("{} pending approval", r["id"].as_str().unwrap_or("")),
+            s => {
+                println!("{}grant {} is {s}", if tty { "\r\x1b[2K" } else { "" }, r["id"].as_str().unwrap_or(""));
+                return Ok(());
+            }
+        };
+        if tty {
+            print!("\r\x1b[2K{line}");
+        } else {
+            println!("{line}");
+        }
+        std::io::stdout().flush()?;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        *r = c.get(path).await?;
+    }
+}
+
+async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
+    match u {
+        UserCmd::Add { name, groups, password_stdin, dir } => {
+            if !engine::valid_name(name) {
+                bail!("bad user name {name:?}: use lower-case letters, digits, '.', '_' or '-' (at most 64)");
+            }
+            for g in groups {
+                if !engine::valid_name(g) {
+                    bail!("bad group name {g:?}: use lower-case letters, digits, '.', '_' or '-'");
+                }
+            }
+            if !password_stdin {
+                bail!("give the new password on standard input with --password-stdin");
+            }
+            let pw = read_stdin_line("password")?;
+            if pw.chars().count() < 12 {
+                bail!("password too short: use at least 12 characters");
+            }
+            let (store, _) = open_dir(&dir.data_dir).await?;
+            if store.user(name).await?.is_some() {
+                bail!("user {name} already exists (disable it with `breakglass admin user disable {name}`)");
+            }
+            let hash = engine::hash_password(&pw).map_err(|e| anyhow!("{e}"))?;
+            store
+                .commit(
+                    vec![Change::AddUser(User {
+                        name: name.clone(),
+                        password_hash: hash,
+                        groups: groups.clone(),
+                        disabled: false,
+                        created_at: now(),
+                    })],
+                    vec![admin_event("admin.user_added", name, json!({"groups": groups}))],
+                )
+                .await?;
+            out(j, &json!({"user": name, "groups": groups}), || format!("user {name} added (groups: {})", groups.join(", ")));
+        }
+        UserCmd::List { dir } => {
+            let (store, _) = open_dir(&dir.data_dir).await?;
+            let users = store.users().await?;
+            let mut list = Vec::new();
+            for u in &users {
+                let mfa = store.mfa(&u.name).await?;
+                list.push(json!({"user": u.name, "groups": u.groups, "disabled": u.disabled, "totp_enrolled": mfa.totp_confirmed,
+                    "mfa_locked_until": mfa.state.locked_until.filter(|t| *t > now()).map(breakglass_core::time::rfc3339)}));
+            }
+            let v = Value::Array(list);
+            out(j, &v, || {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|u| {
+                                format!(
+                                    "{:<20} groups={:<30} {}{}{}",
+                                    u["user"].as_str().unwrap_or(""),
+                                    u["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                                    if u["totp_enrolled"].as_bool() == Some(true) { "mfa=totp" } else { "mfa=none" },
+                                    if u["disabled"].as_bool() == Some(true) { " DISABLED" } else { "" },
+                                    u["mfa_locked_until"].as_str().map(|t| format!(" MFA-LOCKED until {t}")).unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
+        }
+        UserCmd::Disable { name, dir } => {
+            let (store, _) = open_dir(&dir.data_dir).await?;
+            store
+                .commit(
+                    vec![
+                        Change::SetUserDisabled { name: name.clone(), disabled: true },
+                        Change::DeleteUserSessions { user: name.clone() },
+                    ],
+                    vec![admin_event("admin.user_disabled", name, json!({}))],
+                )
+                .await
+                .map_err(|e| match e {
+                    breakglass_store::StoreError::NotFound(_) => anyhow!("no user {name}: see `breakglass admin user list`"),
+                    e => e.into(),
+                })?;
+            out(j, &json!({"user": name, "disabled": true}), || format!("user {name} disabled; their sessions are ended"));
+        }
+        UserCmd::ResetMfa { name, dir } | UserCmd::Unlock { name, dir } => {
+            let reset = matches!(u, UserCmd::ResetMfa { .. });
+            let (store, _) = open_dir(&dir.data_dir).await?;
+            if store.user(name).await?.is_none() {
+                bail!("no user {name}: see `breakglass admin user list`");
+            }
+            let mut state = store.mfa(name).await?.state;
+            state.locked_until = None;
+            state.failures = 0;
+            let mut changes = vec![];
+            if reset {
+                changes.push(Change::PutTotp { user: name.clone(), sealed: None, confirmed: false });
+            }
+            changes.push(Change::PutMfaState { user: name.clone(), state });
+            store
+                .commit(changes, vec![admin_event(if reset { "admin.mfa_reset" } else { "admin.mfa_unlocked" }, name, json!({}))])
+                .await?;
+            out(j, &json!({"user": name, "mfa_reset": reset, "unlocked": true}), || {
+                if reset {
+                    format!("{name}'s authenticator removed; they must enrol again")
+                } else {
+                    format!("{name}'s MFA lock-out lifted")
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read_key_pem(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read key {}", path.display()))?;
+    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+        .map_err(|e| anyhow!("{} is not an Ed25519 public key in PEM form: {e}", path.display()))
+}
+
+async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
+    match a {
+        AuditCmd::Verify { data_dir, file, key } => {
+            let (report, source) = match (data_dir, file) {
+                (Some(dir), None) => {
+                    let (store, keys) = open_dir(dir).await?;
+                    let pubkey = match key {
+                        Some(k) => read_key_pem(k)?,
+                        None => keys.audit_public(),
+                    };
+                    let r = breakglass_server::audit::verify_store(&store, pubkey, &keys.origin).await?;
+                    (r, dir.display().to_string())
+                }
+                (None, Some(f)) => {
+                    let pubkey = key.as_deref().map(read_key_pem).transpose()?;
+                    if pubkey.is_none() && !j {
+                        eprintln!("warning: no --key given: trusting the public key inside the export itself");
+                    }
+                    let fh = std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+                    let r = breakglass_core::audit::export::verify_export(std::io::BufReader::new(fh), pubkey.as_ref());
+                    (r, f.display().to_string())
+                }
+                _ => bail!("say what to verify: --data-dir DIR (on the server host) or --file EXPORT"),
+            };
+            match report {
+                Ok(r) => out(
+                    j,
+                    &json!({"ok": true, "source": source, "events": r.events, "checkpoints": r.checkpoints, "last_checkpoint_size": r.last_checkpoint_size, "unsigned_tail": r.unsigned_tail}),
+                    || {
+                        format!(
+                            "audit trail OK: {} events, {} signed checkpoints verified (last covers {} events; {} newer events not yet checkpointed)",
+                            r.events, r.checkpoints, r.last_checkpoint_size, r.unsigned_tail
+                        )
+                    },
+                ),
+                Err(e) => {
+                    if j {
+                        println!("{}", json!({"ok": false, "source": source, "error": e.to_string(), "seq": e.seq}));
+                        std::process::exit(1);
+                    }
+                    bail!("AUDIT VERIFICATION FAILED for {source}: {e}");
+                }
+            }
+        }
+        AuditCmd::Export { format, out: path, data_dir } => {
+            if format != "jsonl" {
+                bail!("unknown export format {format:?}: use --format jsonl");
+            }
+            let mut sink: Box<dyn Write> = match path {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            match data_dir {
+                Some(dir) => {
+                    let (store, keys) = open_dir(dir).await?;
+                    breakglass_server::audit::export_to(&store, &keys.audit_public(), &keys.origin, &mut sink).await?;
+                }
+                None => {
+                    let c = authed(cli)?;
+                    let mut resp = c.get_text("/audit/export").await?;
+                    while let Some(chunk) = resp.chunk().await? {
+                        sink.write_all(&chunk)?;
+                    }
+                }
+            }
+            sink.flush()?;
+            if let Some(p) = path {
+                eprintln!("audit export written to {}", p.display());
+            }
+        }
+    }
+    Ok(())
+}

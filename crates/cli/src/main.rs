@@ -1,0 +1,249 @@
+//! `breakglass`: one binary. `breakglass serve` runs the server; every other subcommand is the
+//! CLI talking to it over HTTP (or, for `init`, `admin` and `audit verify --data-dir`, working
+//! on the server's data directory directly, on the server host).
+#![forbid(unsafe_code)]
+
+mod client;
+mod commands;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "breakglass", version, about = "Emergency privileged access: break glass, get scoped time-bound credentials, leave a verifiable audit trail.")]
+pub struct Cli {
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "BREAKGLASS_SERVER")]
+    pub server: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create the data directory, store and keys (idempotent; never overwrites keys).
+    Init {
+        #[arg(long, env = "BREAKGLASS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Run the server.
+    Serve {
+        #[arg(long, env = "BREAKGLASS_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8700", env = "BREAKGLASS_LISTEN")]
+        listen: std::net::SocketAddr,
+        #[arg(long, env = "BREAKGLASS_POLICY")]
+        policy: PathBuf,
+        /// Sign an audit checkpoint after this many events.
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_events: u64,
+        /// …or after this long (e.g. 10s).
+        #[arg(long, default_value = "10s")]
+        checkpoint_every: String,
+        /// Wrong codes before a user's MFA locks.
+        #[arg(long, default_value_t = 5)]
+        mfa_max_failures: u32,
+        /// How long an MFA lock-out lasts.
+        #[arg(long, default_value = "15m")]
+        mfa_lockout: String,
+    },
+    /// Operator commands on the server host (work on the data directory).
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Log in and keep the session in the config directory.
+    Login {
+        #[arg(long)]
+        user: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        otp: Option<String>,
+    },
+    /// End the saved session.
+    Logout,
+    /// Who am I logged in as.
+    Whoami,
+    /// Multi-factor authentication.
+    #[command(subcommand)]
+    Mfa(MfaCmd),
+    /// Break glass: request access to a resource.
+    Request {
+        resource: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// How long, e.g. 30m (the policy default when absent).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[arg(long)]
+        otp: Option<String>,
+    },
+    /// Show grants, or one grant with its countdown.
+    Status {
+        grant_id: Option<String>,
+        /// Every grant you may see, not only yours.
+        #[arg(long)]
+        all: bool,
+        /// Keep a live countdown until the grant ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Approve a pending grant (needs MFA).
+    Approve {
+        grant_id: String,
+        #[arg(long)]
+        otp: Option<String>,
+    },
+    /// Deny a pending grant.
+    Deny {
+        grant_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// End a grant now (or cancel a pending one).
+    Revoke {
+        grant_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Extend an active grant, within the policy maximum.
+    Extend {
+        grant_id: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        otp: Option<String>,
+    },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Policy files.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// User accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Args, Clone)]
+pub struct DataDirArg {
+    #[arg(long, env = "BREAKGLASS_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Add a user.
+    Add {
+        name: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Disable a user and end their sessions.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Remove a user's authenticator so they can enrol again.
+    ResetMfa {
+        name: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Lift an MFA lock-out.
+    Unlock {
+        name: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MfaCmd {
+    /// TOTP authenticator apps.
+    #[command(subcommand)]
+    Totp(TotpCmd),
+}
+
+#[derive(Subcommand)]
+pub enum TotpCmd {
+    /// Start enrolment: prints the otpauth:// URI for your authenticator app.
+    Enroll,
+    /// Finish enrolment with a code from the app.
+    Confirm { code: String },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Verify the audit chain and its signed checkpoints.
+    Verify {
+        /// Verify the store in this data directory (on the server host).
+        #[arg(long, conflicts_with = "file")]
+        data_dir: Option<PathBuf>,
+        /// Verify an export produced by `audit export`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The audit public key (PEM) to trust; by default the data dir's, or the export's own.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Export events and checkpoints.
+    Export {
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Read the store directly instead of asking the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a policy file.
+    Check { file: PathBuf },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("BREAKGLASS_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    match rt.block_on(commands::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            commands::print_error(&e, json);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Audit chain (filled in shortly).

@@ -1,0 +1,294 @@
+//! The HTTP JSON API under `/api/v1`, plus `/healthz` and `/metrics`. Handlers are thin: they
+//! authenticate, parse, call the [`Engine`], and render. Errors are RFC 9457 problem+json.
+
+use crate::engine::{Engine, Principal, RequestInput};
+use crate::error::ApiError;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The OpenAPI document (committed; a test checks it lists every route).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+type AppState = Arc<Engine>;
+
+/// JSON body extractor whose rejections are problem+json with a useful message.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return Err(ApiError::TooLarge);
+                }
+                Err(ApiError::bad_hint(
+                    rej.body_text(),
+                    "send a JSON object with the documented fields (see /api/v1/openapi.json)",
+                ))
+            }
+        }
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal, pub String);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+        let p = state.authenticate(&token).await?;
+        Ok(Auth(p, token))
+    }
+}
+
+fn bearer(h: &HeaderMap) -> Option<String> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v.strip_prefix("Bearer ")?.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let api = Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .route("/mfa/totp/enroll", post(totp_enroll))
+        .route("/mfa/totp/confirm", post(totp_confirm))
+        .route("/grants", get(list_grants).post(request))
+        .route("/grants/{id}", get(get_grant))
+        .route("/grants/{id}/approve", post(approve))
+        .route("/grants/{id}/deny", post(deny))
+        .route("/grants/{id}/revoke", post(revoke))
+        .route("/grants/{id}/extend", post(extend))
+        .route("/policy", get(policy))
+        .route("/audit/export", get(audit_export))
+        .route("/audit/checkpoint", get(audit_checkpoint))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(engine)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint: see /api/v1/openapi.json".into())
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = ApiError::bad("method not allowed on this endpoint").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    user: String,
+    password: String,
+    #[serde(default)]
+    otp: Option<String>,
+}
+
+async fn login(State(e): State<AppState>, ApiJson(b): ApiJson<LoginBody>) -> Result<Response, ApiError> {
+    let out = e.login(&b.user, &b.password, b.otp.as_deref()).await?;
+    Ok(Json(out).into_response())
+}
+
+async fn logout(State(e): State<AppState>, Auth(p, token): Auth) -> Result<StatusCode, ApiError> {
+    e.logout(&token, &p).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Response, ApiError> {
+    let mfa = e.store.mfa(&p.name).await?;
+    Ok(Json(json!({
+        "user": p.name, "groups": p.groups, "admin": e.is_admin(&p),
+        "totp_enrolled": mfa.totp_confirmed,
+    }))
+    .into_response())
+}
+
+async fn totp_enroll(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Response, ApiError> {
+    Ok(Json(e.totp_enroll(&p).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+}
+
+async fn totp_confirm(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    ApiJson(b): ApiJson<CodeBody>,
+) -> Result<Response, ApiError> {
+    e.totp_confirm(&p, &b.code).await?;
+    Ok(Json(json!({"user": p.name, "totp_enrolled": true})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+async fn list_grants(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::bad(r.body_text()))?;
+    let states = q
+        .state
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
+    Ok(Json(e.grants(&p, q.all, states).await?).into_response())
+}
+
+async fn request(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    ApiJson(b): ApiJson<RequestInput>,
+) -> Result<Response, ApiError> {
+    let g = e.request(&p, b).await?;
+    Ok((StatusCode::CREATED, Json(g)).into_response())
+}
+
+async fn get_grant(State(e): State<AppState>, Auth(p, _): Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(e.grant(&p, &id).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OtpBody {
+    #[serde(default)]
+    otp: Option<String>,
+}
+
+async fn approve(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<OtpBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(e.approve(&p, &id, b.otp.as_deref()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn deny(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(e.deny(&p, &id, b.reason.as_deref().unwrap_or("")).await?).into_response())
+}
+
+async fn revoke(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(e.revoke(&p, &id, b.reason.as_deref()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    by: String,
+    #[serde(default)]
+    otp: Option<String>,
+}
+
+async fn extend(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ExtendBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(e.extend(&p, &id, &b.by, b.otp.as_deref()).await?).into_response())
+}
+
+async fn policy(State(e): State<AppState>, Auth(_, _): Auth) -> Result<Response, ApiError> {
+    let p = e.policy();
+    Ok(Json(json!({"sha256": p.sha256, "policy": p.set.to_json()})).into_response())
+}
+
+async fn audit_export(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Response, ApiError> {
+    if !e.is_admin(&p) {
+        return Err(ApiError::Forbidden(
+            "exporting the audit trail is for admins (policy `admins`)".into(),
+        ));
+    }
+    let body = crate::audit::export_body(e.clone());
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+async fn audit_checkpoint(State(e): State<AppState>, Auth(_, _): Auth) -> Result<Response, ApiError> {
+    let cps = e.store.checkpoints().await?;
+    let head = e.store.audit_head().await?;
+    Ok(Json(json!({
+        "origin": e.keys.origin,
+        "public_key_pem": breakglass_core::audit::public_key_pem(&e.keys.audit_public()),
+        "head_seq": head.map(|h| h.seq).unwrap_or(0),
+        "checkpoint": cps.last().map(|c| json!({"size": c.size, "note": c.note})),
+    }))
+    .into_response())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn healthz(State(e): State<AppState>) -> Response {
+    match e.store.audit_head().await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "health check: store unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store unavailable"}))).into_response()
+        }
+    }
+}
+
+async fn metrics(State(e): State<AppState>) -> Response {
+    let active = e.store.count_grants("active").await.ok();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        e.metrics.render(active),
+    )
+        .into_response()
+}

@@ -1,0 +1,244 @@
+//! The audit log over a store: signing checkpoints, exporting JSON lines, and verifying the
+//! stored chain (`breakglass audit verify --data-dir`). The mathematics lives in
+//! `breakglass_core::audit`; this module only streams rows to and from it.
+
+use crate::engine::Engine;
+use breakglass_core::audit::{self, Checkpoint, Verifier, VerifyError, VerifyReport, merkle::Frontier};
+use breakglass_store::{Store, StoreError, StoredCheckpoint};
+use ed25519_dalek::VerifyingKey;
+use std::sync::Arc;
+
+/// Rows fetched per query when streaming the log.
+const BATCH: u32 = 10_000;
+
+/// Keeps an incremental Merkle tree of the stored log and signs its head.
+pub struct Checkpointer {
+    frontier: Frontier,
+    signed_size: u64,
+}
+
+impl Checkpointer {
+    /// Rebuilds the tree from the stored leaf hashes.
+    pub async fn load(engine: &Engine) -> Result<Self, StoreError> {
+        let signed_size = engine
+            .store
+            .checkpoints()
+            .await?
+            .last()
+            .map(|c| c.size)
+            .unwrap_or(0);
+        let mut cp = Checkpointer {
+            frontier: Frontier::new(),
+            signed_size,
+        };
+        cp.catch_up(engine).await?;
+        Ok(cp)
+    }
+
+    /// Adds newly stored records to the tree; returns how many are not yet signed.
+    pub async fn catch_up(&mut self, engine: &Engine) -> Result<u64, StoreError> {
+        loop {
+            let from = self.frontier.size() + 1;
+            let recs = engine.store.audit_records(from, BATCH).await?;
+            let n = recs.len();
+            for r in recs {
+                if r.seq != self.frontier.size() + 1 {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit log has a gap at event {}",
+                        self.frontier.size() + 1
+                    )));
+                }
+                self.frontier.push(r.leaf_hash);
+            }
+            if n < BATCH as usize {
+                break;
+            }
+        }
+        Ok(self.frontier.size().saturating_sub(self.signed_size))
+    }
+
+    /// Signs and stores a checkpoint of the current tree.
+    pub async fn sign(&mut self, engine: &Engine) -> Result<(), StoreError> {
+        let size = self.frontier.size();
+        if size == 0 || size == self.signed_size {
+            return Ok(());
+        }
+        let cp = Checkpoint {
+            origin: engine.keys.origin.clone(),
+            size,
+            root: self.frontier.root(),
+        };
+        let note = cp.sign(&engine.keys.audit_signing, &engine.keys.origin);
+        engine
+            .store
+            .add_checkpoint(StoredCheckpoint {
+                size,
+                note,
+                created_at: engine.now(),
+            })
+            .await?;
+        engine.metrics.checkpoints.inc();
+        self.signed_size = size;
+        Ok(())
+    }
+}
+
+/// Verifies the whole stored log and every checkpoint against `key`.
+pub async fn verify_store(
+    store: &dyn Store,
+    key: VerifyingKey,
+    origin: &str,
+) -> Result<Result<VerifyReport, VerifyError>, StoreError> {
+    let checkpoints = store.checkpoints().await?;
+    let mut cps = checkpoints.iter().peekable();
+    let mut v = Verifier::new(key, origin.to_string(), origin.to_string());
+    let mut next = 1u64;
+    loop {
+        let recs = store.audit_records(next, BATCH).await?;
+        let n = recs.len();
+        for r in recs {
+            if let Err(e) = v.push(r.seq, &r.body, &r.leaf_hash, &r.chain_hash) {
+                return Ok(Err(e));
+            }
+            while let Some(cp) = cps.peek() {
+                if cp.size > r.seq {
+                    break;
+                }
+                if let Err(e) = v.checkpoint(&cp.note) {
+                    return Ok(Err(e));
+                }
+                cps.next();
+            }
+            next = r.seq + 1;
+        }
+        if n < BATCH as usize {
+            break;
+        }
+    }
+    for cp in cps {
+        if let Err(e) = v.checkpoint(&cp.note) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(v.finish())
+}
+
+/// Writes the export (header, events, checkpoints) as JSON lines to `out`.
+pub async fn export_to<W: std::io::Write>(
+    store: &dyn Store,
+    key: &VerifyingKey,
+    origin: &str,
+    out: &mut W,
+) -> Result<u64, ExportError> {
+    let checkpoints = store.checkpoints().await?;
+    let mut cps = checkpoints.iter().peekable();
+    writeln!(out, "{}", audit::export::header_line(origin, key))?;
+    let mut next = 1u64;
+    let mut count = 0;
+    loop {
+        let recs = store.audit_records(next, BATCH).await?;
+        let n = recs.len();
+        for r in recs {
+            writeln!(out, "{}", audit::export::event_line(&r)?)?;
+            count += 1;
+            while let Some(cp) = cps.peek() {
+                if cp.size > r.seq {
+                    break;
+                }
+                writeln!(out, "{}", audit::export::checkpoint_line(cp.size, &cp.note))?;
+                cps.next();
+            }
+            next = r.seq + 1;
+        }
+        if n < BATCH as usize {
+            break;
+        }
+    }
+    for cp in cps {
+        writeln!(out, "{}", audit::export::checkpoint_line(cp.size, &cp.note))?;
+    }
+    Ok(count)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+}
+
+/// The export as a streamed HTTP body (built in batches, so memory stays flat).
+pub fn export_body(engine: Arc<Engine>) -> axum::body::Body {
+    use futures_util::stream;
+    enum St {
+        Header,
+        Rows(u64),
+        Done,
+    }
+    let key = engine.keys.audit_public();
+    let origin = engine.keys.origin.clone();
+    let s = stream::unfold(
+        (St::Header, engine, None::<Vec<StoredCheckpoint>>),
+        move |(st, engine, cps)| {
+            let origin = origin.clone();
+            async move {
+                match st {
+                    St::Header => {
+                        let cps = match engine.store.checkpoints().await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                return Some((Err(std::io::Error::other(e.to_string())), (St::Done, engine, None)));
+                            }
+                        };
+                        let line = format!("{}\n", audit::export::header_line(&origin, &key));
+                        Some((Ok(line.into_bytes()), (St::Rows(1), engine, Some(cps))))
+                    }
+                    St::Rows(from) => {
+                        let recs = match engine.store.audit_records(from, BATCH).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return Some((Err(std::io::Error::other(e.to_string())), (St::Done, engine, cps)));
+                            }
+                        };
+                        let cps_all = cps.unwrap_or_default();
+                        let mut buf = Vec::new();
+                        let last = recs.last().map(|r| r.seq);
+                        let done = recs.len() < BATCH as usize;
+                        for r in &recs {
+                            match audit::export::event_line(r) {
+                                Ok(l) => {
+                                    buf.extend_from_slice(l.as_bytes());
+                                    buf.push(b'\n');
+                                }
+                                Err(e) => {
+                                    return Some((Err(std::io::Error::other(e.to_string())), (St::Done, engine, None)));
+                                }
+                            }
+                            for cp in cps_all.iter().filter(|c| c.size == r.seq) {
+                                buf.extend_from_slice(audit::export::checkpoint_line(cp.size, &cp.note).as_bytes());
+                                buf.push(b'\n');
+                            }
+                        }
+                        if done {
+                            // Checkpoints beyond the last row (a truncated log) are exported too.
+                            let end = last.unwrap_or(from.saturating_sub(1));
+                            for cp in cps_all.iter().filter(|c| c.size > end) {
+                                buf.extend_from_slice(audit::export::checkpoint_line(cp.size, &cp.note).as_bytes());
+                                buf.push(b'\n');
+                            }
+                            Some((Ok(buf), (St::Done, engine, None)))
+                        } else {
+                            let next = last.map(|s| s + 1).unwrap_or(from);
+                            Some((Ok(buf), (St::Rows(next), engine, Some(cps_all))))
+                        }
+                    }
+                    St::Done => None,
+                }
+            }
+        },
+    );
+    axum::body::Body::from_stream(s)
+}

@@ -1,0 +1,1311 @@
+//! The engine: every use case of breakglass, tying the pure core (policy, grant state machine,
+//! MFA rules, audit encoding) to the store. Each use case loads what it needs, decides with the
+//! core, and commits the change together with its audit events in one transaction. A refusal is
+//! audited too. If the audit write fails, the action fails and nothing changes.
+
+use crate::error::ApiError;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use breakglass_core::audit::NewEvent;
+use breakglass_core::grant::{self, AnyGrant, Approved, GrantInfo, TimedOut};
+use breakglass_core::mfa::{self, MfaRules, TotpOutcome};
+use breakglass_core::policy::{self, AccessRequest, PolicySet};
+use breakglass_core::time::Timestamp;
+use breakglass_core::{duration, time};
+use breakglass_store::{Change, GrantFilter, Session, Store, User};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Where time comes from. The system clock in production; tests inject their own.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+}
+
+/// The policy in force and where it came from.
+pub struct LoadedPolicy {
+    pub set: PolicySet,
+    pub sha256: String,
+    pub path: Option<PathBuf>,
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub mfa: MfaRules,
+    pub session_ttl: Duration,
+    /// Password failures in a row before logins for that user are refused for `login_lockout`.
+    pub login_max_failures: u32,
+    pub login_lockout: Duration,
+    /// Wake the checkpointer after this many new audit events.
+    pub checkpoint_every_events: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mfa: MfaRules::default(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_max_failures: 10,
+            login_lockout: Duration::from_secs(300),
+            checkpoint_every_events: 1000,
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub clock: Arc<dyn Clock>,
+    pub config: EngineConfig,
+    pub metrics: Metrics,
+    policy: RwLock<Arc<LoadedPolicy>>,
+    /// Wakes the expiry timer when a new deadline may be earlier than the one it sleeps to.
+    pub wake: Notify,
+    /// Wakes the checkpointer.
+    pub checkpoint_wake: Notify,
+    login_failures: Mutex<HashMap<String, (u32, Timestamp)>>,
+    /// Fingerprint of the last policy text (or read error) that failed to load, so a broken
+    /// file is audited once, not at every poll.
+    last_policy_failure: Mutex<Option<String>>,
+    dummy_hash: String,
+}
+
+// ---------- API views ----------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub by: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantView {
+    pub id: String,
+    pub user: String,
+    pub resource: String,
+    pub policy: String,
+    pub state: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub requested_at: String,
+    pub duration_secs: u64,
+    pub max_secs: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activated_via: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    pub approvals: Vec<ApprovalView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals_needed: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvers_from: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_at: Option<String>,
+    pub extensions: u32,
+    pub now: String,
+}
+
+impl GrantView {
+    pub fn of(g: &AnyGrant, now: Timestamp) -> GrantView {
+        let info = g.info();
+        let ts = |t: Timestamp| time::rfc3339(t);
+        let mut v = GrantView {
+            id: info.id.clone(),
+            user: info.user.clone(),
+            resource: info.resource.clone(),
+            policy: info.policy.clone(),
+            state: g.state_name().to_string(),
+            reason: info.reason.clone(),
+            ticket: info.ticket.clone(),
+            requested_at: ts(info.requested_at),
+            duration_secs: info.duration_ms / 1000,
+            max_secs: info.max_ms / 1000,
+            activated_at: None,
+            activated_via: None,
+            expires_at: None,
+            expires_at_ms: None,
+            remaining_secs: None,
+            ended_at: None,
+            ended_by: None,
+            end_reason: None,
+            approvals: vec![],
+            approvals_needed: None,
+            approvers_from: vec![],
+            approval_timeout_at: None,
+            extensions: 0,
+            now: ts(now),
+        };
+        let approvals = |a: &[grant::ApprovalRecord]| {
+            a.iter()
+                .map(|a| ApprovalView {
+                    by: a.by.clone(),
+                    at: ts(a.at),
+                })
+                .collect::<Vec<_>>()
+        };
+        let window = |v: &mut GrantView, w: &grant::Active| {
+            v.activated_at = Some(ts(w.activated_at));
+            v.activated_via = serde_json::to_value(w.via)
+                .ok()
+                .and_then(|x| x.as_str().map(String::from));
+            v.expires_at = Some(ts(w.expires_at));
+            v.expires_at_ms = Some(w.expires_at.0);
+            v.extensions = u32::try_from(w.extensions.len()).unwrap_or(u32::MAX);
+        };
+        match g {
+            AnyGrant::Pending(p) => {
+                v.approvals = approvals(&p.state.approvals);
+                v.approvals_needed = Some(p.state.needed);
+                v.approvers_from = p.state.from.clone();
+                v.approval_timeout_at = p.state.timeout_at.map(ts);
+            }
+            AnyGrant::Active(a) => {
+                window(&mut v, &a.state);
+                v.approvals = approvals(&a.state.approvals);
+                v.remaining_secs = Some(now.until(a.state.expires_at).as_secs());
+            }
+            AnyGrant::Ended(e) => {
+                if let Some(w) = &e.state.window {
+                    window(&mut v, w);
+                }
+                v.approvals = approvals(&e.state.approvals);
+                v.ended_at = Some(ts(e.state.ended_at));
+                match &e.state.outcome {
+                    grant::Outcome::Revoked { by, reason } => {
+                        v.ended_by = Some(by.clone());
+                        v.end_reason = reason.clone();
+                    }
+                    grant::Outcome::Denied { by, reason } => {
+                        v.ended_by = Some(by.clone());
+                        v.end_reason = Some(reason.clone());
+                    }
+                    grant::Outcome::Cancelled { by } => v.ended_by = Some(by.clone()),
+                    grant::Outcome::Expired | grant::Outcome::TimedOut => {}
+                }
+            }
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginOutput {
+    pub token: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub expires_at: String,
+    pub totp_enrolled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollOutput {
+    pub otpauth_uri: String,
+    pub secret_base32: String,
+}
+
+/// Input of a break-glass request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInput {
+    pub resource: String,
+    pub reason: String,
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// `90s`, `30m`, `2h`; the policy default when absent.
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub otp: Option<String>,
+}
+
+// ---------- helpers ----------
+
+/// SHA-256 of a session token (tokens are 256-bit random, so a fast hash is enough).
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!(
+        "bgs_{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+    )
+}
+
+fn new_grant_id() -> String {
+    let mut b = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("g-{}", hex::encode(b))
+}
+
+/// Hashes a password with Argon2id (PHC string).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(phc) {
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Checks a user or group name.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || (i > 0 && matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::bad(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ApiError::bad(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn event(
+    now: Timestamp,
+    kind: &str,
+    actor: Option<&str>,
+    grant: Option<&GrantInfo>,
+    data: serde_json::Value,
+) -> NewEvent {
+    NewEvent {
+        ts_ms: now.0,
+        kind: kind.to_string(),
+        actor: actor.map(String::from),
+        grant_id: grant.map(|g| g.id.clone()),
+        resource: grant.map(|g| g.resource.clone()),
+        data,
+    }
+}
+
+fn to_grant_approval(a: &policy::Approval) -> Option<grant::Approval> {
+    match a {
+        policy::Approval::Auto => Some(grant::Approval::Auto),
+        policy::Approval::Quorum {
+            count,
+            from,
+            timeout,
+            on_timeout,
+        } => Some(grant::Approval::Quorum {
+            count: *count,
+            from: from.clone(),
+            timeout: *timeout,
+            on_timeout: match on_timeout {
+                policy::OnTimeout::Deny => grant::OnTimeout::Deny,
+                policy::OnTimeout::Auto => grant::OnTimeout::Auto,
+            },
+        }),
+        policy::Approval::Deny => None,
+    }
+}
+
+/// Parses and fingerprints a policy text.
+pub fn load_policy_text(text: &str, path: Option<PathBuf>) -> Result<LoadedPolicy, String> {
+    let set = PolicySet::parse(text).map_err(|e| e.to_string())?;
+    Ok(LoadedPolicy {
+        set,
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        path,
+    })
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Keys,
+        policy: LoadedPolicy,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
+            store,
+            keys,
+            clock,
+            config,
+            metrics: Metrics::default(),
+            policy: RwLock::new(Arc::new(policy)),
+            wake: Notify::new(),
+            checkpoint_wake: Notify::new(),
+            login_failures: Mutex::new(HashMap::new()),
+            last_policy_failure: Mutex::new(None),
+            dummy_hash: hash_password("breakglass-dummy-password").unwrap_or_default(),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn policy(&self) -> Arc<LoadedPolicy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Appends events and applies changes atomically; a failure here aborts the action.
+    pub async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<(), ApiError> {
+        let n = events.len() as u64;
+        self.store.commit(changes, events).await?;
+        let before = self.metrics.audit_events.add(n);
+        let every = self.config.checkpoint_every_events.max(1);
+        if (before + n) / every != before / every {
+            self.checkpoint_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Records events that go with no change (refusals, failed logins).
+    async fn audit_only(&self, events: Vec<NewEvent>) -> Result<(), ApiError> {
+        self.commit(vec![], events).await
+    }
+
+    /// Re-reads the policy file. An invalid file keeps the old policy; the failure is audited.
+    pub async fn reload_policy(&self) -> Result<bool, ApiError> {
+        let current = self.policy();
+        let Some(path) = current.path.clone() else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("cannot read {}: {e}", path.display());
+                if !self.first_policy_failure(&msg) {
+                    return Ok(false);
+                }
+                tracing::error!(%msg, "policy reload failed; keeping the policy in force");
+                self.audit_only(vec![event(
+                    now,
+                    "policy.reload_failed",
+                    Some("system"),
+                    None,
+                    json!({"path": path.display().to_string(), "error": msg, "kept_sha256": current.sha256}),
+                )])
+                .await?;
+                self.metrics.policy_reload_failures.inc();
+                return Ok(false);
+            }
+        };
+        let sha = hex::encode(Sha256::digest(text.as_bytes()));
+        if sha == current.sha256 {
+            self.clear_policy_failure();
+            return Ok(false);
+        }
+        match load_policy_text(&text, Some(path.clone())) {
+            Ok(loaded) => {
+                self.audit_only(vec![event(
+                    now,
+                    "policy.loaded",
+                    Some("system"),
+                    None,
+                    json!({"path": path.display().to_string(), "sha256": loaded.sha256, "previous_sha256": current.sha256}),
+                )])
+                .await?;
+                tracing::info!(sha256 = %loaded.sha256, "policy reloaded");
+                self.clear_policy_failure();
+                if let Ok(mut p) = self.policy.write() {
+                    *p = Arc::new(loaded);
+                }
+                Ok(true)
+            }
+            Err(err) => {
+                if !self.first_policy_failure(&sha) {
+                    return Ok(false);
+                }
+                tracing::error!(%err, "invalid policy file; keeping the policy in force");
+                self.audit_only(vec![event(
+                    now,
+                    "policy.reload_failed",
+                    Some("system"),
+                    None,
+                    json!({"path": path.display().to_string(), "error": err, "sha256": sha, "kept_sha256": current.sha256}),
+                )])
+                .await?;
+                self.metrics.policy_reload_failures.inc();
+                Ok(false)
+            }
+        }
+    }
+
+    /// True the first time this failure fingerprint is seen in a row.
+    fn first_policy_failure(&self, fingerprint: &str) -> bool {
+        match self.last_policy_failure.lock() {
+            Ok(mut last) if last.as_deref() == Some(fingerprint) => false,
+            Ok(mut last) => {
+                *last = Some(fingerprint.to_string());
+                true
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn clear_policy_failure(&self) {
+        if let Ok(mut last) = self.last_policy_failure.lock() {
+            *last = None;
+        }
+    }
+
+    // ---------- authentication ----------
+
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        if token.len() > 128 {
+            return Err(ApiError::Unauthenticated);
+        }
+        let Some(session) = self.store.session(&token_hash(token)).await? else {
+            return Err(ApiError::Unauthenticated);
+        };
+        if session.expires_at <= self.now() {
+            return Err(ApiError::Unauthenticated);
+        }
+        match self.store.user(&session.user).await? {
+            Some(u) if !u.disabled => Ok(Principal {
+                name: u.name,
+                groups: u.groups,
+            }),
+            _ => Err(ApiError::Unauthenticated),
+        }
+    }
+
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        otp: Option<&str>,
+    ) -> Result<LoginOutput, ApiError> {
+        if !valid_name(user) || password.len() > 1024 {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let now = self.now();
+        if let Ok(map) = self.login_failures.lock()
+            && let Some((n, until)) = map.get(user)
+            && *n >= self.config.login_max_failures
+            && *until > now
+        {
+            return Err(ApiError::Mfa {
+                slug: "login-locked",
+                message: format!(
+                    "too many wrong passwords for {user}: logins are refused until {until}"
+                ),
+                hint: Some("wait, or ask an admin to check the audit log".into()),
+            });
+        }
+        let record = self.store.user(user).await?;
+        let phc = record
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
+            .await
+            .unwrap_or(false);
+        let user_rec = match record {
+            Some(u) if ok && !u.disabled => u,
+            other => {
+                let lock = self.note_login_failure(user, now);
+                self.audit_only(vec![event(
+                    now,
+                    "auth.login_failed",
+                    Some(user),
+                    None,
+                    json!({"known_user": other.is_some(), "disabled": other.map(|u| u.disabled).unwrap_or(false), "locked": lock}),
+                )])
+                .await?;
+                return Err(ApiError::InvalidCredentials);
+            }
+        };
+        if let Ok(mut map) = self.login_failures.lock() {
+            map.remove(user);
+        }
+        let principal = Principal {
+            name: user_rec.name.clone(),
+            groups: user_rec.groups.clone(),
+        };
+        let mfa_rec = self.store.mfa(user).await?;
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        if let Some(code) = otp {
+            let (c, e) = self.verify_mfa(&principal, Some(code), "login").await?;
+            changes.extend(c);
+            events.extend(e);
+        }
+        let token = random_token();
+        let expires_at = now.plus(self.config.session_ttl);
+        changes.push(Change::CreateSession {
+            token_hash: token_hash(&token),
+            session: Session {
+                user: user.to_string(),
+                created_at: now,
+                expires_at,
+            },
+        });
+        events.push(event(
+            now,
+            "auth.login",
+            Some(user),
+            None,
+            json!({"mfa": otp.is_some(), "session_expires_at": time::rfc3339(expires_at)}),
+        ));
+        self.commit(changes, events).await?;
+        Ok(LoginOutput {
+            token,
+            user: user_rec.name,
+            groups: user_rec.groups,
+            expires_at: time::rfc3339(expires_at),
+            totp_enrolled: mfa_rec.totp_confirmed,
+        })
+    }
+
+    fn note_login_failure(&self, user: &str, now: Timestamp) -> bool {
+        let Ok(mut map) = self.login_failures.lock() else {
+            return false;
+        };
+        if map.len() > 100_000 {
+            map.retain(|_, (_, until)| *until > now);
+        }
+        let entry = map.entry(user.to_string()).or_insert((0, now));
+        if entry.1 <= now && entry.0 >= self.config.login_max_failures {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        entry.1 = now.plus(self.config.login_lockout);
+        entry.0 >= self.config.login_max_failures
+    }
+
+    pub async fn logout(&self, token: &str, who: &Principal) -> Result<(), ApiError> {
+        self.commit(
+            vec![Change::DeleteSession {
+                token_hash: token_hash(token),
+            }],
+            vec![event(self.now(), "auth.logout", Some(&who.name), None, json!({}))],
+        )
+        .await
+    }
+
+    // ---------- MFA ----------
+
+    pub async fn totp_enroll(&self, who: &Principal) -> Result<EnrollOutput, ApiError> {
+        let rec = self.store.mfa(&who.name).await?;
+        if rec.totp_confirmed {
+            return Err(ApiError::Conflict(format!(
+                "{} already has a confirmed TOTP authenticator; an admin must reset it first (`breakglass admin user reset-mfa {}`)",
+                who.name, who.name
+            )));
+        }
+        let mut secret = zeroize::Zeroizing::new([0u8; mfa::SECRET_LEN]);
+        rand::rngs::OsRng.fill_bytes(&mut secret[..]);
+        let sealed = self.keys.kek.seal(&totp_aad(&who.name), &secret[..]);
+        self.commit(
+            vec![Change::PutTotp {
+                user: who.name.clone(),
+                sealed: Some(sealed),
+                confirmed: false,
+            }],
+            vec![event(
+                self.now(),
+                "mfa.totp_enrolment_started",
+                Some(&who.name),
+                None,
+                json!({}),
+            )],
+        )
+        .await?;
+        Ok(EnrollOutput {
+            otpauth_uri: mfa::otpauth_uri("breakglass", &who.name, &secret[..]),
+            secret_base32: mfa::secret_base32(&secret[..]),
+        })
+    }
+
+    pub async fn totp_confirm(&self, who: &Principal, code: &str) -> Result<(), ApiError> {
+        let rec = self.store.mfa(&who.name).await?;
+        if rec.totp_sealed.is_none() {
+            return Err(ApiError::bad_hint(
+                "no TOTP enrolment in progress",
+                "run `breakglass mfa totp enroll` first",
+            ));
+        }
+        if rec.totp_confirmed {
+            return Err(ApiError::Conflict("TOTP is already confirmed".into()));
+        }
+        let (mut changes, mut events) = self.check_code(who, &rec, code, "enrol").await?;
+        // Confirming keeps the guessing state just written (so the code cannot be reused).
+        changes.insert(
+            0,
+            Change::PutTotp {
+                user: who.name.clone(),
+                sealed: rec.totp_sealed.clone(),
+                confirmed: true,
+            },
+        );
+        events.push(event(
+            self.now(),
+            "mfa.totp_enrolled",
+            Some(&who.name),
+            None,
+            json!({}),
+        ));
+        self.commit(changes, events).await
+    }
+
+    /// Verifies a fresh TOTP code. On success returns the state change and audit event to commit
+    /// WITH the action; on failure commits the failure (state + audit) itself and returns an error.
+    pub async fn verify_mfa(
+        &self,
+        who: &Principal,
+        otp: Option<&str>,
+        purpose: &str,
+    ) -> Result<(Vec<Change>, Vec<NewEvent>), ApiError> {
+        let rec = self.store.mfa(&who.name).await?;
+        if !rec.totp_confirmed {
+            self.audit_only(vec![event(
+                self.now(),
+                "mfa.refused",
+                Some(&who.name),
+                None,
+                json!({"purpose": purpose, "why": "not-enrolled"}),
+            )])
+            .await?;
+            return Err(ApiError::Mfa {
+                slug: "mfa-not-enrolled",
+                message: format!("{purpose} needs MFA but {} has no authenticator", who.name),
+                hint: Some(
+                    "run `breakglass mfa totp enroll`, add the URI to an authenticator app, then `breakglass mfa totp confirm CODE`".into(),
+                ),
+            });
+        }
+        let Some(code) = otp else {
+            return Err(ApiError::Mfa {
+                slug: "mfa-required",
+                message: format!("{purpose} needs a fresh one-time code from your authenticator"),
+                hint: Some("pass --otp CODE (or run on a terminal to be prompted)".into()),
+            });
+        };
+        self.check_code(who, &rec, code, purpose).await
+    }
+
+    async fn check_code(
+        &self,
+        who: &Principal,
+        rec: &breakglass_store::MfaRecord,
+        code: &str,
+        purpose: &str,
+    ) -> Result<(Vec<Change>, Vec<NewEvent>), ApiError> {
+        let now = self.now();
+        let sealed = rec.totp_sealed.as_deref().unwrap_or_default();
+        let secret = self
+            .keys
+            .kek
+            .open(&totp_aad(&who.name), sealed)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (outcome, state) = mfa::check_totp(&secret, code, now, &rec.state, &self.config.mfa);
+        let change = Change::PutMfaState {
+            user: who.name.clone(),
+            state,
+        };
+        let (kind, err) = match outcome {
+            TotpOutcome::Accepted { step } => {
+                return Ok((
+                    vec![change],
+                    vec![event(
+                        now,
+                        "mfa.verified",
+                        Some(&who.name),
+                        None,
+                        json!({"purpose": purpose, "method": "totp", "step": step}),
+                    )],
+                ));
+            }
+            TotpOutcome::Malformed => {
+                return Err(ApiError::bad_hint(
+                    "a TOTP code is 6 digits",
+                    "type the 6-digit code your authenticator app shows",
+                ));
+            }
+            TotpOutcome::Locked { until } => (
+                "mfa.refused_locked",
+                ApiError::Mfa {
+                    slug: "mfa-locked",
+                    message: format!(
+                        "MFA for {} is locked after too many wrong codes until {until}",
+                        who.name
+                    ),
+                    hint: Some("wait for the lock-out to end or ask the security team".into()),
+                },
+            ),
+            TotpOutcome::Wrong { remaining } => (
+                "mfa.failed",
+                ApiError::Mfa {
+                    slug: "mfa-invalid",
+                    message: format!("wrong one-time code; {remaining} tries left before MFA locks"),
+                    hint: Some("check your authenticator app and the device clock".into()),
+                },
+            ),
+            TotpOutcome::Replayed { remaining } => (
+                "mfa.replayed",
+                ApiError::Mfa {
+                    slug: "mfa-replayed",
+                    message: format!(
+                        "this one-time code was already used; wait for the next code ({remaining} tries left)"
+                    ),
+                    hint: Some("codes are single-use: wait up to 30 s for a new one".into()),
+                },
+            ),
+            TotpOutcome::LockedNow { until } => (
+                "mfa.locked",
+                ApiError::Mfa {
+                    slug: "mfa-locked",
+                    message: format!(
+                        "too many wrong codes: MFA for {} is locked until {until}",
+                        who.name
+                    ),
+                    hint: Some("the security team has been told; wait or ask them".into()),
+                },
+            ),
+        };
+        self.metrics.mfa_failures.inc();
+        let changes = if matches!(outcome, TotpOutcome::Locked { .. }) {
+            vec![]
+        } else {
+            vec![change]
+        };
+        self.commit(
+            changes,
+            vec![event(
+                now,
+                kind,
+                Some(&who.name),
+                None,
+                json!({"purpose": purpose}),
+            )],
+        )
+        .await?;
+        Err(err)
+    }
+
+    // ---------- grants ----------
+
+    async fn refuse(
+        &self,
+        who: &Principal,
+        resource: &str,
+        grant_id: Option<&str>,
+        code: &str,
+        message: &str,
+        extra: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        self.metrics.refusals.inc();
+        self.audit_only(vec![NewEvent {
+            ts_ms: self.now().0,
+            kind: "grant.refused".into(),
+            actor: Some(who.name.clone()),
+            grant_id: grant_id.map(String::from),
+            resource: Some(resource.to_string()),
+            data: json!({"code": code, "message": message, "request": extra}),
+        }])
+        .await
+    }
+
+    pub async fn request(&self, who: &Principal, input: RequestInput) -> Result<GrantView, ApiError> {
+        check_text("resource", &input.resource, 64)?;
+        check_text("reason", &input.reason, 2000)?;
+        if let Some(t) = &input.ticket {
+            check_text("ticket", t, 128)?;
+        }
+        let requested = match input.duration.as_deref() {
+            None | Some("") => None,
+            Some(d) => Some(duration::parse(d).map_err(|e| ApiError::bad(e.to_string()))?),
+        };
+        let policy = self.policy();
+        let now = self.now();
+        let req = AccessRequest {
+            user: &who.name,
+            groups: &who.groups,
+            resource: &input.resource,
+            reason: &input.reason,
+            ticket: input.ticket.as_deref(),
+            duration: requested,
+            now,
+        };
+        let summary = json!({
+            "reason": input.reason, "ticket": input.ticket, "duration": input.duration,
+        });
+        let decision = match policy.set.evaluate(&req) {
+            Ok(d) => d,
+            Err(refusal) => {
+                self.refuse(
+                    who,
+                    &input.resource,
+                    None,
+                    refusal.code.as_str(),
+                    &refusal.message,
+                    summary,
+                )
+                .await?;
+                return Err(ApiError::Refused(refusal));
+            }
+        };
+        let Some(approval) = to_grant_approval(&decision.approval) else {
+            let msg = format!("policy {} denies access to {}", decision.policy, input.resource);
+            self.refuse(who, &input.resource, None, "denied-by-policy", &msg, summary)
+                .await?;
+            return Err(ApiError::Forbidden(msg));
+        };
+        let (mut changes, mut events) = if decision.mfa_required {
+            match self.verify_mfa(who, input.otp.as_deref(), "request").await {
+                Ok(x) => x,
+                Err(e) => {
+                    if matches!(&e, ApiError::Mfa { slug, .. } if *slug == "mfa-required") {
+                        self.refuse(
+                            who,
+                            &input.resource,
+                            None,
+                            "mfa-required",
+                            &e.to_string(),
+                            summary,
+                        )
+                        .await?;
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            (vec![], vec![])
+        };
+        let info = GrantInfo {
+            id: new_grant_id(),
+            user: who.name.clone(),
+            resource: input.resource.clone(),
+            policy: decision.policy.clone(),
+            reason: input.reason.trim().to_string(),
+            ticket: input.ticket.as_ref().map(|t| t.trim().to_string()),
+            requested_at: now,
+            duration_ms: u64::try_from(decision.duration.as_millis()).unwrap_or(u64::MAX),
+            max_ms: u64::try_from(decision.max.as_millis()).unwrap_or(u64::MAX),
+            review_by: decision.review.as_ref().map(|r| r.by.clone()).unwrap_or_default(),
+            review_within_ms: decision
+                .review
+                .as_ref()
+                .map(|r| u64::try_from(r.within.as_millis()).unwrap_or(u64::MAX)),
+            notify: decision.notify.clone(),
+        };
+        let g = grant::request(info, &approval, now);
+        let info = g.info();
+        events.push(event(
+            now,
+            "grant.requested",
+            Some(&who.name),
+            Some(info),
+            json!({
+                "policy": info.policy, "reason": info.reason, "ticket": info.ticket,
+                "duration_secs": info.duration_ms / 1000, "mfa": decision.mfa_required,
+                "approval": match &approval { grant::Approval::Auto => "auto", grant::Approval::Quorum{..} => "quorum" },
+            }),
+        ));
+        if let AnyGrant::Active(a) = &g {
+            events.push(activation_event(now, &a.info, &a.state));
+        }
+        changes.push(Change::InsertGrant(g.clone()));
+        self.commit(changes, events).await?;
+        match &g {
+            AnyGrant::Active(_) => self.metrics.activations.inc(),
+            _ => self.metrics.pending.inc(),
+        }
+        self.wake.notify_one();
+        Ok(GrantView::of(&g, now))
+    }
+
+    async fn load(&self, id: &str) -> Result<AnyGrant, ApiError> {
+        if id.len() > 64 {
+            return Err(ApiError::NotFound(format!("no grant {id:.64}")));
+        }
+        self.store
+            .grant(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no grant {id}: check the id with `breakglass status`")))
+    }
+
+    fn may_see(&self, who: &Principal, g: &AnyGrant) -> bool {
+        let info = g.info();
+        if info.user == who.name || self.is_admin(who) {
+            return true;
+        }
+        let policy = self.policy();
+        let in_any = |groups: &[String]| who.groups.iter().any(|x| groups.contains(x));
+        match g {
+            AnyGrant::Pending(p) if in_any(&p.state.from) => true,
+            _ => {
+                in_any(&info.review_by)
+                    || policy.set.policy(&info.policy).is_some_and(|p| match &p.approval {
+                        policy::Approval::Quorum { from, .. } => in_any(from),
+                        _ => false,
+                    })
+            }
+        }
+    }
+
+    pub fn is_admin(&self, who: &Principal) -> bool {
+        self.policy().set.is_admin(&who.name, &who.groups)
+    }
+
+    pub async fn grant(&self, who: &Principal, id: &str) -> Result<GrantView, ApiError> {
+        let g = self.load(id).await?;
+        if !self.may_see(who, &g) {
+            return Err(ApiError::NotFound(format!("no grant {id}")));
+        }
+        Ok(GrantView::of(&g, self.now()))
+    }
+
+    pub async fn grants(&self, who: &Principal, all: bool, states: Vec<String>) -> Result<Vec<GrantView>, ApiError> {
+        let now = self.now();
+        let filter = GrantFilter {
+            user: if all { None } else { Some(who.name.clone()) },
+            states,
+            limit: 200,
+        };
+        let list = self.store.grants(&filter).await?;
+        Ok(list
+            .iter()
+            .filter(|g| self.may_see(who, g))
+            .map(|g| GrantView::of(g, now))
+            .collect())
+    }
+
+    pub async fn approve(&self, who: &Principal, id: &str, otp: Option<&str>) -> Result<GrantView, ApiError> {
+        let g = self.load(id).await?;
+        let AnyGrant::Pending(p) = g else {
+            return Err(ApiError::Conflict(format!(
+                "grant {id} is {}, not pending: only pending grants can be approved",
+                g.state_name()
+            )));
+        };
+        if let Err(e) = p.check_approver(&who.name, &who.groups) {
+            self.refuse(who, &p.info.resource, Some(id), "approval-refused", &e.to_string(), json!({}))
+                .await?;
+            return Err(ApiError::Forbidden(e.to_string()));
+        }
+        // Approvers always pass MFA.
+        let (mut changes, mut events) = self.verify_mfa(who, otp, "approve").await?;
+        let now = self.now();
+        let info = p.info.clone();
+        let next: AnyGrant = match p
+            .approve(&who.name, &who.groups, now)
+            .map_err(|e| ApiError::Forbidden(e.to_string()))?
+        {
+            Approved::StillPending(p) => p.into(),
+            Approved::Activated(a) => a.into(),
+        };
+        events.push(event(now, "grant.approved", Some(&who.name), Some(&info), json!({})));
+        if let AnyGrant::Active(a) = &next {
+            events.push(activation_event(now, &a.info, &a.state));
+            self.metrics.activations.inc();
+        }
+        changes.push(Change::UpdateGrant {
+            expected_state: "pending",
+            grant: next.clone(),
+        });
+        self.commit(changes, events).await?;
+        self.wake.notify_one();
+        Ok(GrantView::of(&next, now))
+    }
+
+    pub async fn deny(&self, who: &Principal, id: &str, reason: &str) -> Result<GrantView, ApiError> {
+        check_text("reason", reason, 2000)?;
+        if reason.trim().is_empty() {
+            return Err(ApiError::bad_hint("a denial needs a reason", "pass --reason TEXT"));
+        }
+        let g = self.load(id).await?;
+        let AnyGrant::Pending(p) = g else {
+            return Err(ApiError::Conflict(format!(
+                "grant {id} is {}, not pending: only pending grants can be denied",
+                g.state_name()
+            )));
+        };
+        let now = self.now();
+        let info = p.info.clone();
+        let ended = match p.deny(&who.name, &who.groups, reason.trim().to_string(), now) {
+            Ok(e) => e,
+            Err(e) => {
+                self.refuse(who, &info.resource, Some(id), "denial-refused", &e.to_string(), json!({}))
+                    .await?;
+                return Err(ApiError::Forbidden(e.to_string()));
+            }
+        };
+        let next = AnyGrant::from(ended);
+        self.commit(
+            vec![Change::UpdateGrant {
+                expected_state: "pending",
+                grant: next.clone(),
+            }],
+            vec![event(now, "grant.denied", Some(&who.name), Some(&info), json!({"reason": reason.trim()}))],
+        )
+        .await?;
+        Ok(GrantView::of(&next, now))
+    }
+
+    /// Who may end a grant early: its requester, the policy's approvers and reviewers, admins.
+    fn may_revoke(&self, who: &Principal, g: &AnyGrant) -> bool {
+        self.may_see(who, g)
+    }
+
+    pub async fn revoke(&self, who: &Principal, id: &str, reason: Option<&str>) -> Result<GrantView, ApiError> {
+        if let Some(r) = reason {
+            check_text("reason", r, 2000)?;
+        }
+        let g = self.load(id).await?;
+        if !self.may_revoke(who, &g) {
+            return Err(ApiError::NotFound(format!("no grant {id}")));
+        }
+        let now = self.now();
+        let info = g.info().clone();
+        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let (expected, next, kind) = match g {
+            AnyGrant::Active(a) => ("active", AnyGrant::from(a.revoke(&who.name, reason.clone(), now)), "grant.revoked"),
+            AnyGrant::Pending(p) => ("pending", AnyGrant::from(p.cancel(&who.name, now)), "grant.cancelled"),
+            AnyGrant::Ended(_) => {
+                return Err(ApiError::Conflict(format!(
+                    "grant {id} has already ended ({}); nothing to revoke",
+                    g.state_name()
+                )));
+            }
+        };
+        self.commit(
+            vec![Change::UpdateGrant {
+                expected_state: expected,
+                grant: next.clone(),
+            }],
+            vec![event(now, kind, Some(&who.name), Some(&info), json!({"reason": reason}))],
+        )
+        .await?;
+        self.metrics.revocations.inc();
+        self.wake.notify_one();
+        Ok(GrantView::of(&next, now))
+    }
+
+    pub async fn extend(&self, who: &Principal, id: &str, by: &str, otp: Option<&str>) -> Result<GrantView, ApiError> {
+        let by = duration::parse(by).map_err(|e| ApiError::bad(e.to_string()))?;
+        let g = self.load(id).await?;
+        if g.info().user != who.name {
+            if self.may_see(who, &g) {
+                return Err(ApiError::Forbidden(format!(
+                    "only {} who requested grant {id} can extend it",
+                    g.info().user
+                )));
+            }
+            return Err(ApiError::NotFound(format!("no grant {id}")));
+        }
+        let AnyGrant::Active(a) = g else {
+            return Err(ApiError::Conflict(format!(
+                "grant {id} is {}, not active: only active grants can be extended",
+                g.state_name()
+            )));
+        };
+        let now = self.now();
+        let policy = self.policy();
+        let new_expiry = match policy.set.check_extension(
+            &a.info.policy,
+            &who.name,
+            &who.groups,
+            &a.info.resource,
+            a.state.activated_at,
+            a.state.expires_at,
+            by,
+            now,
+        ) {
+            Ok(t) => t,
+            Err(refusal) => {
+                self.refuse(who, &a.info.resource, Some(id), refusal.code.as_str(), &refusal.message, json!({"by": duration::format(by)}))
+                    .await?;
+                return Err(ApiError::Refused(refusal));
+            }
+        };
+        let mfa_required = policy
+            .set
+            .policy(&a.info.policy)
+            .map(|p| p.require.mfa)
+            .unwrap_or(true);
+        let (mut changes, mut events) = if mfa_required {
+            self.verify_mfa(who, otp, "extend").await?
+        } else {
+            (vec![], vec![])
+        };
+        let info = a.info.clone();
+        let old = a.state.expires_at;
+        let next = a
+            .extend(&who.name, new_expiry, now)
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        events.push(event(
+            now,
+            "grant.extended",
+            Some(&who.name),
+            Some(&info),
+            json!({"by_secs": by.as_secs(), "old_expires_at": time::rfc3339(old), "new_expires_at": time::rfc3339(new_expiry)}),
+        ));
+        let next = AnyGrant::from(next);
+        changes.push(Change::UpdateGrant {
+            expected_state: "active",
+            grant: next.clone(),
+        });
+        self.commit(changes, events).await?;
+        self.wake.notify_one();
+        Ok(GrantView::of(&next, now))
+    }
+
+    /// Applies every time-driven transition that is due: expiries and approval time-outs.
+    /// Returns how many grants changed. Safe to run on several nodes at once.
+    pub async fn run_due(&self) -> Result<usize, ApiError> {
+        let mut done = 0;
+        loop {
+            let now = self.now();
+            let due = self.store.due_grants(now, 256).await?;
+            if due.is_empty() {
+                return Ok(done);
+            }
+            let batch = due.len();
+            for g in due {
+                let id = g.id().to_string();
+                let result = match g {
+                    AnyGrant::Active(a) => {
+                        let deadline = a.state.expires_at;
+                        let info = a.info.clone();
+                        match a.expire(now) {
+                            Ok(e) => {
+                                let lag = now.0.saturating_sub(deadline.0);
+                                self.metrics.observe_expiry_lag(lag);
+                                self.commit(
+                                    vec![Change::UpdateGrant { expected_state: "active", grant: e.into() }],
+                                    vec![event(now, "grant.expired", Some("system"), Some(&info), json!({"deadline": time::rfc3339(deadline), "lag_ms": lag}))],
+                                )
+                                .await
+                                .map(|_| self.metrics.expiries.inc())
+                            }
+                            Err(_) => Ok(()),
+                        }
+                    }
+                    AnyGrant::Pending(p) => {
+                        let info = p.info.clone();
+                        match p.time_out(now) {
+                            Ok(TimedOut::Ended(e)) => {
+                                self.commit(
+                                    vec![Change::UpdateGrant { expected_state: "pending", grant: e.into() }],
+                                    vec![event(now, "grant.timed_out", Some("system"), Some(&info), json!({"on_timeout": "deny"}))],
+                                )
+                                .await
+                            }
+                            Ok(TimedOut::Activated(a)) => {
+                                let ev = activation_event(now, &a.info, &a.state);
+                                self.commit(
+                                    vec![Change::UpdateGrant { expected_state: "pending", grant: a.into() }],
+                                    vec![
+                                        event(now, "grant.timed_out", Some("system"), Some(&info), json!({"on_timeout": "auto", "review_required": true})),
+                                        ev,
+                                    ],
+                                )
+                                .await
+                                .map(|_| self.metrics.activations.inc())
+                            }
+                            Err(_) => Ok(()),
+                        }
+                    }
+                    AnyGrant::Ended(_) => Ok(()),
+                };
+                match result {
+                    Ok(()) => done += 1,
+                    // Another node or request got there first: fine.
+                    Err(ApiError::Conflict(_)) => {}
+                    Err(e) => {
+                        tracing::error!(grant = %id, error = %e, "time-driven transition failed; will retry");
+                        return Err(e);
+                    }
+                }
+            }
+            if batch < 256 {
+                return Ok(done);
+            }
+        }
+    }
+
+    pub async fn user_exists(&self, name: &str) -> Result<Option<User>, ApiError> {
+        Ok(self.store.user(name).await?)
+    }
+}
+
+fn totp_aad(user: &str) -> String {
+    format!("totp:{user}")
+}
+
+fn activation_event(now: Timestamp, info: &GrantInfo, a: &grant::Active) -> NewEvent {
+    event(
+        now,
+        "grant.activated",
+        Some("system"),
+        Some(info),
+        json!({
+            "via": a.via, "activated_at": time::rfc3339(a.activated_at),
+            "expires_at": time::rfc3339(a.expires_at),
+            "approvals": a.approvals.iter().map(|x| x.by.clone()).collect::<Vec<_>>(),
+        }),
+    )
+}

@@ -1,0 +1,152 @@
+//! The one error type of the engine and API. Each variant maps to an HTTP status and a stable
+//! RFC 9457 problem `type`; every message says what was wrong and how to fix it.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use breakglass_core::policy::Refusal;
+use serde::Serialize;
+use thiserror::Error;
+
+/// Problem type URIs are `PROBLEM_BASE` + slug; the slugs are a stable contract.
+pub const PROBLEM_BASE: &str = "https://breakglass.dev/problems/";
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("not logged in or session expired")]
+    Unauthenticated,
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+    #[error("{message}")]
+    Mfa {
+        slug: &'static str,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body too large")]
+    TooLarge,
+    /// Storage or audit failure: nothing was changed.
+    #[error("internal error: {0}; nothing was changed")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn bad_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::Refused(_) => StatusCode::FORBIDDEN,
+            ApiError::Mfa { slug, .. } if *slug == "mfa-locked" => StatusCode::LOCKED,
+            ApiError::Mfa { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable problem slug.
+    pub fn slug(&self) -> String {
+        match self {
+            ApiError::BadRequest { .. } => "invalid-request".into(),
+            ApiError::Unauthenticated => "unauthenticated".into(),
+            ApiError::InvalidCredentials => "invalid-credentials".into(),
+            ApiError::Forbidden(_) => "forbidden".into(),
+            ApiError::Refused(r) => format!("policy/{}", r.code.as_str()),
+            ApiError::Mfa { slug, .. } => (*slug).into(),
+            ApiError::NotFound(_) => "not-found".into(),
+            ApiError::Conflict(_) => "conflict".into(),
+            ApiError::TooLarge => "too-large".into(),
+            ApiError::Internal(_) => "internal".into(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            ApiError::BadRequest { hint, .. } | ApiError::Mfa { hint, .. } => hint.clone(),
+            ApiError::Refused(r) => r.hint.clone(),
+            ApiError::Unauthenticated => Some("run `breakglass login --user NAME`".into()),
+            ApiError::TooLarge => Some("request bodies are limited to 64 KiB".into()),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            r#type: format!("{PROBLEM_BASE}{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            hint: self.hint(),
+        }
+    }
+}
+
+impl From<breakglass_store::StoreError> for ApiError {
+    fn from(e: breakglass_store::StoreError) -> Self {
+        match e {
+            breakglass_store::StoreError::Conflict(m) => ApiError::Conflict(format!(
+                "{m}: it changed while you were acting on it; check `breakglass status` and retry"
+            )),
+            breakglass_store::StoreError::AlreadyExists(m) => {
+                ApiError::Conflict(format!("{m} already exists"))
+            }
+            breakglass_store::StoreError::NotFound(m) => ApiError::NotFound(m),
+            e => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Internal("the store could not complete the operation".into())
+            }
+        }
+    }
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub r#type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hint: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,309 @@
+//! The data directory and the keys in it.
+//!
+//! ```text
+//! DIR/breakglass.db        SQLite store (WAL)
+//! DIR/keys/kek.key         32-byte key-encryption key (mode 0600); or BREAKGLASS_KEK_FILE
+//! DIR/audit-key.pem        the audit checkpoint public key (SPKI PEM, for openssl)
+//! ```
+//! Every secret kept in the database (TOTP seeds, the audit signing key) is sealed with
+//! XChaCha20-Poly1305 under the KEK, with what it is bound in as associated data, so a sealed
+//! value copied to another row or purpose does not open.
+
+use breakglass_core::audit;
+use breakglass_core::time::Timestamp;
+use breakglass_store::sqlite::SqliteStore;
+use breakglass_store::{Change, Store, StoreError};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand::RngCore;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+const META_SIGNING_KEY: &str = "audit_signing_key";
+const META_INSTALL_ID: &str = "install_id";
+
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error(
+        "data directory {0} is not initialised: run `breakglass init --data-dir {0}` first"
+    )]
+    NotInitialised(String),
+    #[error("cannot read key-encryption key {path}: {err}")]
+    ReadKek { path: String, err: std::io::Error },
+    #[error("key-encryption key {0} must be exactly 32 bytes")]
+    BadKek(String),
+    #[error(
+        "cannot decrypt {0}: the key-encryption key does not match this database (wrong kek.key or BREAKGLASS_KEK_FILE?)"
+    )]
+    Unseal(String),
+    #[error("I/O error on {path}: {err}")]
+    Io { path: String, err: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("breakglass.db")
+    }
+    pub fn kek_path(&self) -> PathBuf {
+        match std::env::var_os("BREAKGLASS_KEK_FILE") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => self.root.join("keys").join("kek.key"),
+        }
+    }
+    pub fn audit_pub_path(&self) -> PathBuf {
+        self.root.join("audit-key.pem")
+    }
+}
+
+/// The key-encryption key. Zeroised on drop.
+pub struct Kek(Zeroizing<[u8; 32]>);
+
+impl Kek {
+    pub fn generate() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut k[..]);
+        Kek(k)
+    }
+
+    /// Encrypts `plaintext`, binding `aad` (what the value is and whose).
+    pub fn seal(&self, aad: &str, plaintext: &[u8]) -> Vec<u8> {
+        let cipher = XChaCha20Poly1305::new((&*self.0).into());
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let mut out = nonce.to_vec();
+        // Encryption with a valid key and nonce cannot fail.
+        if let Ok(ct) = cipher.encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: aad.as_bytes(),
+            },
+        ) {
+            out.extend_from_slice(&ct);
+        }
+        out
+    }
+
+    /// Decrypts a value sealed with the same `aad`.
+    pub fn open(&self, aad: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if sealed.len() < 24 + 16 {
+            return Err(KeyError::Unseal(aad.to_string()));
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        let cipher = XChaCha20Poly1305::new((&*self.0).into());
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| KeyError::Unseal(aad.to_string()))
+    }
+}
+
+/// Everything secret a running server needs.
+pub struct Keys {
+    pub kek: Kek,
+    pub audit_signing: SigningKey,
+    /// Checkpoint origin line and signer name: `breakglass/<install id>`.
+    pub origin: String,
+}
+
+impl Keys {
+    pub fn audit_public(&self) -> VerifyingKey {
+        self.audit_signing.verifying_key()
+    }
+}
+
+/// What `init` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InitReport {
+    pub data_dir: String,
+    pub created_kek: bool,
+    pub created_signing_key: bool,
+    pub audit_public_key: String,
+    pub origin: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |err| KeyError::Io {
+        path: path.display().to_string(),
+        err,
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn read_kek(path: &Path) -> Result<Kek, KeyError> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|err| KeyError::ReadKek {
+        path: path.display().to_string(),
+        err,
+    })?);
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyError::BadKek(path.display().to_string()))?;
+    Ok(Kek(Zeroizing::new(arr)))
+}
+
+/// Creates the data directory, the store, the KEK and the audit signing key. Idempotent:
+/// existing keys are never overwritten.
+pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir.root)
+        .map_err(io(&dir.root))?;
+    let kek_path = dir.kek_path();
+    let created_kek = if kek_path.exists() {
+        false
+    } else {
+        if let Some(parent) = kek_path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io(parent))?;
+        }
+        let kek = Kek::generate();
+        write_private(&kek_path, &kek.0[..])?;
+        true
+    };
+    let kek = read_kek(&kek_path)?;
+    let store = SqliteStore::open(&dir.db_path()).await?;
+    let mut created_signing_key = false;
+    if store.meta(META_SIGNING_KEY).await?.is_none() {
+        let sk = SigningKey::generate(&mut rand::rngs::OsRng);
+        let mut id = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        let origin = format!("breakglass/{}", hex::encode(id));
+        let sealed = kek.seal(META_SIGNING_KEY, &sk.to_bytes()[..]);
+        store
+            .commit(
+                vec![
+                    Change::PutMeta {
+                        key: META_SIGNING_KEY.into(),
+                        value: sealed,
+                    },
+                    Change::PutMeta {
+                        key: META_INSTALL_ID.into(),
+                        value: origin.clone().into_bytes(),
+                    },
+                ],
+                vec![audit::NewEvent {
+                    ts_ms: now.0,
+                    kind: "store.initialised".into(),
+                    actor: Some("operator".into()),
+                    grant_id: None,
+                    resource: None,
+                    data: serde_json::json!({
+                        "origin": origin,
+                        "audit_public_key": base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            sk.verifying_key().as_bytes()
+                        ),
+                    }),
+                }],
+            )
+            .await?;
+        created_signing_key = true;
+    }
+    let keys = load_keys(&store, kek).await?;
+    let pem = audit::public_key_pem(&keys.audit_public());
+    let pub_path = dir.audit_pub_path();
+    if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(pem.as_str()) {
+        std::fs::write(&pub_path, &pem).map_err(io(&pub_path))?;
+    }
+    store.pool().close().await;
+    Ok(InitReport {
+        data_dir: dir.root.display().to_string(),
+        created_kek,
+        created_signing_key,
+        audit_public_key: pem,
+        origin: keys.origin,
+    })
+}
+
+async fn load_keys(store: &SqliteStore, kek: Kek) -> Result<Keys, KeyError> {
+    let sealed = store
+        .meta(META_SIGNING_KEY)
+        .await?
+        .ok_or_else(|| KeyError::NotInitialised(String::new()))?;
+    let seed = kek.open(META_SIGNING_KEY, &sealed)?;
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyError::Unseal(META_SIGNING_KEY.into()))?;
+    let origin = store
+        .meta(META_INSTALL_ID)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok())
+        .unwrap_or_else(|| "breakglass".into());
+    Ok(Keys {
+        kek,
+        audit_signing: SigningKey::from_bytes(&seed),
+        origin,
+    })
+}
+
+/// Opens an initialised data directory.
+pub async fn open(dir: &DataDir) -> Result<(SqliteStore, Keys), KeyError> {
+    let not_init = || KeyError::NotInitialised(dir.root.display().to_string());
+    if !dir.db_path().exists() {
+        return Err(not_init());
+    }
+    let kek_path = dir.kek_path();
+    if !kek_path.exists() {
+        return Err(not_init());
+    }
+    let kek = read_kek(&kek_path)?;
+    let store = SqliteStore::open(&dir.db_path()).await?;
+    let keys = load_keys(&store, kek).await.map_err(|e| match e {
+        KeyError::NotInitialised(_) => not_init(),
+        e => e,
+    })?;
+    Ok((store, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_binds_purpose() {
+        let k = Kek::generate();
+        let s = k.seal("totp:alice", b"secret");
+        assert_eq!(k.open("totp:alice", &s).unwrap().as_slice(), b"secret");
+        assert!(k.open("totp:bob", &s).is_err());
+        assert!(Kek::generate().open("totp:alice", &s).is_err());
+        assert!(k.open("totp:alice", &s[..10]).is_err());
+    }
+}

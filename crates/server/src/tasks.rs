@@ -1,0 +1,108 @@
+//! Background tasks: the expiry timer, the checkpointer and the policy watcher.
+
+use crate::engine::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Longest sleep between deadline checks: bounds how late we notice a grant that another
+/// node created with an earlier deadline than the one we were sleeping to.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+/// Sleeps until the next deadline (or until woken by a new grant), then applies every due
+/// transition. Not a poll: with one node, a grant ends within milliseconds of its deadline.
+pub async fn expiry_timer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let wait = match engine.run_due().await {
+            Ok(_) => match engine.store.next_deadline().await {
+                Ok(Some(deadline)) => engine.now().until(deadline).min(MAX_SLEEP),
+                Ok(None) => MAX_SLEEP,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read next deadline; retrying in 1 s");
+                    Duration::from_secs(1)
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "expiry failed; retrying in 1 s");
+                Duration::from_secs(1)
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = engine.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit log every `every_events` new events or every `every`,
+/// whichever comes first, and once more at shutdown.
+pub async fn checkpointer(
+    engine: Arc<Engine>,
+    every_events: u64,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut cp = match crate::audit::Checkpointer::load(&engine).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "checkpointer cannot start");
+            return;
+        }
+    };
+    let mut last = tokio::time::Instant::now();
+    loop {
+        let stop = *shutdown.borrow();
+        match cp.catch_up(&engine).await {
+            Ok(pending) => {
+                if pending > 0 && (stop || pending >= every_events || last.elapsed() >= every) {
+                    match cp.sign(&engine).await {
+                        Ok(()) => last = tokio::time::Instant::now(),
+                        Err(e) => tracing::error!(error = %e, "cannot write checkpoint"),
+                    }
+                } else if pending == 0 {
+                    last = tokio::time::Instant::now();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "checkpointer cannot read the log"),
+        }
+        if stop {
+            return;
+        }
+        let wait = every.saturating_sub(last.elapsed()).max(Duration::from_millis(10));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = engine.checkpoint_wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Reloads the policy on SIGHUP and when the file changes (checked every `poll`).
+pub async fn policy_watcher(engine: Arc<Engine>, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let sighup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = sighup => { tracing::info!("SIGHUP: reloading policy"); }
+            _ = shutdown.changed() => { return; }
+        }
+        if let Err(e) = engine.reload_policy().await {
+            tracing::error!(error = %e, "policy reload could not be audited");
+        }
+    }
+}

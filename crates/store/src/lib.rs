@@ -1,0 +1,129 @@
+//! Durable storage for breakglass, in the domain's terms.
+//!
+//! One write method, [`Store::commit`], applies a batch of [`Change`]s together with the audit
+//! events that record them, in ONE transaction: either the changes and their audit records are
+//! durable together, or nothing happened (fail closed). Grants are updated with optimistic
+//! concurrency (`expected_state`), so several servers sharing one database never apply the same
+//! transition twice. Reads are plain queries.
+//!
+//! Backends: [`sqlite::SqliteStore`] (embedded, default). A PostgreSQL backend implements the
+//! same trait and must pass the same test suite.
+#![forbid(unsafe_code)]
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use breakglass_core::audit::{AuditRecord, Head, NewEvent};
+use breakglass_core::grant::AnyGrant;
+use breakglass_core::mfa::MfaState;
+use breakglass_core::time::Timestamp;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A grant changed under us (another request or node got there first). Nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// A login session (only the hash of the token is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A user's MFA enrolment and guessing state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MfaRecord {
+    /// The TOTP secret, sealed (encrypted) by the caller's key; never stored in clear.
+    pub totp_sealed: Option<Vec<u8>>,
+    pub totp_confirmed: bool,
+    pub state: MfaState,
+}
+
+/// One change in a unit of work.
+#[derive(Debug, Clone)]
+pub enum Change {
+    AddUser(User),
+    SetUserDisabled { name: String, disabled: bool },
+    CreateSession { token_hash: [u8; 32], session: Session },
+    DeleteSession { token_hash: [u8; 32] },
+    DeleteUserSessions { user: String },
+    /// Sets (or clears) the TOTP enrolment and resets guessing state.
+    PutTotp { user: String, sealed: Option<Vec<u8>>, confirmed: bool },
+    PutMfaState { user: String, state: MfaState },
+    InsertGrant(AnyGrant),
+    /// Replaces a grant, but only if its stored state is still `expected_state`.
+    UpdateGrant { expected_state: &'static str, grant: AnyGrant },
+    PutMeta { key: String, value: Vec<u8> },
+}
+
+/// Which grants to list.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub user: Option<String>,
+    /// Only grants in these states (`pending`, `active`, …); all when empty.
+    pub states: Vec<String>,
+    pub limit: u32,
+}
+
+/// A stored checkpoint note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+    pub created_at: Timestamp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
+    /// audit head. If anything fails (including the audit write), nothing is applied.
+    async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<Option<Head>>;
+
+    async fn user(&self, name: &str) -> Result<Option<User>>;
+    async fn users(&self) -> Result<Vec<User>>;
+    async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
+    async fn mfa(&self, user: &str) -> Result<MfaRecord>;
+
+    async fn grant(&self, id: &str) -> Result<Option<AnyGrant>>;
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<AnyGrant>>;
+    /// How many grants are in `state`.
+    async fn count_grants(&self, state: &str) -> Result<u64>;
+    /// Pending or active grants whose deadline is at or before `now`.
+    async fn due_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<AnyGrant>>;
+    /// The earliest deadline of any pending or active grant.
+    async fn next_deadline(&self) -> Result<Option<Timestamp>>;
+
+    async fn audit_head(&self) -> Result<Option<Head>>;
+    /// Records with `seq >= from`, in order, at most `limit`.
+    async fn audit_records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// Records about one grant, in order.
+    async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>>;
+    async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()>;
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
+
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+}

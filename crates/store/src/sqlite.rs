@@ -1,0 +1,484 @@
+//! The embedded SQLite backend: WAL journal, `synchronous=FULL` (every commit is durable),
+//! writes serialised with `BEGIN IMMEDIATE`.
+
+use crate::{
+    Change, GrantFilter, MfaRecord, Result, Session, Store, StoreError, StoredCheckpoint, User,
+};
+use async_trait::async_trait;
+use breakglass_core::audit::{self, AuditRecord, Head, NewEvent};
+use breakglass_core::grant::AnyGrant;
+use breakglass_core::time::Timestamp;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// An in-memory database (tests).
+    pub async fn memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The underlying pool, for tests that tamper with rows on purpose.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn grant_from_row(row: &SqliteRow) -> Result<AnyGrant> {
+    let doc: String = row.try_get("doc")?;
+    serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("grant document: {e}")))
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User> {
+    let groups: String = row.try_get("groups_json")?;
+    Ok(User {
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+        groups: serde_json::from_str(&groups)
+            .map_err(|e| StoreError::Corrupt(format!("user groups: {e}")))?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: u64::try_from(row.try_get::<i64, _>("seq")?)
+            .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
+        body: row.try_get("body")?,
+        leaf_hash: hash32(row.try_get("leaf")?, "leaf hash")?,
+        chain_hash: hash32(row.try_get("chain")?, "chain hash")?,
+    })
+}
+
+async fn head(conn: &mut SqliteConnection) -> Result<Option<Head>> {
+    let row = sqlx::query("SELECT seq, chain FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some(Head {
+            seq: u64::try_from(r.try_get::<i64, _>("seq")?)
+                .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
+            chain_hash: hash32(r.try_get("chain")?, "chain hash")?,
+        })),
+    }
+}
+
+fn seq_i64(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq overflow".into()))
+}
+
+async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
+    match change {
+        Change::AddUser(u) => {
+            let res = sqlx::query(
+                "INSERT INTO users (name, password_hash, groups_json, disabled, created_at)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            )
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(to_json(&u.groups)?)
+            .bind(i64::from(u.disabled))
+            .bind(u.created_at.0)
+            .execute(&mut *conn)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists(format!("user {}", u.name)));
+            }
+        }
+        Change::SetUserDisabled { name, disabled } => {
+            let res = sqlx::query("UPDATE users SET disabled = ? WHERE name = ?")
+                .bind(i64::from(disabled))
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+            if res.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("user {name}")));
+            }
+        }
+        Change::CreateSession {
+            token_hash,
+            session,
+        } => {
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, user_name, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&token_hash[..])
+            .bind(&session.user)
+            .bind(session.created_at.0)
+            .bind(session.expires_at.0)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Change::DeleteSession { token_hash } => {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+                .bind(&token_hash[..])
+                .execute(&mut *conn)
+                .await?;
+        }
+        Change::DeleteUserSessions { user } => {
+            sqlx::query("DELETE FROM sessions WHERE user_name = ?")
+                .bind(&user)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Change::PutTotp {
+            user,
+            sealed,
+            confirmed,
+        } => {
+            sqlx::query(
+                "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json) VALUES (?, ?, ?, '{}')
+                 ON CONFLICT(user_name) DO UPDATE SET totp_sealed = excluded.totp_sealed,
+                   totp_confirmed = excluded.totp_confirmed",
+            )
+            .bind(&user)
+            .bind(sealed)
+            .bind(i64::from(confirmed))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Change::PutMfaState { user, state } => {
+            sqlx::query(
+                "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json) VALUES (?, NULL, 0, ?)
+                 ON CONFLICT(user_name) DO UPDATE SET state_json = excluded.state_json",
+            )
+            .bind(&user)
+            .bind(to_json(&state)?)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Change::InsertGrant(g) => {
+            let info = g.info();
+            sqlx::query(
+                "INSERT INTO grants (id, user_name, resource, state, deadline, created_at, doc)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&info.id)
+            .bind(&info.user)
+            .bind(&info.resource)
+            .bind(g.state_name())
+            .bind(g.deadline().map(|t| t.0))
+            .bind(info.requested_at.0)
+            .bind(to_json(&g)?)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Change::UpdateGrant {
+            expected_state,
+            grant,
+        } => {
+            let res = sqlx::query(
+                "UPDATE grants SET state = ?, deadline = ?, doc = ? WHERE id = ? AND state = ?",
+            )
+            .bind(grant.state_name())
+            .bind(grant.deadline().map(|t| t.0))
+            .bind(to_json(&grant)?)
+            .bind(grant.id())
+            .bind(expected_state)
+            .execute(&mut *conn)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "grant {} is no longer {expected_state}",
+                    grant.id()
+                )));
+            }
+        }
+        Change::PutMeta { key, value } => {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(&key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<Option<Head>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for change in changes {
+            apply(&mut tx, change).await?;
+        }
+        let mut prev = head(&mut tx).await?;
+        for ev in &events {
+            let rec = audit::seal(prev, ev);
+            sqlx::query(
+                "INSERT INTO audit (seq, body, leaf, chain, ts, kind, grant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq_i64(rec.seq)?)
+            .bind(&rec.body)
+            .bind(&rec.leaf_hash[..])
+            .bind(&rec.chain_hash[..])
+            .bind(ev.ts_ms)
+            .bind(&ev.kind)
+            .bind(&ev.grant_id)
+            .execute(&mut *tx)
+            .await?;
+            prev = Some(Head {
+                seq: rec.seq,
+                chain_hash: rec.chain_hash,
+            });
+        }
+        tx.commit().await?;
+        Ok(prev)
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT user_name, created_at, expires_at FROM sessions WHERE token_hash = ?",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user: r.try_get("user_name")?,
+                created_at: Timestamp(r.try_get("created_at")?),
+                expires_at: Timestamp(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn mfa(&self, user: &str) -> Result<MfaRecord> {
+        let row = sqlx::query(
+            "SELECT totp_sealed, totp_confirmed, state_json FROM mfa WHERE user_name = ?",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(MfaRecord::default());
+        };
+        let state: String = r.try_get("state_json")?;
+        Ok(MfaRecord {
+            totp_sealed: r.try_get("totp_sealed")?,
+            totp_confirmed: r.try_get::<i64, _>("totp_confirmed")? != 0,
+            state: serde_json::from_str(&state)
+                .map_err(|e| StoreError::Corrupt(format!("mfa state: {e}")))?,
+        })
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<AnyGrant>> {
+        sqlx::query("SELECT doc FROM grants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()
+    }
+
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<AnyGrant>> {
+        let mut sql = String::from("SELECT doc FROM grants WHERE 1=1");
+        if filter.user.is_some() {
+            sql.push_str(" AND user_name = ?");
+        }
+        if !filter.states.is_empty() {
+            sql.push_str(" AND state IN (");
+            sql.push_str(&vec!["?"; filter.states.len()].join(","));
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY created_at DESC, id LIMIT ?");
+        let mut q = sqlx::query(&sql);
+        if let Some(u) = &filter.user {
+            q = q.bind(u);
+        }
+        for s in &filter.states {
+            q = q.bind(s);
+        }
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        q = q.bind(i64::from(limit));
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(grant_from_row)
+            .collect()
+    }
+
+    async fn count_grants(&self, state: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE state = ?")
+            .bind(state)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn due_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<AnyGrant>> {
+        sqlx::query(
+            "SELECT doc FROM grants WHERE deadline IS NOT NULL AND deadline <= ? ORDER BY deadline LIMIT ?",
+        )
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(grant_from_row)
+        .collect()
+    }
+
+    async fn next_deadline(&self) -> Result<Option<Timestamp>> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(deadline) FROM grants WHERE deadline IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(v.map(Timestamp))
+    }
+
+    async fn audit_head(&self) -> Result<Option<Head>> {
+        let mut conn = self.pool.acquire().await?;
+        head(&mut conn).await
+    }
+
+    async fn audit_records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        sqlx::query("SELECT seq, body, leaf, chain FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?")
+            .bind(seq_i64(from)?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>> {
+        sqlx::query("SELECT seq, body, leaf, chain FROM audit WHERE grant_id = ? ORDER BY seq")
+            .bind(grant_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?) ON CONFLICT(size) DO NOTHING",
+        )
+        .bind(seq_i64(cp.size)?)
+        .bind(&cp.note)
+        .bind(cp.created_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let rows = sqlx::query("SELECT size, note, created_at FROM checkpoints ORDER BY size")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredCheckpoint {
+                    size: u64::try_from(r.try_get::<i64, _>("size")?)
+                        .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
+                    note: r.try_get("note")?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
