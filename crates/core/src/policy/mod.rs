@@ -1,1 +1,502 @@
-//! Policy (filled in shortly).
+//! Policies as code: which resources exist, who may break glass on which, under which
+//! conditions, with which approval, for how long, and who reviews. Parsed from YAML with
+//! line/column errors and hints, validated as a whole (every error reported at once), and
+//! evaluated purely: `evaluate(request) → Decision | Refusal`.
+
+mod raw;
+
+use crate::time::{Timestamp, weekday_and_minute};
+use regex::Regex;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// Policy files larger than this are refused.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+/// No grant may be longer than a week, whatever a policy says.
+pub const MAX_GRANT: Duration = Duration::from_secs(7 * 86_400);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Postgres,
+    Ssh,
+    Secret,
+    Exec,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Postgres => "postgres",
+            ResourceKind::Ssh => "ssh",
+            ResourceKind::Secret => "secret",
+            ResourceKind::Exec => "exec",
+        }
+    }
+}
+
+/// A protected system. Connection details (`settings`) are interpreted by its connector.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub name: String,
+    pub kind: ResourceKind,
+    pub settings: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Who {
+    pub fn matches(&self, user: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == user) || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// Allowed UTC days and time of day.
+#[derive(Debug, Clone)]
+pub struct Hours {
+    /// 0 = Monday … 6 = Sunday.
+    pub days: Vec<u32>,
+    /// Minutes since midnight UTC; `from < to`.
+    pub from: u32,
+    pub to: u32,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Require {
+    pub mfa: bool,
+    pub ticket: Option<Regex>,
+    pub min_reason: usize,
+    pub hours: Option<Hours>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    Deny,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    Auto,
+    Quorum {
+        count: u32,
+        from: Vec<String>,
+        timeout: Option<Duration>,
+        on_timeout: OnTimeout,
+    },
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Durations {
+    pub default: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub within: Duration,
+    pub by: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub resources: Vec<String>,
+    pub who: Who,
+    pub require: Require,
+    pub approval: Approval,
+    pub duration: Durations,
+    pub review: Option<Review>,
+    pub notify: Vec<String>,
+}
+
+/// Who may revoke any grant and export the audit trail.
+#[derive(Debug, Clone)]
+pub struct Admins {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Default for Admins {
+    fn default() -> Self {
+        Admins {
+            users: vec![],
+            groups: vec!["admin".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub resources: Vec<Resource>,
+    pub policies: Vec<Policy>,
+    pub admins: Admins,
+}
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (Some(l), None) => write!(f, "line {l}: ")?,
+            _ => {}
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors {
+    pub errors: Vec<PolicyError>,
+}
+
+impl std::fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// What a responder asks for.
+#[derive(Debug, Clone)]
+pub struct AccessRequest<'a> {
+    pub user: &'a str,
+    pub groups: &'a [String],
+    pub resource: &'a str,
+    pub reason: &'a str,
+    pub ticket: Option<&'a str>,
+    pub duration: Option<Duration>,
+    pub now: Timestamp,
+}
+
+/// An allowed request and how to grant it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub policy: String,
+    /// The requested duration, or the policy default.
+    pub duration: Duration,
+    pub max: Duration,
+    pub approval: Approval,
+    pub mfa_required: bool,
+    pub review: Option<Review>,
+    pub notify: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCode {
+    UnknownResource,
+    NotAuthorised,
+    TicketRequired,
+    TicketMismatch,
+    ReasonTooShort,
+    DurationOverMax,
+    OutsideHours,
+    DeniedByPolicy,
+}
+
+impl RefusalCode {
+    /// Stable name, used in API problem types and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::UnknownResource => "unknown-resource",
+            RefusalCode::NotAuthorised => "not-authorised",
+            RefusalCode::TicketRequired => "ticket-required",
+            RefusalCode::TicketMismatch => "ticket-mismatch",
+            RefusalCode::ReasonTooShort => "reason-too-short",
+            RefusalCode::DurationOverMax => "duration-over-max",
+            RefusalCode::OutsideHours => "outside-hours",
+            RefusalCode::DeniedByPolicy => "denied-by-policy",
+        }
+    }
+}
+
+/// Why a request is refused, precisely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+fn refusal(code: RefusalCode, message: String, hint: Option<&str>) -> Refusal {
+    Refusal {
+        code,
+        message,
+        hint: hint.map(String::from),
+    }
+}
+
+fn fmt_d(d: Duration) -> String {
+    crate::duration::format(d)
+}
+
+impl PolicySet {
+    /// Parses and validates a policy file, reporting every problem found.
+    pub fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
+        raw::parse(yaml)
+    }
+
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    pub fn is_admin(&self, user: &str, groups: &[String]) -> bool {
+        self.admins.users.iter().any(|u| u == user)
+            || groups.iter().any(|g| self.admins.groups.contains(g))
+    }
+
+    /// Decides a request: the first policy (in file order) covering the resource whose `who`
+    /// matches and whose conditions all pass wins; otherwise the first matching policy's refusal.
+    pub fn evaluate(&self, req: &AccessRequest<'_>) -> Result<Decision, Refusal> {
+        if self.resource(req.resource).is_none() {
+            return Err(refusal(
+                RefusalCode::UnknownResource,
+                format!("there is no resource {:?}", req.resource),
+                Some("check the name: `breakglass` lists the policy's resources at GET /api/v1/policy"),
+            ));
+        }
+        let covering: Vec<&Policy> = self
+            .policies
+            .iter()
+            .filter(|p| p.resources.iter().any(|r| r == req.resource))
+            .collect();
+        let matching: Vec<&Policy> = covering
+            .iter()
+            .copied()
+            .filter(|p| p.who.matches(req.user, req.groups))
+            .collect();
+        if matching.is_empty() {
+            let mut groups: Vec<&str> = covering
+                .iter()
+                .flat_map(|p| p.who.groups.iter().map(String::as_str))
+                .collect();
+            groups.sort_unstable();
+            groups.dedup();
+            return Err(refusal(
+                RefusalCode::NotAuthorised,
+                if groups.is_empty() {
+                    format!("{} is not authorised to break glass on {}", req.user, req.resource)
+                } else {
+                    format!(
+                        "{} is not authorised to break glass on {}: it is reserved for groups {}",
+                        req.user,
+                        req.resource,
+                        groups.join(", ")
+                    )
+                },
+                Some("ask the security team to add you to the policy or a group it names"),
+            ));
+        }
+        let mut first_refusal = None;
+        for p in matching {
+            match check(p, req) {
+                Ok(d) => return Ok(d),
+                Err(r) => {
+                    if first_refusal.is_none() {
+                        first_refusal = Some(r);
+                    }
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or_else(|| {
+            refusal(RefusalCode::NotAuthorised, "no policy allows this request".into(), None)
+        }))
+    }
+
+    /// Re-evaluates an extension: the named policy must still cover the resource and the user,
+    /// must not deny, and the whole window (activation → new expiry) must stay within its max.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_extension(
+        &self,
+        policy_name: &str,
+        user: &str,
+        groups: &[String],
+        resource: &str,
+        started_at: Timestamp,
+        current_expiry: Timestamp,
+        by: Duration,
+        _now: Timestamp,
+    ) -> Result<Timestamp, Refusal> {
+        let Some(p) = self.policy(policy_name) else {
+            return Err(refusal(
+                RefusalCode::NotAuthorised,
+                format!("policy {policy_name} no longer exists, so the grant cannot be extended"),
+                Some("request a new grant"),
+            ));
+        };
+        if !p.resources.iter().any(|r| r == resource) || !p.who.matches(user, groups) {
+            return Err(refusal(
+                RefusalCode::NotAuthorised,
+                format!("policy {policy_name} no longer allows {user} on {resource}"),
+                Some("request a new grant"),
+            ));
+        }
+        if p.approval == Approval::Deny {
+            return Err(refusal(
+                RefusalCode::DeniedByPolicy,
+                format!("policy {policy_name} now denies access to {resource}"),
+                None,
+            ));
+        }
+        let new_expiry = current_expiry.plus(by);
+        let total = started_at.until(new_expiry);
+        if total > p.duration.max {
+            let left = p.duration.max.saturating_sub(started_at.until(current_expiry));
+            return Err(refusal(
+                RefusalCode::DurationOverMax,
+                format!(
+                    "extending by {} would make the grant {} long; policy {} allows at most {} (you can still add {})",
+                    fmt_d(by),
+                    fmt_d(Duration::from_secs(total.as_secs())),
+                    p.name,
+                    fmt_d(p.duration.max),
+                    fmt_d(Duration::from_secs(left.as_secs()))
+                ),
+                Some("request a new grant if you need more time"),
+            ));
+        }
+        Ok(new_expiry)
+    }
+
+    /// A JSON view for the API.
+    pub fn to_json(&self) -> Value {
+        let d = |d: Duration| json!({"secs": d.as_secs(), "human": fmt_d(d)});
+        json!({
+            "admins": {"users": self.admins.users, "groups": self.admins.groups},
+            "resources": self.resources.iter().map(|r| json!({"name": r.name, "kind": r.kind.as_str(), "settings": r.settings})).collect::<Vec<_>>(),
+            "policies": self.policies.iter().map(|p| json!({
+                "name": p.name,
+                "resources": p.resources,
+                "who": {"users": p.who.users, "groups": p.who.groups},
+                "require": {
+                    "mfa": p.require.mfa,
+                    "ticket": p.require.ticket.as_ref().map(|r| r.as_str()),
+                    "min_reason": p.require.min_reason,
+                    "hours": p.require.hours.as_ref().map(|h| h.source.clone()),
+                },
+                "approval": match &p.approval {
+                    Approval::Auto => json!({"mode": "auto"}),
+                    Approval::Deny => json!({"mode": "deny"}),
+                    Approval::Quorum { count, from, timeout, on_timeout } => json!({
+                        "mode": "quorum", "count": count, "from": from,
+                        "timeout": timeout.map(d),
+                        "on_timeout": match on_timeout { OnTimeout::Deny => "deny", OnTimeout::Auto => "auto" },
+                    }),
+                },
+                "duration": {"default": d(p.duration.default), "max": d(p.duration.max)},
+                "review": p.review.as_ref().map(|r| json!({"within": d(r.within), "by": r.by})),
+                "notify": p.notify,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn check(p: &Policy, req: &AccessRequest<'_>) -> Result<Decision, Refusal> {
+    if p.approval == Approval::Deny {
+        return Err(refusal(
+            RefusalCode::DeniedByPolicy,
+            format!("policy {} denies break-glass access to {}", p.name, req.resource),
+            Some("contact the security team"),
+        ));
+    }
+    if let Some(re) = &p.require.ticket {
+        let t = req.ticket.map(str::trim).unwrap_or("");
+        if t.is_empty() {
+            return Err(refusal(
+                RefusalCode::TicketRequired,
+                format!(
+                    "policy {} requires an incident ticket matching {}",
+                    p.name,
+                    re.as_str()
+                ),
+                Some("pass --ticket with the incident id, e.g. --ticket INC-4711"),
+            ));
+        }
+        if !re.is_match(t) {
+            return Err(refusal(
+                RefusalCode::TicketMismatch,
+                format!(
+                    "ticket {t:?} does not match the required pattern {} (policy {})",
+                    re.as_str(),
+                    p.name
+                ),
+                Some("use the incident ticket id exactly as your tracker shows it"),
+            ));
+        }
+    }
+    let reason_len = req.reason.trim().chars().count();
+    if reason_len < p.require.min_reason {
+        return Err(refusal(
+            RefusalCode::ReasonTooShort,
+            format!(
+                "reason is {reason_len} characters; policy {} requires at least {}: say what is broken and why you need access",
+                p.name, p.require.min_reason
+            ),
+            Some("e.g. --reason \"orders table locked, checkout down\""),
+        ));
+    }
+    if let Some(h) = &p.require.hours {
+        let (wd, minute) = weekday_and_minute(req.now);
+        if !h.days.contains(&wd) || minute < h.from || minute >= h.to {
+            return Err(refusal(
+                RefusalCode::OutsideHours,
+                format!("policy {} only allows requests {} (UTC)", p.name, h.source),
+                Some("use a policy meant for out-of-hours emergencies"),
+            ));
+        }
+    }
+    let duration = req.duration.unwrap_or(p.duration.default);
+    if duration > p.duration.max {
+        return Err(refusal(
+            RefusalCode::DurationOverMax,
+            format!(
+                "requested {} exceeds the maximum {} of policy {}",
+                fmt_d(duration),
+                fmt_d(p.duration.max),
+                p.name
+            ),
+            Some("ask for less time; you can extend later up to the maximum"),
+        ));
+    }
+    Ok(Decision {
+        policy: p.name.clone(),
+        duration,
+        max: p.duration.max,
+        approval: p.approval.clone(),
+        mfa_required: p.require.mfa,
+        review: p.review.clone(),
+        notify: p.notify.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! `cargo run --release -p breakglass-bench [-- --events N]` prints the figures recorded in
+//! BENCHMARKS.md. Everything runs against the real SQLite store on disk (durable commits) and,
+//! for throughput, the real HTTP server on loopback.
+
+use anyhow::{Context, Result};
+use breakglass_core::audit::NewEvent;
+use breakglass_core::grant::AnyGrant;
+use breakglass_core::mfa;
+use breakglass_core::time::Timestamp;
+use breakglass_server::engine::{self, Clock, Engine, EngineConfig, Principal, RequestInput, SystemClock};
+use breakglass_server::keys::{self, DataDir};
+use breakglass_store::{Change, GrantFilter, Session, Store, User};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const POLICY: &str = r#"
+admins: { groups: [security] }
+resources:
+  - name: prod-db
+    kind: postgres
+policies:
+  - name: dba-emergency
+    resources: [prod-db]
+    who: { groups: [oncall] }
+    require: { mfa: true, ticket: "^INC-[0-9]+$", min_reason: 15 }
+    approval: { mode: auto }
+    duration: { default: 30m, max: 2h }
+"#;
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+    secret: Vec<u8>,
+}
+
+/// A data dir with `users` responders, each with a confirmed TOTP secret (the same secret for
+/// all, so codes can be computed here) and a session token `tok-<i>`.
+async fn fixture(users: usize) -> Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let dd = DataDir::new(dir.path().join("data"));
+    keys::init(&dd, SystemClock.now()).await?;
+    let (store, keys) = keys::open(&dd).await?;
+    let policy = engine::load_policy_text(POLICY, None).map_err(anyhow::Error::msg)?;
+    let hash = engine::hash_password("benchmark-password-1").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secret = b"bench-secret-20bytes".to_vec();
+    let now = SystemClock.now();
+    let mut changes = Vec::new();
+    for i in 0..users {
+        let name = format!("u{i}");
+        changes.push(Change::AddUser(User {
+            name: name.clone(),
+            password_hash: hash.clone(),
+            groups: vec!["oncall".into()],
+            disabled: false,
+            created_at: now,
+        }));
+        changes.push(Change::PutTotp {
+            user: name.clone(),
+            sealed: Some(keys.kek.seal(&format!("totp:{name}"), &secret)),
+            confirmed: true,
+        });
+        changes.push(Change::CreateSession {
+            token_hash: engine::token_hash(&format!("tok-{i}")),
+            session: Session { user: name, created_at: now, expires_at: now.plus(Duration::from_secs(86_400)) },
+        });
+    }
+    store.commit(changes, vec![]).await?;
+    let engine = Arc::new(Engine::new(Arc::new(store), keys, policy, Arc::new(SystemClock), EngineConfig::default()));
+    Ok(Fixture { _dir: dir, engine, secret })
+}
+
+fn input(code: String, dur: &str) -> RequestInput {
+    RequestInput {
+        resource: "prod-db".into(),
+        reason: "orders table locked, checkout down".into(),
+        ticket: Some("INC-4711".into()),
+        duration: Some(dur.into()),
+        otp: Some(code),
+    }
+}
+
+async fn time_to_grant(n: usize) -> Result<()> {
+    let f = fixture(n).await?;
+    let step = mfa::step_at(SystemClock.now());
+    let code = mfa::code_for_step(&f.secret, step);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let who = Principal { name: format!("u{i}"), groups: vec!["oncall".into()] };
+        let t = Instant::now();
+        let g = f.engine.request(&who, input(code.clone(), "30m")).await;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let g = g.map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(g.state == "active");
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "time-to-grant (engine: policy + TOTP + grant + 3 audit events, one durable SQLite commit), n={n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0)
+    );
+    Ok(())
+}
+
+async fn activations_per_sec(clients: usize, total: usize) -> Result<()> {
+    let f = fixture(total).await?;
+    // Serve the fixture's engine over real HTTP on loopback.
+    let app = breakglass_server::api::router(f.engine.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let code = mfa::code_for_step(&f.secret, mfa::step_at(SystemClock.now()));
+    let http = reqwest::Client::new();
+    let per = total / clients;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let http = http.clone();
+        let code = code.clone();
+        let url = format!("http://{addr}/api/v1/grants");
+        tasks.push(tokio::spawn(async move {
+            for k in 0..per {
+                let i = c * per + k;
+                let r = http
+                    .post(&url)
+                    .bearer_auth(format!("tok-{i}"))
+                    .json(&serde_json::json!({"resource": "prod-db", "reason": "orders table locked, checkout down", "ticket": "INC-1", "duration": "30m", "otp": code}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().as_u16() == 201, "status {}: {}", r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "activations over HTTP, {clients} concurrent clients, {} grants with MFA: {:.0} activations/s ({:.2} s)",
+        per * clients,
+        (per * clients) as f64 / secs,
+        secs
+    );
+    Ok(())
+}
+
+
+async fn expiry_lag(n: usize) -> Result<()> {
+    let f = fixture(n).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let timer = tokio::spawn(breakglass_server::tasks::expiry_timer(f.engine.clone(), rx));
+    let code = mfa::code_for_step(&f.secret, mfa::step_at(SystemClock.now()));
+    // Deadlines spread over 2..=11 s.
+    for i in 0..n {
+        let who = Principal { name: format!("u{i}"), groups: vec!["oncall".into()] };
+        let dur = format!("{}s", 2 + (i % 10));
+        f.engine.request(&who, input(code.clone(), &dur)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = f.engine.store.count_grants("active").await?;
+        if active == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "grants did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tx.send(true);
+    let _ = timer.await;
+    let all = f.engine.store.grants(&GrantFilter { user: None, states: vec!["expired".into()], limit: 1_000_000 }).await?;
+    let mut lag: Vec<f64> = all
+        .iter()
+        .filter_map(|g| match g {
+            AnyGrant::Ended(e) => e.state.window.as_ref().map(|w| (e.state.ended_at.0 - w.expires_at.0) as f64),
+            _ => None,
+        })
+        .collect();
+    lag.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "expiry lag (deadline → expiry committed), {} grants over 10 s: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lag.len(), pct(&lag, 0.5), pct(&lag, 0.99), pct(&lag, 1.0)
+    );
+    Ok(())
+}
+
+async fn verify_rate(events: u64) -> Result<()> {
+    let f = fixture(0).await?;
+    let store = f.engine.store.clone();
+    let t = Instant::now();
+    let batch = 10_000u64;
+    let mut written = 0;
+    let mut cp = breakglass_server::audit::Checkpointer::load(&f.engine).await?;
+    while written < events {
+        let n = batch.min(events - written);
+        let evs: Vec<NewEvent> = (0..n)
+            .map(|i| engine::event(Timestamp(1_700_000_000_000 + (written + i) as i64), "bench.event", Some("u1"), None, serde_json::json!({"i": written + i, "note": "a typical small event body"})))
+            .collect();
+        store.commit(vec![], evs).await?;
+        written += n;
+        if written % 100_000 == 0 || written == events {
+            cp.catch_up(&f.engine).await?;
+            cp.sign(&f.engine).await?;
+        }
+    }
+    let gen_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let report = breakglass_server::audit::verify_store(store.as_ref(), f.engine.keys.audit_public(), &f.engine.keys.origin)
+        .await?
+        .map_err(|e| anyhow::anyhow!("verify failed: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "audit verify (SQLite store, every leaf + link + {} checkpoints): {} events in {:.2} s = {:.0} events/s (writing them took {:.1} s)",
+        report.checkpoints, report.events, secs, report.events as f64 / secs, gen_secs
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let events = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .context("--events N")?
+        .unwrap_or(1_000_000);
+    println!("breakglass benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    time_to_grant(2000).await?;
+    activations_per_sec(8, 8000).await?;
+    expiry_lag(1000).await?;
+    verify_rate(events).await?;
+    Ok(())
+}

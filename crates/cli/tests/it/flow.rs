@@ -1,0 +1,302 @@
+//! The break-glass flow and every refusal, as a responder and an approver live it.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn request(u: &User, resource: &str, reason: &str, ticket: &str, dur: &str) -> Run {
+    let otp = u.otp();
+    u.run(&["request", resource, "--reason", reason, "--ticket", ticket, "--for", dur, "--otp", &otp])
+}
+
+/// A request the policy refuses before MFA is checked (so no code is spent).
+fn refused(u: &User, resource: &str, reason: &str, ticket: &str, dur: &str) -> Run {
+    u.run(&["request", resource, "--reason", reason, "--ticket", ticket, "--for", dur, "--otp", "000000"])
+}
+
+const REASON: &str = "orders table locked, checkout down";
+
+#[test]
+fn auto_grant_end_to_end_with_status_and_audit() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let r = request(&bob, "prod-db", REASON, "INC-4711", "30m");
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    let g = &r.json;
+    assert_eq!(g["state"], "active");
+    assert_eq!(g["resource"], "prod-db");
+    assert_eq!(g["policy"], "dba-emergency");
+    assert_eq!(g["ticket"], "INC-4711");
+    let rem = g["remaining_secs"].as_u64().unwrap();
+    assert!(rem > 1790 && rem <= 1800, "remaining {rem}");
+    let id = g["id"].as_str().unwrap();
+
+    let st = bob.ok(&["status", id]);
+    assert_eq!(st["state"], "active");
+    let list = bob.ok(&["status"]);
+    assert!(list.as_array().unwrap().iter().any(|x| x["id"] == id));
+
+    // Human output shows the countdown.
+    let human = std::process::Command::new(BIN)
+        .args(["--server", &s.url, "status", id])
+        .env("XDG_CONFIG_HOME", bob.config.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("remaining"), "{text}");
+
+    // The session file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(bob.config.path().join("breakglass/session.json")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let v = bob.run(&["audit", "verify", "--data-dir", s.data_dir().to_str().unwrap()]);
+    assert!(v.ok, "{}{}", v.stdout, v.stderr);
+    assert!(v.json["events"].as_u64().unwrap() >= 6);
+}
+
+#[test]
+fn refusals_are_precise_and_change_nothing() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let eve = s.user("eve", &["developers"]);
+
+    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--for", "30m", "--otp", "000000"]);
+    assert!(!r.ok);
+    assert_eq!(r.slug(), "policy/ticket-required", "{}", r.stdout);
+
+    let r = refused(&bob, "prod-db", REASON, "ABC-1", "30m");
+    assert_eq!(r.slug(), "policy/ticket-mismatch", "{}", r.stdout);
+    assert!(r.stdout.contains("INC-"), "{}", r.stdout);
+
+    let r = refused(&bob, "prod-db", "it broke", "INC-1", "30m");
+    assert_eq!(r.slug(), "policy/reason-too-short", "{}", r.stdout);
+
+    let r = refused(&bob, "prod-db", REASON, "INC-1", "3h");
+    assert_eq!(r.slug(), "policy/duration-over-max", "{}", r.stdout);
+
+    let r = refused(&eve, "prod-db", REASON, "INC-1", "30m");
+    assert_eq!(r.slug(), "policy/not-authorised", "{}", r.stdout);
+
+    let r = refused(&bob, "nosuch", REASON, "INC-1", "30m");
+    assert_eq!(r.slug(), "policy/unknown-resource", "{}", r.stdout);
+
+    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-1", "--for", "forever", "--otp", "000000"]);
+    assert_eq!(r.slug(), "invalid-request", "{}", r.stdout);
+
+    // Nothing was granted.
+    let list = bob.ok(&["status"]);
+    assert_eq!(list.as_array().unwrap().len(), 0);
+
+    // Every refusal is audited.
+    let export = s.dir.path().join("export.jsonl");
+    let o = std::process::Command::new(BIN)
+        .args(["audit", "export", "--format", "jsonl", "--data-dir"])
+        .arg(s.data_dir())
+        .arg("--out")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = std::fs::read_to_string(&export).unwrap();
+    for code in ["ticket-required", "ticket-mismatch", "reason-too-short", "duration-over-max", "not-authorised", "unknown-resource"] {
+        assert!(text.contains(&format!("\"code\":\"{code}\"")), "no audited refusal {code}");
+    }
+}
+
+#[test]
+fn mfa_replay_and_lockout() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let r = request(&bob, "prod-db", REASON, "INC-1", "30m");
+    assert!(r.ok, "{}", r.stdout);
+    // The same code again is a replay.
+    let used = bob.used_code();
+    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "30m", "--otp", &used]);
+    assert_eq!(r.slug(), "mfa-replayed", "{}", r.stdout);
+    // Missing code without a terminal: a clear error.
+    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "30m"]);
+    assert_eq!(r.slug(), "mfa-required", "{}", r.stdout);
+
+    let carol = s.user("carol", &["oncall"]);
+    let good = carol.otp();
+    let wrong = if good == "000000" { "111111" } else { "000000" };
+    let mut last = Run { ok: true, json: Value::Null, stdout: String::new(), stderr: String::new() };
+    for _ in 0..5 {
+        last = carol.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-3", "--otp", wrong]);
+    }
+    assert_eq!(last.slug(), "mfa-locked", "{}", last.stdout);
+    // Even the right code is refused while locked.
+    let r = carol.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-3", "--otp", &good]);
+    assert_eq!(r.slug(), "mfa-locked", "{}", r.stdout);
+    let users = std::process::Command::new(BIN)
+        .args(["--json", "admin", "user", "list", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&users.stdout).unwrap();
+    let c = v.as_array().unwrap().iter().find(|u| u["user"] == "carol").unwrap();
+    assert!(c["mfa_locked_until"].is_string());
+}
+
+#[test]
+fn quorum_approve_deny_and_no_self_approval() {
+    let s = Server::start(POLICY);
+    let alice = s.user("alice", &["oncall", "security"]);
+    let sam = s.user("sam", &["security"]);
+    let bob = s.user("bob", &["oncall"]);
+
+    let r = request(&alice, "bastion", "bastion is unreachable", "INC-9", "15m");
+    assert!(r.ok, "{}", r.stdout);
+    assert_eq!(r.json["state"], "pending");
+    let id = r.json["id"].as_str().unwrap().to_string();
+
+    // The requester can never approve her own request, even in the approver group.
+    let otp = alice.otp();
+    let r = alice.run(&["approve", &id, "--otp", &otp]);
+    assert_eq!(r.slug(), "forbidden", "{}", r.stdout);
+    assert!(r.stdout.contains("cannot approve"), "{}", r.stdout);
+    // Not in `from`.
+    let otp = bob.otp();
+    let r = bob.run(&["approve", &id, "--otp", &otp]);
+    assert!(!r.ok);
+
+    let otp = sam.otp();
+    let g = sam.ok(&["approve", &id, "--otp", &otp]);
+    assert_eq!(g["state"], "active");
+    assert_eq!(g["approvals"][0]["by"], "sam");
+
+    // A second request is denied.
+    let r = request(&alice, "bastion", "bastion is unreachable again", "INC-10", "15m");
+    let id2 = r.json["id"].as_str().unwrap().to_string();
+    let g = sam.ok(&["deny", &id2, "--reason", "use the console instead"]);
+    assert_eq!(g["state"], "denied");
+    let r = sam.run(&["approve", &id2, "--otp", "123456"]);
+    assert_eq!(r.slug(), "conflict", "{}", r.stdout);
+}
+
+#[test]
+fn quorum_timeout_deny_and_auto() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let otp = bob.otp();
+    let r = bob.run(&["request", "short", "--reason", REASON, "--otp", &otp]);
+    assert_eq!(r.json["state"], "pending", "{}", r.stdout);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let otp = bob.otp();
+    let r = bob.run(&["request", "fallback", "--reason", REASON, "--otp", &otp]);
+    assert_eq!(r.json["state"], "pending", "{}", r.stdout);
+    let id2 = r.json["id"].as_str().unwrap().to_string();
+    poll("approval timeout", Duration::from_secs(20), || {
+        (bob.ok(&["status", &id])["state"] == "timed-out").then_some(())
+    });
+    let g = poll("fallback activation", Duration::from_secs(20), || {
+        let g = bob.ok(&["status", &id2]);
+        (g["state"] == "active").then_some(g)
+    });
+    assert_eq!(g["activated_via"], "timeout-fallback");
+}
+
+#[test]
+fn revoke_and_extend() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let sec = s.user("sam", &["security"]);
+    let r = request(&bob, "prod-db", REASON, "INC-1", "30m");
+    let id = r.json["id"].as_str().unwrap().to_string();
+
+    let otp = bob.otp();
+    let g = bob.ok(&["extend", &id, "--by", "30m", "--otp", &otp]);
+    assert_eq!(g["extensions"], 1);
+    let rem = g["remaining_secs"].as_u64().unwrap();
+    assert!(rem > 3500, "{rem}");
+    // Beyond the 2h maximum: refused.
+    let otp = bob.otp();
+    let r = bob.run(&["extend", &id, "--by", "2h", "--otp", &otp]);
+    assert_eq!(r.slug(), "policy/duration-over-max", "{}", r.stdout);
+
+    let g = sec.ok(&["revoke", &id, "--reason", "incident over"]);
+    assert_eq!(g["state"], "revoked");
+    assert_eq!(g["ended_by"], "sam");
+    let r = bob.run(&["revoke", &id]);
+    assert_eq!(r.slug(), "conflict");
+    let r = bob.run(&["status", "g-doesnotexist"]);
+    assert_eq!(r.slug(), "not-found");
+}
+
+#[test]
+fn grant_expires_by_itself_and_across_restart() {
+    let s0 = Server::start(POLICY);
+    let mut s = s0;
+    let bob = s.user("bob", &["oncall"]);
+    let r = request(&bob, "prod-db", REASON, "INC-1", "2s");
+    assert!(r.ok, "{}", r.stdout);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let g = poll("expiry", Duration::from_secs(15), || {
+        let g = bob.ok(&["status", &id]);
+        (g["state"] == "expired").then_some(g)
+    });
+    assert!(g["ended_at"].is_string());
+
+    // Across a restart: kill -9, let the deadline pass while down, start again.
+    let r = request(&bob, "prod-db", REASON, "INC-2", "3s");
+    let id2 = r.json["id"].as_str().unwrap().to_string();
+    let ends = r.json["expires_at_ms"].as_i64().unwrap();
+    s.kill();
+    poll("deadline to pass while down", Duration::from_secs(15), || {
+        (unix_now() * 1000 > ends + 500).then_some(())
+    });
+    s.restart();
+    let g = bob.ok(&["status", &id2]);
+    assert_eq!(g["state"], "expired", "overdue grant must expire at start-up");
+    let v = bob.run(&["audit", "verify", "--data-dir", s.data_dir().to_str().unwrap()]);
+    assert!(v.ok, "{}{}", v.stdout, v.stderr);
+}
+
+#[test]
+fn hot_reload_keeps_old_policy_on_broken_file() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let before = bob.ok(&["status"]);
+    assert!(before.is_array());
+    let (_, p0) = s.get("/healthz");
+    assert!(p0.contains("ok"));
+    std::fs::write(&s.policy_path, "resources: [\n  this is: : broken").unwrap();
+    s.sighup();
+    poll("reload failure in the audit log", Duration::from_secs(20), || {
+        let out = std::process::Command::new(BIN)
+            .args(["audit", "export", "--data-dir"])
+            .arg(s.data_dir())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("policy.reload_failed").then_some(())
+    });
+    // The old policy is still in force.
+    let r = request(&bob, "prod-db", REASON, "INC-1", "30m");
+    assert!(r.ok, "{}", r.stdout);
+
+    // A valid new policy (prod-db max 1h) takes effect.
+    std::fs::write(&s.policy_path, POLICY.replace("max: 2h", "max: 1h")).unwrap();
+    poll("new policy", Duration::from_secs(20), || {
+        let otp = bob.otp();
+        let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "90m", "--otp", &otp]);
+        (r.slug() == "policy/duration-over-max").then_some(())
+    });
+}
+
+#[test]
+fn policy_check_reports_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, POLICY).unwrap();
+    let o = std::process::Command::new(BIN).args(["policy", "check"]).arg(&good).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, POLICY.replace("min_reason: 15", "min_reason: 15, colour: red")).unwrap();
+    let o = std::process::Command::new(BIN).args(["--json", "policy", "check"]).arg(&bad).output().unwrap();
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &v["errors"][0];
+    assert!(e["message"].as_str().unwrap().contains("colour"), "{v}");
+    assert!(e["line"].as_u64().is_some(), "{v}");
+}

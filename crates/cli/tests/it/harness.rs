@@ -1,0 +1,377 @@
+//! Test kit: starts the real `breakglass` binary on a loopback port in a temporary data
+//! directory and drives it through the real CLI, one config dir per user. TOTP codes come
+//! from `oathtool`, never from our own code.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_breakglass");
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub const POLICY: &str = r#"
+admins: { groups: [security] }
+resources:
+  - name: prod-db
+    kind: postgres
+  - name: bastion
+    kind: ssh
+  - name: short
+    kind: ssh
+  - name: fallback
+    kind: ssh
+policies:
+  - name: dba-emergency
+    resources: [prod-db]
+    who: { groups: [oncall] }
+    require: { mfa: true, ticket: "^INC-[0-9]+$", min_reason: 15 }
+    approval: { mode: auto }
+    duration: { default: 30m, max: 2h }
+    review: { within: 72h, by: [security] }
+  - name: bastion-with-approval
+    resources: [bastion]
+    who: { users: [alice], groups: [oncall] }
+    require: { mfa: true, ticket: "^INC-[0-9]+$" }
+    approval: { mode: quorum, count: 1, from: [security], timeout: 10m, on_timeout: deny }
+    duration: { default: 15m, max: 1h }
+  - name: short-approval
+    resources: [short]
+    who: { groups: [oncall] }
+    require: { mfa: true }
+    approval: { mode: quorum, count: 1, from: [security], timeout: 2s, on_timeout: deny }
+    duration: { default: 15m, max: 1h }
+  - name: fallback-approval
+    resources: [fallback]
+    who: { groups: [oncall] }
+    require: { mfa: true }
+    approval: { mode: quorum, count: 1, from: [security], timeout: 2s, on_timeout: auto }
+    duration: { default: 15m, max: 1h }
+"#;
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub policy_path: PathBuf,
+    pub url: String,
+    child: Option<Child>,
+    pub log: Arc<Mutex<String>>,
+    listen: String,
+}
+
+impl Server {
+    pub fn start(policy: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy_path = dir.path().join("policy.yaml");
+        std::fs::write(&policy_path, policy).expect("write policy");
+        let data = dir.path().join("data");
+        let out = Command::new(BIN)
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("run init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut s = Server {
+            dir,
+            policy_path,
+            url: String::new(),
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+            listen: "127.0.0.1:0".into(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--checkpoint-events", "5", "--checkpoint-every", "1s", "--data-dir"])
+            .arg(self.data_dir())
+            .arg("--policy")
+            .arg(&self.policy_path)
+            .args(["--listen", &self.listen])
+            .env("BREAKGLASS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("breakglass listening on http://")
+                    && let Some(t) = tx.take()
+                {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = t.send(addr);
+                }
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().map(|l| l.clone()).unwrap_or_default()));
+        self.listen = addr.clone();
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, no final checkpoint.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (final checkpoint written).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn sighup(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg("-HUP").arg(c.id().to_string()).status();
+        }
+    }
+
+    pub fn add_user(&self, name: &str, groups: &[&str]) {
+        let mut args = vec!["admin", "user", "add", name, "--password-stdin"];
+        for g in groups {
+            args.push("--group");
+            args.push(g);
+        }
+        let out = run_with_stdin(BIN, &args, &["--data-dir", self.data_dir().to_str().unwrap_or("")], PASSWORD, &[]);
+        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A logged-in user with a confirmed TOTP authenticator.
+    pub fn user(&self, name: &str, groups: &[&str]) -> User {
+        self.add_user(name, groups);
+        let u = User::new(self, name);
+        u.login();
+        u.enroll();
+        u
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http("GET", &self.url, path, None, None)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn run_with_stdin(bin: &str, args: &[&str], extra: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin.as_bytes());
+        let _ = i.write_all(b"\n");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// Result of one CLI run.
+pub struct Run {
+    pub ok: bool,
+    pub json: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The problem slug of a failed `--json` run (`policy/ticket-mismatch`, `mfa-replayed`, …).
+    pub fn slug(&self) -> String {
+        self.json["error"]["type"]
+            .as_str()
+            .and_then(|t| t.rsplit("/problems/").next())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+pub struct User {
+    pub name: String,
+    pub config: tempfile::TempDir,
+    pub url: String,
+    pub secret: Mutex<String>,
+    last_step: Mutex<i64>,
+}
+
+impl User {
+    pub fn new(server: &Server, name: &str) -> User {
+        User {
+            name: name.into(),
+            config: tempfile::tempdir().expect("tempdir"),
+            url: server.url.clone(),
+            secret: Mutex::new(String::new()),
+            last_step: Mutex::new(0),
+        }
+    }
+
+    /// Runs `breakglass --json ARGS` as this user.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_stdin(args, None)
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--json")
+            .arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cli");
+        if let Some(mut i) = child.stdin.take() {
+            if let Some(s) = stdin {
+                let _ = i.write_all(s.as_bytes());
+                let _ = i.write_all(b"\n");
+            }
+        }
+        let out = child.wait_with_output().expect("wait cli");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        Run {
+            ok: out.status.success(),
+            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Value {
+        let r = self.run(args);
+        assert!(r.ok, "`breakglass {}` as {} failed:\n{}{}", args.join(" "), self.name, r.stdout, r.stderr);
+        r.json
+    }
+
+    pub fn login(&self) {
+        let r = self.run_stdin(&["login", "--user", &self.name, "--password-stdin"], Some(PASSWORD));
+        assert!(r.ok, "login failed: {}{}", r.stdout, r.stderr);
+    }
+
+    pub fn enroll(&self) {
+        let v = self.ok(&["mfa", "totp", "enroll"]);
+        let secret = v["secret_base32"].as_str().expect("secret").to_string();
+        *self.secret.lock().unwrap() = secret;
+        let code = self.otp();
+        self.ok(&["mfa", "totp", "confirm", &code]);
+    }
+
+    /// A code for `step` computed by oathtool.
+    pub fn code_at_step(&self, step: i64) -> String {
+        let secret = self.secret.lock().unwrap().clone();
+        let out = Command::new("oathtool")
+            .args(["--totp", "-b", "--now"])
+            .arg(format!("@{}", step * 30 + 1))
+            .arg(&secret)
+            .output()
+            .expect("oathtool is needed for the tests (apt-get install oathtool)");
+        assert!(out.status.success(), "oathtool failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A fresh, never-used code the server will accept now (steps now-1..=now+1 are valid;
+    /// each code is single-use, so we walk forward and wait for the clock when we run out).
+    pub fn otp(&self) -> String {
+        let mut last = self.last_step.lock().unwrap();
+        loop {
+            let now = unix_now();
+            let cur = now / 30;
+            // Keep 3 s away from a step boundary for the oldest accepted step.
+            let lo = if now % 30 < 27 { cur - 1 } else { cur };
+            let step = (*last + 1).max(lo);
+            if step <= cur + 1 {
+                *last = step;
+                return self.code_at_step(step);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A code that was already accepted (for replay tests).
+    pub fn used_code(&self) -> String {
+        let last = *self.last_step.lock().unwrap();
+        self.code_at_step(last)
+    }
+}
+
+/// A minimal HTTP/1.1 client over a raw socket, for hostile-input tests.
+pub fn http(method: &str, base: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> (u16, String) {
+    use std::io::Read;
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    let _ = s.write_all(req.as_bytes());
+    if let Some(b) = body {
+        let _ = s.write_all(b);
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The saved session token of a user (for raw HTTP tests).
+pub fn token_of(u: &User) -> String {
+    let p = u.config.path().join("breakglass").join("session.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).expect("session file")).expect("json");
+    v["token"].as_str().expect("token").to_string()
+}

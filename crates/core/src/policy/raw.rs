@@ -1,0 +1,346 @@
+//! The YAML shape of a policy file and its validation into a [`PolicySet`].
+
+use super::*;
+use regex::RegexBuilder;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    admins: Option<RawAdmins>,
+    #[serde(default)]
+    resources: Vec<Spanned<Value>>,
+    #[serde(default)]
+    policies: Vec<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmins {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    #[serde(default)]
+    resources: Vec<Spanned<String>>,
+    who: Spanned<RawWho>,
+    #[serde(default)]
+    require: Option<RawRequire>,
+    approval: Spanned<RawApproval>,
+    duration: Spanned<RawDurations>,
+    #[serde(default)]
+    review: Option<Spanned<RawReview>>,
+    #[serde(default)]
+    notify: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWho {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequire {
+    #[serde(default)]
+    mfa: Option<bool>,
+    #[serde(default)]
+    ticket: Option<Spanned<String>>,
+    #[serde(default)]
+    min_reason: Option<u32>,
+    #[serde(default)]
+    hours: Option<Spanned<RawHours>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHours {
+    days: Vec<String>,
+    from: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    mode: Spanned<String>,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    from: Vec<String>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    on_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDurations {
+    default: Spanned<String>,
+    max: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReview {
+    within: Spanned<String>,
+    by: Vec<String>,
+}
+
+struct Errors(Vec<PolicyError>);
+
+impl Errors {
+    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, hint: Option<&str>) {
+        self.0.push(PolicyError {
+            line: usize::try_from(s.referenced.line()).ok().filter(|l| *l > 0),
+            column: usize::try_from(s.referenced.column()).ok().filter(|c| *c > 0),
+            message: message.into(),
+            hint: hint.map(String::from),
+        });
+    }
+}
+
+/// Names of resources, policies, users and groups.
+pub(crate) fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().enumerate().all(|(i, c)| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || (i > 0 && matches!(c, b'.' | b'_' | b'-'))
+        })
+}
+
+const NAME_HINT: &str = "names use lower-case letters, digits, '.', '_' and '-', start with a letter or digit, at most 63 characters";
+
+fn duration(errs: &mut Errors, s: &Spanned<String>, what: &str) -> Option<Duration> {
+    match crate::duration::parse(&s.value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.at(s, format!("{what}: {e}"), Some("durations look like 90s, 30m, 2h, 3d or 1h30m"));
+            None
+        }
+    }
+}
+
+fn hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+}
+
+fn yaml_error(e: &serde_saphyr::Error) -> PolicyError {
+    let loc = e.location();
+    let text = e.to_string();
+    let message = text.lines().next().unwrap_or(&text).to_string();
+    let hint = if message.contains("unknown field") {
+        Some("remove the field or fix its spelling".to_string())
+    } else if message.contains("missing field") {
+        Some("add the field; see examples/demo-policy.yaml".to_string())
+    } else {
+        None
+    };
+    PolicyError {
+        line: loc.and_then(|l| usize::try_from(l.line()).ok()).filter(|l| *l > 0),
+        column: loc.and_then(|l| usize::try_from(l.column()).ok()).filter(|c| *c > 0),
+        message,
+        hint,
+    }
+}
+
+pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
+    if yaml.len() > MAX_POLICY_BYTES {
+        return Err(PolicyErrors {
+            errors: vec![PolicyError {
+                line: None,
+                column: None,
+                message: format!("policy file is {} bytes; the limit is 1 MiB", yaml.len()),
+                hint: None,
+            }],
+        });
+    }
+    let raw: RawFile = match serde_saphyr::from_str(yaml) {
+        Ok(r) => r,
+        Err(e) => return Err(PolicyErrors { errors: vec![yaml_error(&e)] }),
+    };
+    let mut errs = Errors(Vec::new());
+
+    let mut resources: Vec<Resource> = Vec::new();
+    for r in &raw.resources {
+        let Some(map) = r.value.as_object() else {
+            errs.at(r, "a resource must be a mapping with `name` and `kind`", None);
+            continue;
+        };
+        let name = match map.get("name").and_then(Value::as_str) {
+            Some(n) if valid_name(n) => n.to_string(),
+            Some(n) => {
+                errs.at(r, format!("bad resource name {n:?}"), Some(NAME_HINT));
+                continue;
+            }
+            None => {
+                errs.at(r, "resource without a `name`", None);
+                continue;
+            }
+        };
+        let kind = match map.get("kind").and_then(Value::as_str) {
+            Some("postgres") => ResourceKind::Postgres,
+            Some("ssh") => ResourceKind::Ssh,
+            Some("secret") => ResourceKind::Secret,
+            Some("exec") => ResourceKind::Exec,
+            Some(k) => {
+                errs.at(r, format!("resource {name}: unknown kind {k:?}"), Some("kind is one of postgres, ssh, secret, exec"));
+                continue;
+            }
+            None => {
+                errs.at(r, format!("resource {name} has no `kind`"), Some("kind is one of postgres, ssh, secret, exec"));
+                continue;
+            }
+        };
+        if resources.iter().any(|x| x.name == name) {
+            errs.at(r, format!("resource {name} is declared twice"), None);
+            continue;
+        }
+        let mut settings = map.clone();
+        settings.remove("name");
+        settings.remove("kind");
+        resources.push(Resource { name, kind, settings });
+    }
+
+    let mut policies: Vec<Policy> = Vec::new();
+    for p in &raw.policies {
+        let name = p.name.value.clone();
+        if !valid_name(&name) {
+            errs.at(&p.name, format!("bad policy name {name:?}"), Some(NAME_HINT));
+        }
+        if policies.iter().any(|x| x.name == name) {
+            errs.at(&p.name, format!("policy {name} is declared twice"), Some("policy names must be unique"));
+        }
+        if p.resources.is_empty() {
+            errs.at(&p.name, format!("policy {name} lists no resources"), Some("add resources: [NAME, ...]"));
+        }
+        for r in &p.resources {
+            if !resources.iter().any(|x| x.name == r.value) && !raw.resources.iter().any(|x| x.value.get("name").and_then(Value::as_str) == Some(r.value.as_str())) {
+                errs.at(r, format!("policy {name} refers to undeclared resource {:?}", r.value), Some("declare it under resources:"));
+            }
+        }
+        if p.who.value.users.is_empty() && p.who.value.groups.is_empty() {
+            errs.at(&p.who, format!("policy {name}: `who` names no users or groups"), Some("who: { groups: [oncall] }"));
+        }
+        for n in p.who.value.users.iter().chain(&p.who.value.groups) {
+            if !valid_name(n) {
+                errs.at(&p.who, format!("policy {name}: bad user or group name {n:?}"), Some(NAME_HINT));
+            }
+        }
+        let mut require = Require { mfa: true, ticket: None, min_reason: 0, hours: None };
+        if let Some(rq) = &p.require {
+            require.mfa = rq.mfa.unwrap_or(true);
+            require.min_reason = rq.min_reason.unwrap_or(0) as usize;
+            if require.min_reason > 2000 {
+                errs.at(&p.name, format!("policy {name}: min_reason {} is above the 2000-character reason limit", require.min_reason), None);
+            }
+            if let Some(t) = &rq.ticket {
+                match RegexBuilder::new(&t.value).size_limit(1 << 20).dfa_size_limit(1 << 20).build() {
+                    Ok(re) => require.ticket = Some(re),
+                    Err(e) => errs.at(t, format!("policy {name}: bad ticket pattern {:?}: {e}", t.value), Some("use a regular expression such as ^INC-[0-9]+$")),
+                }
+            }
+            if let Some(h) = &rq.hours {
+                let mut days = Vec::new();
+                for d in &h.value.days {
+                    match ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].iter().position(|x| *x == d.to_ascii_lowercase()) {
+                        Some(i) => days.push(i as u32),
+                        None => errs.at(h, format!("policy {name}: unknown day {d:?}"), Some("days are mon, tue, wed, thu, fri, sat, sun")),
+                    }
+                }
+                match (hhmm(&h.value.from), hhmm(&h.value.to)) {
+                    (Some(from), Some(to)) if from < to => {
+                        require.hours = Some(Hours { days, from, to, source: format!("{} {}-{}", h.value.days.join(","), h.value.from, h.value.to) });
+                    }
+                    _ => errs.at(h, format!("policy {name}: hours need from < to as HH:MM"), Some("e.g. hours: { days: [mon,tue,wed,thu,fri], from: \"08:00\", to: \"18:00\" }")),
+                }
+            }
+        }
+        let a = &p.approval.value;
+        let approval = match a.mode.value.as_str() {
+            "auto" => Approval::Auto,
+            "deny" => Approval::Deny,
+            "quorum" => {
+                let count = a.count.unwrap_or(0);
+                if count == 0 {
+                    errs.at(&p.approval, format!("policy {name}: quorum needs count ≥ 1"), Some("approval: { mode: quorum, count: 1, from: [security] }"));
+                }
+                if count > 100 {
+                    errs.at(&p.approval, format!("policy {name}: approval count {count} is above 100"), None);
+                }
+                if a.from.is_empty() {
+                    errs.at(&p.approval, format!("policy {name}: quorum needs `from` groups"), Some("approval: { mode: quorum, count: 1, from: [security] }"));
+                }
+                let timeout = a.timeout.as_ref().and_then(|t| duration(&mut errs, t, &format!("policy {name}: approval timeout")));
+                let on_timeout = match a.on_timeout.as_ref().map(|o| (o, o.value.as_str())) {
+                    None | Some((_, "deny")) => OnTimeout::Deny,
+                    Some((_, "auto")) => OnTimeout::Auto,
+                    Some((o, other)) => {
+                        errs.at(o, format!("policy {name}: on_timeout {other:?}"), Some("on_timeout is deny or auto"));
+                        OnTimeout::Deny
+                    }
+                };
+                Approval::Quorum { count, from: a.from.clone(), timeout, on_timeout }
+            }
+            other => {
+                errs.at(&a.mode, format!("policy {name}: unknown approval mode {other:?}"), Some("mode is auto, quorum or deny"));
+                Approval::Deny
+            }
+        };
+        let d = &p.duration.value;
+        let default = duration(&mut errs, &d.default, &format!("policy {name}: duration.default"));
+        let max = duration(&mut errs, &d.max, &format!("policy {name}: duration.max"));
+        let durations = match (default, max) {
+            (Some(default), Some(max)) => {
+                if max < default {
+                    errs.at(&d.max, format!("policy {name}: duration.max {} is less than duration.default {}", d.max.value, d.default.value), Some("max must be at least default"));
+                }
+                if max > MAX_GRANT {
+                    errs.at(&d.max, format!("policy {name}: duration.max {} is longer than 7 days", d.max.value), Some("break-glass access is for emergencies; keep it short"));
+                }
+                Durations { default, max }
+            }
+            _ => Durations { default: Duration::from_secs(60), max: Duration::from_secs(60) },
+        };
+        let review = match &p.review {
+            None => None,
+            Some(r) => {
+                if r.value.by.is_empty() {
+                    errs.at(r, format!("policy {name}: review.by names no groups"), Some("review: { within: 72h, by: [security] }"));
+                }
+                duration(&mut errs, &r.value.within, &format!("policy {name}: review.within")).map(|within| Review { within, by: r.value.by.clone() })
+            }
+        };
+        policies.push(Policy {
+            name,
+            resources: p.resources.iter().map(|r| r.value.clone()).collect(),
+            who: Who { users: p.who.value.users.clone(), groups: p.who.value.groups.clone() },
+            require,
+            approval,
+            duration: durations,
+            review,
+            notify: p.notify.clone(),
+        });
+    }
+    if !errs.0.is_empty() {
+        return Err(PolicyErrors { errors: errs.0 });
+    }
+    let admins = raw.admins.map(|a| Admins { users: a.users, groups: a.groups }).unwrap_or_default();
+    Ok(PolicySet { resources, policies, admins })
+}
