@@ -39,6 +39,7 @@ impl Default for MfaRules {
 
 /// Per-user MFA guessing state, persisted by the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MfaState {
     /// Consecutive wrong codes since the last success or lock-out.
     pub failures: u32,

@@ -494,7 +494,7 @@ impl Engine {
     /// True the first time this failure fingerprint is seen in a row.
     fn first_policy_failure(&self, fingerprint: &str) -> bool {
         match self.last_policy_failure.lock() {
-            Ok(mut last) if last.as_deref() == Some(fingerprint) => false,
+            Ok(last) if last.as_deref() == Some(fingerprint) => false,
             Ok(mut last) => {
                 *last = Some(fingerprint.to_string());
                 true

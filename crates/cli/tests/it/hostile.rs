@@ -9,6 +9,7 @@ fn hostile_input_gets_clear_errors() {
     let bob = s.user("bob", &["oncall"]);
     let tok = token_of(&bob);
     let t = Some(tok.as_str());
+    let long_id = format!("/api/v1/grants/{}", "x".repeat(5000));
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("POST", "/api/v1/grants", b"{not json".to_vec(), 400, "invalid-request"),
         ("POST", "/api/v1/grants", br#"{"resource":"prod-db","reason":"x","evil":1}"#.to_vec(), 400, "invalid-request"),
@@ -18,13 +19,13 @@ fn hostile_input_gets_clear_errors() {
         ("POST", "/api/v1/grants", format!(r#"{{"resource":"prod-db","reason":"{}","ticket":"INC-1"}}"#, "a".repeat(5000)).into_bytes(), 400, "invalid-request"),
         ("POST", "/api/v1/grants/g-nope/approve", br#"{"otp":"123456"}"#.to_vec(), 404, "not-found"),
         ("POST", "/api/v1/grants/g-nope/extend", br#"{"by":"zz"}"#.to_vec(), 400, "invalid-request"),
-        ("GET", &format!("/api/v1/grants/{}", "x".repeat(5000)), vec![], 404, "not-found"),
+        ("GET", long_id.as_str(), vec![], 404, "not-found"),
         ("POST", "/api/v1/login", br#"{"user":"bob","password":"wrong"}"#.to_vec(), 401, "invalid-credentials"),
         ("POST", "/api/v1/login", br#"{"user":"../../etc","password":"x"}"#.to_vec(), 401, "invalid-credentials"),
         ("GET", "/api/v1/nope", vec![], 404, "not-found"),
     ];
     for (method, path, body, status, slug) in &cases {
-        let (code, text) = http(method, &s.url, path, (!body.is_empty()).then_some(body.as_slice()), *t);
+        let (code, text) = http(method, &s.url, path, (!body.is_empty()).then_some(body.as_slice()), t);
         assert_eq!(code, *status, "{method} {path:.60}: {text:.300}");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path:.60}: not JSON: {text:.300}"));
         assert!(v["type"].as_str().unwrap_or("").ends_with(slug), "{method} {path:.60}: {v}");
