@@ -7,7 +7,9 @@ use breakglass_core::audit::NewEvent;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::mfa;
 use breakglass_core::time::Timestamp;
-use breakglass_server::engine::{self, Clock, Engine, EngineConfig, Principal, RequestInput, SystemClock};
+use breakglass_server::engine::{
+    self, Clock, Engine, EngineConfig, Principal, RequestInput, SystemClock,
+};
 use breakglass_server::keys::{self, DataDir};
 use breakglass_store::{Change, GrantFilter, Session, Store, User};
 use std::sync::Arc;
@@ -69,12 +71,26 @@ async fn fixture(users: usize) -> Result<Fixture> {
         });
         changes.push(Change::CreateSession {
             token_hash: engine::token_hash(&format!("tok-{i}")),
-            session: Session { user: name, created_at: now, expires_at: now.plus(Duration::from_secs(86_400)) },
+            session: Session {
+                user: name,
+                created_at: now,
+                expires_at: now.plus(Duration::from_secs(86_400)),
+            },
         });
     }
     store.commit(changes, vec![]).await?;
-    let engine = Arc::new(Engine::new(Arc::new(store), keys, policy, Arc::new(SystemClock), EngineConfig::default()));
-    Ok(Fixture { _dir: dir, engine, secret })
+    let engine = Arc::new(Engine::new(
+        Arc::new(store),
+        keys,
+        policy,
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+    ));
+    Ok(Fixture {
+        _dir: dir,
+        engine,
+        secret,
+    })
 }
 
 fn input(code: String, dur: &str) -> RequestInput {
@@ -93,7 +109,10 @@ async fn time_to_grant(n: usize) -> Result<()> {
     let code = mfa::code_for_step(&f.secret, step);
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let who = Principal { name: format!("u{i}"), groups: vec!["oncall".into()] };
+        let who = Principal {
+            name: format!("u{i}"),
+            groups: vec!["oncall".into()],
+        };
         let t = Instant::now();
         let g = f.engine.request(&who, input(code.clone(), "30m")).await;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -103,7 +122,9 @@ async fn time_to_grant(n: usize) -> Result<()> {
     lat.sort_by(|a, b| a.total_cmp(b));
     println!(
         "time-to-grant (engine: policy + TOTP + grant + 3 audit events, one durable SQLite commit), n={n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0)
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0)
     );
     Ok(())
 }
@@ -153,7 +174,6 @@ async fn activations_per_sec(clients: usize, total: usize) -> Result<()> {
     Ok(())
 }
 
-
 async fn expiry_lag(n: usize) -> Result<()> {
     let f = fixture(n).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -161,9 +181,15 @@ async fn expiry_lag(n: usize) -> Result<()> {
     let code = mfa::code_for_step(&f.secret, mfa::step_at(SystemClock.now()));
     // Deadlines spread over 2..=11 s.
     for i in 0..n {
-        let who = Principal { name: format!("u{i}"), groups: vec!["oncall".into()] };
+        let who = Principal {
+            name: format!("u{i}"),
+            groups: vec!["oncall".into()],
+        };
         let dur = format!("{}s", 2 + (i % 10));
-        f.engine.request(&who, input(code.clone(), &dur)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        f.engine
+            .request(&who, input(code.clone(), &dur))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -176,18 +202,33 @@ async fn expiry_lag(n: usize) -> Result<()> {
     }
     let _ = tx.send(true);
     let _ = timer.await;
-    let all = f.engine.store.grants(&GrantFilter { user: None, states: vec!["expired".into()], limit: 1_000_000 }).await?;
+    let all = f
+        .engine
+        .store
+        .grants(&GrantFilter {
+            user: None,
+            states: vec!["expired".into()],
+            limit: 1_000_000,
+        })
+        .await?;
     let mut lag: Vec<f64> = all
         .iter()
         .filter_map(|g| match g {
-            AnyGrant::Ended(e) => e.state.window.as_ref().map(|w| (e.state.ended_at.0 - w.expires_at.0) as f64),
+            AnyGrant::Ended(e) => e
+                .state
+                .window
+                .as_ref()
+                .map(|w| (e.state.ended_at.0 - w.expires_at.0) as f64),
             _ => None,
         })
         .collect();
     lag.sort_by(|a, b| a.total_cmp(b));
     println!(
         "expiry lag (deadline → expiry committed), {} grants over 10 s: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        lag.len(), pct(&lag, 0.5), pct(&lag, 0.99), pct(&lag, 1.0)
+        lag.len(),
+        pct(&lag, 0.5),
+        pct(&lag, 0.99),
+        pct(&lag, 1.0)
     );
     Ok(())
 }
@@ -202,7 +243,15 @@ async fn verify_rate(events: u64) -> Result<()> {
     while written < events {
         let n = batch.min(events - written);
         let evs: Vec<NewEvent> = (0..n)
-            .map(|i| engine::event(Timestamp(1_700_000_000_000 + (written + i) as i64), "bench.event", Some("u1"), None, serde_json::json!({"i": written + i, "note": "a typical small event body"})))
+            .map(|i| {
+                engine::event(
+                    Timestamp(1_700_000_000_000 + (written + i) as i64),
+                    "bench.event",
+                    Some("u1"),
+                    None,
+                    serde_json::json!({"i": written + i, "note": "a typical small event body"}),
+                )
+            })
             .collect();
         store.commit(vec![], evs).await?;
         written += n;
@@ -213,13 +262,21 @@ async fn verify_rate(events: u64) -> Result<()> {
     }
     let gen_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let report = breakglass_server::audit::verify_store(store.as_ref(), f.engine.keys.audit_public(), &f.engine.keys.origin)
-        .await?
-        .map_err(|e| anyhow::anyhow!("verify failed: {e}"))?;
+    let report = breakglass_server::audit::verify_store(
+        store.as_ref(),
+        f.engine.keys.audit_public(),
+        &f.engine.keys.origin,
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("verify failed: {e}"))?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "audit verify (SQLite store, every leaf + link + {} checkpoints): {} events in {:.2} s = {:.0} events/s (writing them took {:.1} s)",
-        report.checkpoints, report.events, secs, report.events as f64 / secs, gen_secs
+        report.checkpoints,
+        report.events,
+        secs,
+        report.events as f64 / secs,
+        gen_secs
     );
     Ok(())
 }
@@ -235,7 +292,12 @@ async fn main() -> Result<()> {
         .transpose()
         .context("--events N")?
         .unwrap_or(1_000_000);
-    println!("breakglass benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "breakglass benchmarks ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     time_to_grant(2000).await?;
     activations_per_sec(8, 8000).await?;
     expiry_lag(1000).await?;

@@ -21,7 +21,8 @@ pub fn session_path() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => {
-            let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("neither XDG_CONFIG_HOME nor HOME is set"))?;
+            let home = std::env::var_os("HOME")
+                .ok_or_else(|| anyhow!("neither XDG_CONFIG_HOME nor HOME is set"))?;
             PathBuf::from(home).join(".config")
         }
     };
@@ -32,7 +33,10 @@ pub fn load_session() -> Result<Option<SavedSession>> {
     let p = session_path()?;
     match std::fs::read_to_string(&p) {
         Ok(t) => Ok(Some(serde_json::from_str(&t).with_context(|| {
-            format!("{} is corrupt: delete it and run `breakglass login` again", p.display())
+            format!(
+                "{} is corrupt: delete it and run `breakglass login` again",
+                p.display()
+            )
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
@@ -44,7 +48,10 @@ pub fn save_session(s: &SavedSession) -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let p = session_path()?;
     if let Some(dir) = p.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let tmp = p.with_extension("json.tmp");
@@ -83,7 +90,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn slug(&self) -> &str {
-        self.r#type.rsplit("/problems/").next().unwrap_or(&self.r#type)
+        self.r#type
+            .rsplit("/problems/")
+            .next()
+            .unwrap_or(&self.r#type)
     }
 }
 
@@ -118,7 +128,12 @@ impl Client {
         })
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -140,7 +155,10 @@ impl Client {
         }
         match serde_json::from_slice::<Problem>(&bytes) {
             Ok(p) => Err(p.into()),
-            Err(_) => Err(anyhow!("server answered {status}: {}", String::from_utf8_lossy(&bytes))),
+            Err(_) => Err(anyhow!(
+                "server answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )),
         }
     }
 
@@ -154,11 +172,17 @@ impl Client {
 
     pub async fn get_text(&self, path: &str) -> Result<reqwest::Response> {
         let url = format!("{}/api/v1{path}", self.base);
-        let mut req = self.http.get(&url).timeout(std::time::Duration::from_secs(3600));
+        let mut req = self
+            .http
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(3600));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         if !resp.status().is_success() {
             let bytes = resp.bytes().await?;
             return match serde_json::from_slice::<Problem>(&bytes) {

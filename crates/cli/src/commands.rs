@@ -79,7 +79,10 @@ fn client(cli: &Cli) -> Result<Client> {
 fn authed(cli: &Cli) -> Result<Client> {
     let c = client(cli)?;
     if c.token.is_none() {
-        bail!("not logged in to {}: run `breakglass login --user NAME --password-stdin`", c.base);
+        bail!(
+            "not logged in to {}: run `breakglass login --user NAME --password-stdin`",
+            c.base
+        );
     }
     Ok(c)
 }
@@ -92,7 +95,11 @@ where
     Fut: std::future::Future<Output = Result<Value>>,
 {
     match f(otp.clone()).await {
-        Err(e) if otp.is_none() && e.downcast_ref::<Problem>().is_some_and(|p| p.slug() == "mfa-required") => {
+        Err(e)
+            if otp.is_none()
+                && e.downcast_ref::<Problem>()
+                    .is_some_and(|p| p.slug() == "mfa-required") =>
+        {
             match prompt_otp(purpose)? {
                 Some(code) => f(Some(code)).await,
                 None => Err(e),
@@ -113,15 +120,33 @@ fn fmt_remaining(secs: u64) -> String {
 fn grant_line(g: &Value) -> String {
     let s = |k: &str| g.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let state = s("state");
-    let mut line = format!("{}  {:<10} {:<16} {:<10} {}", s("id"), state, s("resource"), s("user"), s("ticket"));
+    let mut line = format!(
+        "{}  {:<10} {:<16} {:<10} {}",
+        s("id"),
+        state,
+        s("resource"),
+        s("user"),
+        s("ticket")
+    );
     match state.as_str() {
         "active" => {
             let rem = g.get("remaining_secs").and_then(Value::as_u64).unwrap_or(0);
-            line.push_str(&format!("  ends {} ({} left)", s("expires_at"), fmt_remaining(rem)));
+            line.push_str(&format!(
+                "  ends {} ({} left)",
+                s("expires_at"),
+                fmt_remaining(rem)
+            ));
         }
         "pending" => {
-            let have = g.get("approvals").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0);
-            let need = g.get("approvals_needed").and_then(Value::as_u64).unwrap_or(0);
+            let have = g
+                .get("approvals")
+                .and_then(Value::as_array)
+                .map(|a| a.len())
+                .unwrap_or(0);
+            let need = g
+                .get("approvals_needed")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             line.push_str(&format!("  approvals {have}/{need}"));
         }
         _ => {
@@ -151,12 +176,24 @@ fn grant_detail(g: &Value) -> String {
     kv("requested", s("requested_at"));
     kv("activated", s("activated_at"));
     kv("expires", s("expires_at"));
-    kv("remaining", g.get("remaining_secs").and_then(Value::as_u64).map(fmt_remaining));
+    kv(
+        "remaining",
+        g.get("remaining_secs")
+            .and_then(Value::as_u64)
+            .map(fmt_remaining),
+    );
     kv("ended", s("ended_at"));
     kv("ended by", s("ended_by"));
     kv("end reason", s("end_reason"));
-    if let Some(a) = g.get("approvals").and_then(Value::as_array).filter(|a| !a.is_empty()) {
-        let names: Vec<_> = a.iter().filter_map(|x| x.get("by").and_then(Value::as_str)).collect();
+    if let Some(a) = g
+        .get("approvals")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    {
+        let names: Vec<_> = a
+            .iter()
+            .filter_map(|x| x.get("by").and_then(Value::as_str))
+            .collect();
         kv("approved by", Some(names.join(", ")));
     }
     if s("state").as_deref() == Some("pending") {
@@ -164,9 +201,16 @@ fn grant_detail(g: &Value) -> String {
             "approvals",
             Some(format!(
                 "{}/{} from {}",
-                g.get("approvals").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0),
-                g.get("approvals_needed").and_then(Value::as_u64).unwrap_or(0),
-                g.get("approvers_from").map(|v| v.to_string()).unwrap_or_default()
+                g.get("approvals")
+                    .and_then(Value::as_array)
+                    .map(|a| a.len())
+                    .unwrap_or(0),
+                g.get("approvals_needed")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                g.get("approvers_from")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
             )),
         );
         kv("times out", s("approval_timeout_at"));
@@ -201,8 +245,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 format!(
                     "data directory {} ready ({}; {}).\naudit public key: {}/audit-key.pem (give it to your auditors)",
                     r.data_dir,
-                    if r.created_kek { "new key-encryption key" } else { "existing key-encryption key kept" },
-                    if r.created_signing_key { "new audit signing key" } else { "existing audit signing key kept" },
+                    if r.created_kek {
+                        "new key-encryption key"
+                    } else {
+                        "existing key-encryption key kept"
+                    },
+                    if r.created_signing_key {
+                        "new audit signing key"
+                    } else {
+                        "existing audit signing key kept"
+                    },
                     r.data_dir
                 )
             });
@@ -216,9 +268,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             mfa_max_failures,
             mfa_lockout,
         } => {
-            let mut cfg = breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
+            let mut cfg =
+                breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
             cfg.checkpoint_every_events = (*checkpoint_events).max(1);
-            cfg.checkpoint_every = duration::parse(checkpoint_every).context("--checkpoint-every")?;
+            cfg.checkpoint_every =
+                duration::parse(checkpoint_every).context("--checkpoint-every")?;
             cfg.engine.mfa.max_failures = (*mfa_max_failures).max(1);
             cfg.engine.mfa.lockout = duration::parse(mfa_lockout).context("--mfa-lockout")?;
             let running = breakglass_server::start(cfg).await?;
@@ -238,7 +292,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 resources.join(", "),
                 data_dir.display()
             );
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -247,7 +302,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             running.shutdown().await;
         }
         Cmd::Admin(AdminCmd::User(u)) => admin_user(u, j).await?,
-        Cmd::Login { user, password_stdin, otp } => {
+        Cmd::Login {
+            user,
+            password_stdin,
+            otp,
+        } => {
             if !password_stdin && !std::io::stdin().is_terminal() {
                 bail!("give the password on standard input with --password-stdin");
             }
@@ -263,12 +322,19 @@ pub async fn run(cli: Cli) -> Result<()> {
                 body["otp"] = json!(o);
             }
             let r = c.post("/login", &body).await?;
-            let token = r.get("token").and_then(Value::as_str).ok_or_else(|| anyhow!("server sent no token"))?;
+            let token = r
+                .get("token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("server sent no token"))?;
             let saved = SavedSession {
                 server: c.base.clone(),
                 user: user.clone(),
                 token: token.to_string(),
-                expires_at: r.get("expires_at").and_then(Value::as_str).unwrap_or("").to_string(),
+                expires_at: r
+                    .get("expires_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
             };
             let path = client::save_session(&saved)?;
             let mut shown = r.clone();
@@ -277,11 +343,18 @@ pub async fn run(cli: Cli) -> Result<()> {
                 o.insert("session_file".into(), json!(path.display().to_string()));
             }
             out(j, &shown, || {
-                let enrolled = r.get("totp_enrolled").and_then(Value::as_bool).unwrap_or(false);
+                let enrolled = r
+                    .get("totp_enrolled")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 format!(
                     "logged in as {user} until {}{}",
                     saved.expires_at,
-                    if enrolled { "" } else { "\nno authenticator yet: run `breakglass mfa totp enroll`" }
+                    if enrolled {
+                        ""
+                    } else {
+                        "\nno authenticator yet: run `breakglass mfa totp enroll`"
+                    }
                 )
             });
         }
@@ -290,7 +363,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let r = c.post("/logout", &json!({})).await;
             client::delete_session()?;
             if let Err(e) = r
-                && e.downcast_ref::<Problem>().is_none_or(|p| p.slug() != "unauthenticated")
+                && e.downcast_ref::<Problem>()
+                    .is_none_or(|p| p.slug() != "unauthenticated")
             {
                 return Err(e);
             }
@@ -303,8 +377,19 @@ pub async fn run(cli: Cli) -> Result<()> {
                 format!(
                     "{} (groups: {}){}",
                     r["user"].as_str().unwrap_or(""),
-                    r["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
-                    if r["totp_enrolled"].as_bool() == Some(true) { "" } else { "; no authenticator enrolled" }
+                    r["groups"]
+                        .as_array()
+                        .map(|g| g
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default(),
+                    if r["totp_enrolled"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        "; no authenticator enrolled"
+                    }
                 )
             });
         }
@@ -327,7 +412,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Request { resource, reason, ticket, duration, otp } => {
+        Cmd::Request {
+            resource,
+            reason,
+            ticket,
+            duration,
+            otp,
+        } => {
             let c = authed(&cli)?;
             let r = with_otp(otp.clone(), "this request", |otp| {
                 let body = json!({"resource": resource, "reason": reason, "ticket": ticket, "duration": duration, "otp": otp});
@@ -351,10 +442,18 @@ pub async fn run(cli: Cli) -> Result<()> {
                     ),
                     other => format!("grant is {other}"),
                 };
-                format!("{head}\n{}\nwatch it: breakglass status {} --watch", grant_detail(&r), r["id"].as_str().unwrap_or(""))
+                format!(
+                    "{head}\n{}\nwatch it: breakglass status {} --watch",
+                    grant_detail(&r),
+                    r["id"].as_str().unwrap_or("")
+                )
             });
         }
-        Cmd::Status { grant_id, all, watch } => {
+        Cmd::Status {
+            grant_id,
+            all,
+            watch,
+        } => {
             let c = authed(&cli)?;
             match grant_id {
                 Some(id) => {
@@ -367,7 +466,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 None => {
-                    let r = c.get(if *all { "/grants?all=true" } else { "/grants" }).await?;
+                    let r = c
+                        .get(if *all { "/grants?all=true" } else { "/grants" })
+                        .await?;
                     out(j, &r, || {
                         let list = r.as_array().cloned().unwrap_or_default();
                         if list.is_empty() {
@@ -391,13 +492,29 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Deny { grant_id, reason } => {
             let c = authed(&cli)?;
-            let r = c.post(&format!("/grants/{}/deny", urlencode(grant_id)), &json!({"reason": reason})).await?;
+            let r = c
+                .post(
+                    &format!("/grants/{}/deny", urlencode(grant_id)),
+                    &json!({"reason": reason}),
+                )
+                .await?;
             out(j, &r, || format!("denied.\n{}", grant_detail(&r)));
         }
         Cmd::Revoke { grant_id, reason } => {
             let c = authed(&cli)?;
-            let r = c.post(&format!("/grants/{}/revoke", urlencode(grant_id)), &json!({"reason": reason})).await?;
-            out(j, &r, || format!("{}.\n{}", r["state"].as_str().unwrap_or("revoked"), grant_detail(&r)));
+            let r = c
+                .post(
+                    &format!("/grants/{}/revoke", urlencode(grant_id)),
+                    &json!({"reason": reason}),
+                )
+                .await?;
+            out(j, &r, || {
+                format!(
+                    "{}.\n{}",
+                    r["state"].as_str().unwrap_or("revoked"),
+                    grant_detail(&r)
+                )
+            });
         }
         Cmd::Extend { grant_id, by, otp } => {
             let c = authed(&cli)?;
@@ -411,12 +528,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Audit(a) => audit(&cli, a, j).await?,
         Cmd::Policy(PolicyCmd::Check { file }) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             match breakglass_core::policy::PolicySet::parse(&text) {
                 Ok(set) => out(
                     j,
                     &json!({"valid": true, "file": file.display().to_string(), "resources": set.resources.len(), "policies": set.policies.len()}),
-                    || format!("{}: valid ({} resources, {} policies)", file.display(), set.resources.len(), set.policies.len()),
+                    || {
+                        format!(
+                            "{}: valid ({} resources, {} policies)",
+                            file.display(),
+                            set.resources.len(),
+                            set.policies.len()
+                        )
+                    },
                 ),
                 Err(errs) => {
                     if j {
@@ -425,7 +550,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                             .iter()
                             .map(|e| json!({"line": e.line, "column": e.column, "message": e.message, "hint": e.hint}))
                             .collect();
-                        println!("{}", json!({"valid": false, "file": file.display().to_string(), "errors": list}));
+                        println!(
+                            "{}",
+                            json!({"valid": false, "file": file.display().to_string(), "errors": list})
+                        );
                         std::process::exit(1);
                     }
                     bail!("{}: invalid policy\n{errs}", file.display());
@@ -456,11 +584,21 @@ async fn watch_countdown(c: &Client, path: &str, r: &mut Value) -> Result<()> {
             "active" => {
                 let ends = r["expires_at_ms"].as_i64().unwrap_or(0);
                 let left = now().until(Timestamp(ends)).as_secs();
-                format!("{} on {}: {} left (ends {})", r["id"].as_str().unwrap_or(""), r["resource"].as_str().unwrap_or(""), fmt_remaining(left), r["expires_at"].as_str().unwrap_or(""))
+                format!(
+                    "{} on {}: {} left (ends {})",
+                    r["id"].as_str().unwrap_or(""),
+                    r["resource"].as_str().unwrap_or(""),
+                    fmt_remaining(left),
+                    r["expires_at"].as_str().unwrap_or("")
+                )
             }
             "pending" => format!("{} pending approval", r["id"].as_str().unwrap_or("")),
             s => {
-                println!("{}grant {} is {s}", if tty { "\r\x1b[2K" } else { "" }, r["id"].as_str().unwrap_or(""));
+                println!(
+                    "{}grant {} is {s}",
+                    if tty { "\r\x1b[2K" } else { "" },
+                    r["id"].as_str().unwrap_or("")
+                );
                 return Ok(());
             }
         };
@@ -477,9 +615,16 @@ async fn watch_countdown(c: &Client, path: &str, r: &mut Value) -> Result<()> {
 
 async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
     match u {
-        UserCmd::Add { name, groups, password_stdin, dir } => {
+        UserCmd::Add {
+            name,
+            groups,
+            password_stdin,
+            dir,
+        } => {
             if !engine::valid_name(name) {
-                bail!("bad user name {name:?}: use lower-case letters, digits, '.', '_' or '-' (at most 64)");
+                bail!(
+                    "bad user name {name:?}: use lower-case letters, digits, '.', '_' or '-' (at most 64)"
+                );
             }
             for g in groups {
                 if !engine::valid_name(g) {
@@ -495,7 +640,9 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
             }
             let (store, _) = open_dir(&dir.data_dir).await?;
             if store.user(name).await?.is_some() {
-                bail!("user {name} already exists (disable it with `breakglass admin user disable {name}`)");
+                bail!(
+                    "user {name} already exists (disable it with `breakglass admin user disable {name}`)"
+                );
             }
             let hash = engine::hash_password(&pw).map_err(|e| anyhow!("{e}"))?;
             store
@@ -507,10 +654,16 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
                         disabled: false,
                         created_at: now(),
                     })],
-                    vec![admin_event("admin.user_added", name, json!({"groups": groups}))],
+                    vec![admin_event(
+                        "admin.user_added",
+                        name,
+                        json!({"groups": groups}),
+                    )],
                 )
                 .await?;
-            out(j, &json!({"user": name, "groups": groups}), || format!("user {name} added (groups: {})", groups.join(", ")));
+            out(j, &json!({"user": name, "groups": groups}), || {
+                format!("user {name} added (groups: {})", groups.join(", "))
+            });
         }
         UserCmd::List { dir } => {
             let (store, _) = open_dir(&dir.data_dir).await?;
@@ -530,10 +683,28 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
                                 format!(
                                     "{:<20} groups={:<30} {}{}{}",
                                     u["user"].as_str().unwrap_or(""),
-                                    u["groups"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                                    if u["totp_enrolled"].as_bool() == Some(true) { "mfa=totp" } else { "mfa=none" },
-                                    if u["disabled"].as_bool() == Some(true) { " DISABLED" } else { "" },
-                                    u["mfa_locked_until"].as_str().map(|t| format!(" MFA-LOCKED until {t}")).unwrap_or_default()
+                                    u["groups"]
+                                        .as_array()
+                                        .map(|g| g
+                                            .iter()
+                                            .filter_map(Value::as_str)
+                                            .collect::<Vec<_>>()
+                                            .join(","))
+                                        .unwrap_or_default(),
+                                    if u["totp_enrolled"].as_bool() == Some(true) {
+                                        "mfa=totp"
+                                    } else {
+                                        "mfa=none"
+                                    },
+                                    if u["disabled"].as_bool() == Some(true) {
+                                        " DISABLED"
+                                    } else {
+                                        ""
+                                    },
+                                    u["mfa_locked_until"]
+                                        .as_str()
+                                        .map(|t| format!(" MFA-LOCKED until {t}"))
+                                        .unwrap_or_default()
                                 )
                             })
                             .collect::<Vec<_>>()
@@ -547,17 +718,24 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
             store
                 .commit(
                     vec![
-                        Change::SetUserDisabled { name: name.clone(), disabled: true },
+                        Change::SetUserDisabled {
+                            name: name.clone(),
+                            disabled: true,
+                        },
                         Change::DeleteUserSessions { user: name.clone() },
                     ],
                     vec![admin_event("admin.user_disabled", name, json!({}))],
                 )
                 .await
                 .map_err(|e| match e {
-                    breakglass_store::StoreError::NotFound(_) => anyhow!("no user {name}: see `breakglass admin user list`"),
+                    breakglass_store::StoreError::NotFound(_) => {
+                        anyhow!("no user {name}: see `breakglass admin user list`")
+                    }
                     e => e.into(),
                 })?;
-            out(j, &json!({"user": name, "disabled": true}), || format!("user {name} disabled; their sessions are ended"));
+            out(j, &json!({"user": name, "disabled": true}), || {
+                format!("user {name} disabled; their sessions are ended")
+            });
         }
         UserCmd::ResetMfa { name, dir } | UserCmd::Unlock { name, dir } => {
             let reset = matches!(u, UserCmd::ResetMfa { .. });
@@ -570,19 +748,41 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
             state.failures = 0;
             let mut changes = vec![];
             if reset {
-                changes.push(Change::PutTotp { user: name.clone(), sealed: None, confirmed: false });
+                changes.push(Change::PutTotp {
+                    user: name.clone(),
+                    sealed: None,
+                    confirmed: false,
+                });
             }
-            changes.push(Change::PutMfaState { user: name.clone(), state });
-            store
-                .commit(changes, vec![admin_event(if reset { "admin.mfa_reset" } else { "admin.mfa_unlocked" }, name, json!({}))])
-                .await?;
-            out(j, &json!({"user": name, "mfa_reset": reset, "unlocked": true}), || {
-                if reset {
-                    format!("{name}'s authenticator removed; they must enrol again")
-                } else {
-                    format!("{name}'s MFA lock-out lifted")
-                }
+            changes.push(Change::PutMfaState {
+                user: name.clone(),
+                state,
             });
+            store
+                .commit(
+                    changes,
+                    vec![admin_event(
+                        if reset {
+                            "admin.mfa_reset"
+                        } else {
+                            "admin.mfa_unlocked"
+                        },
+                        name,
+                        json!({}),
+                    )],
+                )
+                .await?;
+            out(
+                j,
+                &json!({"user": name, "mfa_reset": reset, "unlocked": true}),
+                || {
+                    if reset {
+                        format!("{name}'s authenticator removed; they must enrol again")
+                    } else {
+                        format!("{name}'s MFA lock-out lifted")
+                    }
+                },
+            );
         }
     }
     Ok(())
@@ -590,14 +790,23 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
 
 fn read_key_pem(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
     use ed25519_dalek::pkcs8::DecodePublicKey;
-    let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read key {}", path.display()))?;
-    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
-        .map_err(|e| anyhow!("{} is not an Ed25519 public key in PEM form: {e}", path.display()))
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key {}", path.display()))?;
+    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(|e| {
+        anyhow!(
+            "{} is not an Ed25519 public key in PEM form: {e}",
+            path.display()
+        )
+    })
 }
 
 async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
     match a {
-        AuditCmd::Verify { data_dir, file, key } => {
+        AuditCmd::Verify {
+            data_dir,
+            file,
+            key,
+        } => {
             let (report, source) = match (data_dir, file) {
                 (Some(dir), None) => {
                     let (store, keys) = open_dir(dir).await?;
@@ -605,19 +814,28 @@ async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
                         Some(k) => read_key_pem(k)?,
                         None => keys.audit_public(),
                     };
-                    let r = breakglass_server::audit::verify_store(&store, pubkey, &keys.origin).await?;
+                    let r = breakglass_server::audit::verify_store(&store, pubkey, &keys.origin)
+                        .await?;
                     (r, dir.display().to_string())
                 }
                 (None, Some(f)) => {
                     let pubkey = key.as_deref().map(read_key_pem).transpose()?;
                     if pubkey.is_none() && !j {
-                        eprintln!("warning: no --key given: trusting the public key inside the export itself");
+                        eprintln!(
+                            "warning: no --key given: trusting the public key inside the export itself"
+                        );
                     }
-                    let fh = std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
-                    let r = breakglass_core::audit::export::verify_export(std::io::BufReader::new(fh), pubkey.as_ref());
+                    let fh = std::fs::File::open(f)
+                        .with_context(|| format!("cannot open {}", f.display()))?;
+                    let r = breakglass_core::audit::export::verify_export(
+                        std::io::BufReader::new(fh),
+                        pubkey.as_ref(),
+                    );
                     (r, f.display().to_string())
                 }
-                _ => bail!("say what to verify: --data-dir DIR (on the server host) or --file EXPORT"),
+                _ => bail!(
+                    "say what to verify: --data-dir DIR (on the server host) or --file EXPORT"
+                ),
             };
             match report {
                 Ok(r) => out(
@@ -632,27 +850,41 @@ async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
                 ),
                 Err(e) => {
                     if j {
-                        println!("{}", json!({"ok": false, "source": source, "error": e.to_string(), "seq": e.seq}));
+                        println!(
+                            "{}",
+                            json!({"ok": false, "source": source, "error": e.to_string(), "seq": e.seq})
+                        );
                         std::process::exit(1);
                     }
                     bail!("AUDIT VERIFICATION FAILED for {source}: {e}");
                 }
             }
         }
-        AuditCmd::Export { format, out: path, data_dir } => {
+        AuditCmd::Export {
+            format,
+            out: path,
+            data_dir,
+        } => {
             if format != "jsonl" {
                 bail!("unknown export format {format:?}: use --format jsonl");
             }
             let mut sink: Box<dyn Write> = match path {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             match data_dir {
                 Some(dir) => {
                     let (store, keys) = open_dir(dir).await?;
-                    breakglass_server::audit::export_to(&store, &keys.audit_public(), &keys.origin, &mut sink).await?;
+                    breakglass_server::audit::export_to(
+                        &store,
+                        &keys.audit_public(),
+                        &keys.origin,
+                        &mut sink,
+                    )
+                    .await?;
                 }
                 None => {
                     let c = authed(cli)?;

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "breakglass", version, about = "Emergency privileged access: break glass, get scoped time-bound credentials, leave a verifiable audit trail.")]
+#[command(
+    name = "breakglass",
+    version,
+    about = "Emergency privileged access: break glass, get scoped time-bound credentials, leave a verifiable audit trail."
+)]
 pub struct Cli {
     /// Server URL for client commands.
     #[arg(long, global = true, env = "BREAKGLASS_SERVER")]
@@ -231,7 +235,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .try_init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -10,7 +10,9 @@ pub const MAX: Duration = Duration::from_secs(366 * 86_400);
 pub enum DurationError {
     #[error("empty duration: write a number followed by s, m, h or d, e.g. 30m")]
     Empty,
-    #[error("bad duration {0:?}: write a number followed by s, m, h or d, e.g. 90s, 30m, 2h or 1h30m")]
+    #[error(
+        "bad duration {0:?}: write a number followed by s, m, h or d, e.g. 90s, 30m, 2h or 1h30m"
+    )]
     Syntax(String),
     #[error("duration {0:?} is zero: give a positive duration such as 30m")]
     Zero(String),
@@ -46,7 +48,9 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             'd' => 86_400,
             _ => return Err(DurationError::Syntax(truncate(s))),
         };
-        let n = num.take().ok_or_else(|| DurationError::Syntax(truncate(s)))?;
+        let n = num
+            .take()
+            .ok_or_else(|| DurationError::Syntax(truncate(s)))?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
@@ -102,7 +106,17 @@ mod tests {
 
     #[test]
     fn refuses() {
-        for bad in ["", "30", "m", "30x", "-5m", "1.5h", "30 m", "h30", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "30",
+            "m",
+            "30x",
+            "-5m",
+            "1.5h",
+            "30 m",
+            "h30",
+            "99999999999999999999s",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(matches!(parse("0s"), Err(DurationError::Zero(_))));

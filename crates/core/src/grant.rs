@@ -286,12 +286,7 @@ impl Grant<Pending> {
 
     /// The requester (or an admin) withdraws the request.
     pub fn cancel(self, by: &str, now: Timestamp) -> Grant<Ended> {
-        self.end(
-            Outcome::Cancelled {
-                by: by.to_string(),
-            },
-            now,
-        )
+        self.end(Outcome::Cancelled { by: by.to_string() }, now)
     }
 
     /// The approval window has passed: deny, or fall back to access now.
@@ -497,7 +492,8 @@ mod tests {
 
     #[test]
     fn quorum_needs_distinct_non_requester_approvers() {
-        let AnyGrant::Pending(g) = request(info(), &quorum(2, OnTimeout::Deny), Timestamp(0)) else {
+        let AnyGrant::Pending(g) = request(info(), &quorum(2, OnTimeout::Deny), Timestamp(0))
+        else {
             panic!()
         };
         assert!(matches!(
@@ -525,7 +521,8 @@ mod tests {
 
     #[test]
     fn timeout_modes() {
-        let AnyGrant::Pending(g) = request(info(), &quorum(1, OnTimeout::Deny), Timestamp(0)) else {
+        let AnyGrant::Pending(g) = request(info(), &quorum(1, OnTimeout::Deny), Timestamp(0))
+        else {
             panic!()
         };
         assert!(g.clone().time_out(Timestamp(599_999)).is_err());
@@ -534,7 +531,8 @@ mod tests {
         };
         assert_eq!(e.state.outcome, Outcome::TimedOut);
 
-        let AnyGrant::Pending(g) = request(info(), &quorum(1, OnTimeout::Auto), Timestamp(0)) else {
+        let AnyGrant::Pending(g) = request(info(), &quorum(1, OnTimeout::Auto), Timestamp(0))
+        else {
             panic!()
         };
         let TimedOut::Activated(a) = g.time_out(Timestamp(600_000)).unwrap() else {
@@ -548,7 +546,11 @@ mod tests {
         let AnyGrant::Active(g) = request(info(), &Approval::Auto, Timestamp(0)) else {
             panic!()
         };
-        assert!(g.clone().extend("bob", Timestamp(60_000), Timestamp(1)).is_err());
+        assert!(
+            g.clone()
+                .extend("bob", Timestamp(60_000), Timestamp(1))
+                .is_err()
+        );
         let g = g.extend("bob", Timestamp(90_000), Timestamp(1)).unwrap();
         assert_eq!(g.state.expires_at, Timestamp(90_000));
         let r = g.revoke("sec", Some("done".into()), Timestamp(2));

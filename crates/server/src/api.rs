@@ -53,7 +53,10 @@ pub struct Auth(pub Principal, pub String);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthenticated)?;
         let p = state.authenticate(&token).await?;
         Ok(Auth(p, token))
@@ -112,7 +115,10 @@ struct LoginBody {
     otp: Option<String>,
 }
 
-async fn login(State(e): State<AppState>, ApiJson(b): ApiJson<LoginBody>) -> Result<Response, ApiError> {
+async fn login(
+    State(e): State<AppState>,
+    ApiJson(b): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
     let out = e.login(&b.user, &b.password, b.otp.as_deref()).await?;
     Ok(Json(out).into_response())
 }
@@ -167,7 +173,12 @@ async fn list_grants(
     let Query(q) = q.map_err(|r| ApiError::bad(r.body_text()))?;
     let states = q
         .state
-        .map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Json(e.grants(&p, q.all, states).await?).into_response())
 }
@@ -181,7 +192,11 @@ async fn request(
     Ok((StatusCode::CREATED, Json(g)).into_response())
 }
 
-async fn get_grant(State(e): State<AppState>, Auth(p, _): Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_grant(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(e.grant(&p, &id).await?).into_response())
 }
 
@@ -258,7 +273,10 @@ async fn audit_export(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Res
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-async fn audit_checkpoint(State(e): State<AppState>, Auth(_, _): Auth) -> Result<Response, ApiError> {
+async fn audit_checkpoint(
+    State(e): State<AppState>,
+    Auth(_, _): Auth,
+) -> Result<Response, ApiError> {
     let cps = e.store.checkpoints().await?;
     let head = e.store.audit_head().await?;
     Ok(Json(json!({
@@ -279,7 +297,11 @@ async fn healthz(State(e): State<AppState>) -> Response {
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "health check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store unavailable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "store unavailable"})),
+            )
+                .into_response()
         }
     }
 }

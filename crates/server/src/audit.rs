@@ -3,7 +3,9 @@
 //! `breakglass_core::audit`; this module only streams rows to and from it.
 
 use crate::engine::Engine;
-use breakglass_core::audit::{self, Checkpoint, Verifier, VerifyError, VerifyReport, merkle::Frontier};
+use breakglass_core::audit::{
+    self, Checkpoint, Verifier, VerifyError, VerifyReport, merkle::Frontier,
+};
 use breakglass_store::{Store, StoreError, StoredCheckpoint};
 use ed25519_dalek::VerifyingKey;
 use std::sync::Arc;
@@ -190,7 +192,10 @@ pub fn export_body(engine: Arc<Engine>) -> axum::body::Body {
                         let cps = match engine.store.checkpoints().await {
                             Ok(c) => c,
                             Err(e) => {
-                                return Some((Err(std::io::Error::other(e.to_string())), (St::Done, engine, None)));
+                                return Some((
+                                    Err(std::io::Error::other(e.to_string())),
+                                    (St::Done, engine, None),
+                                ));
                             }
                         };
                         let line = format!("{}\n", audit::export::header_line(&origin, &key));
@@ -200,7 +205,10 @@ pub fn export_body(engine: Arc<Engine>) -> axum::body::Body {
                         let recs = match engine.store.audit_records(from, BATCH).await {
                             Ok(r) => r,
                             Err(e) => {
-                                return Some((Err(std::io::Error::other(e.to_string())), (St::Done, engine, cps)));
+                                return Some((
+                                    Err(std::io::Error::other(e.to_string())),
+                                    (St::Done, engine, cps),
+                                ));
                             }
                         };
                         let cps_all = cps.unwrap_or_default();
@@ -214,11 +222,16 @@ pub fn export_body(engine: Arc<Engine>) -> axum::body::Body {
                                     buf.push(b'\n');
                                 }
                                 Err(e) => {
-                                    return Some((Err(std::io::Error::other(e.to_string())), (St::Done, engine, None)));
+                                    return Some((
+                                        Err(std::io::Error::other(e.to_string())),
+                                        (St::Done, engine, None),
+                                    ));
                                 }
                             }
                             for cp in cps_all.iter().filter(|c| c.size == r.seq) {
-                                buf.extend_from_slice(audit::export::checkpoint_line(cp.size, &cp.note).as_bytes());
+                                buf.extend_from_slice(
+                                    audit::export::checkpoint_line(cp.size, &cp.note).as_bytes(),
+                                );
                                 buf.push(b'\n');
                             }
                         }
@@ -226,7 +239,9 @@ pub fn export_body(engine: Arc<Engine>) -> axum::body::Body {
                             // Checkpoints beyond the last row (a truncated log) are exported too.
                             let end = last.unwrap_or(from.saturating_sub(1));
                             for cp in cps_all.iter().filter(|c| c.size > end) {
-                                buf.extend_from_slice(audit::export::checkpoint_line(cp.size, &cp.note).as_bytes());
+                                buf.extend_from_slice(
+                                    audit::export::checkpoint_line(cp.size, &cp.note).as_bytes(),
+                                );
                                 buf.push(b'\n');
                             }
                             Some((Ok(buf), (St::Done, engine, None)))

@@ -316,7 +316,10 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
             "{field} is longer than {max} characters"
         )));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ApiError::bad(format!(
             "{field} contains control characters"
         )));
@@ -407,7 +410,11 @@ impl Engine {
     }
 
     /// Appends events and applies changes atomically; a failure here aborts the action.
-    pub async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<(), ApiError> {
+    pub async fn commit(
+        &self,
+        changes: Vec<Change>,
+        events: Vec<NewEvent>,
+    ) -> Result<(), ApiError> {
         let n = events.len() as u64;
         self.store.commit(changes, events).await?;
         let before = self.metrics.audit_events.add(n);
@@ -640,7 +647,13 @@ impl Engine {
             vec![Change::DeleteSession {
                 token_hash: token_hash(token),
             }],
-            vec![event(self.now(), "auth.logout", Some(&who.name), None, json!({}))],
+            vec![event(
+                self.now(),
+                "auth.logout",
+                Some(&who.name),
+                None,
+                json!({}),
+            )],
         )
         .await
     }
@@ -799,7 +812,9 @@ impl Engine {
                 "mfa.failed",
                 ApiError::Mfa {
                     slug: "mfa-invalid",
-                    message: format!("wrong one-time code; {remaining} tries left before MFA locks"),
+                    message: format!(
+                        "wrong one-time code; {remaining} tries left before MFA locks"
+                    ),
                     hint: Some("check your authenticator app and the device clock".into()),
                 },
             ),
@@ -868,7 +883,11 @@ impl Engine {
         .await
     }
 
-    pub async fn request(&self, who: &Principal, input: RequestInput) -> Result<GrantView, ApiError> {
+    pub async fn request(
+        &self,
+        who: &Principal,
+        input: RequestInput,
+    ) -> Result<GrantView, ApiError> {
         check_text("resource", &input.resource, 64)?;
         check_text("reason", &input.reason, 2000)?;
         if let Some(t) = &input.ticket {
@@ -908,9 +927,19 @@ impl Engine {
             }
         };
         let Some(approval) = to_grant_approval(&decision.approval) else {
-            let msg = format!("policy {} denies access to {}", decision.policy, input.resource);
-            self.refuse(who, &input.resource, None, "denied-by-policy", &msg, summary)
-                .await?;
+            let msg = format!(
+                "policy {} denies access to {}",
+                decision.policy, input.resource
+            );
+            self.refuse(
+                who,
+                &input.resource,
+                None,
+                "denied-by-policy",
+                &msg,
+                summary,
+            )
+            .await?;
             return Err(ApiError::Forbidden(msg));
         };
         let (mut changes, mut events) = if decision.mfa_required {
@@ -944,7 +973,11 @@ impl Engine {
             requested_at: now,
             duration_ms: u64::try_from(decision.duration.as_millis()).unwrap_or(u64::MAX),
             max_ms: u64::try_from(decision.max.as_millis()).unwrap_or(u64::MAX),
-            review_by: decision.review.as_ref().map(|r| r.by.clone()).unwrap_or_default(),
+            review_by: decision
+                .review
+                .as_ref()
+                .map(|r| r.by.clone())
+                .unwrap_or_default(),
             review_within_ms: decision
                 .review
                 .as_ref()
@@ -981,10 +1014,11 @@ impl Engine {
         if id.len() > 64 {
             return Err(ApiError::NotFound(format!("no grant {id:.64}")));
         }
-        self.store
-            .grant(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no grant {id}: check the id with `breakglass status`")))
+        self.store.grant(id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no grant {id}: check the id with `breakglass status`"
+            ))
+        })
     }
 
     fn may_see(&self, who: &Principal, g: &AnyGrant) -> bool {
@@ -998,10 +1032,13 @@ impl Engine {
             AnyGrant::Pending(p) if in_any(&p.state.from) => true,
             _ => {
                 in_any(&info.review_by)
-                    || policy.set.policy(&info.policy).is_some_and(|p| match &p.approval {
-                        policy::Approval::Quorum { from, .. } => in_any(from),
-                        _ => false,
-                    })
+                    || policy
+                        .set
+                        .policy(&info.policy)
+                        .is_some_and(|p| match &p.approval {
+                            policy::Approval::Quorum { from, .. } => in_any(from),
+                            _ => false,
+                        })
             }
         }
     }
@@ -1018,7 +1055,12 @@ impl Engine {
         Ok(GrantView::of(&g, self.now()))
     }
 
-    pub async fn grants(&self, who: &Principal, all: bool, states: Vec<String>) -> Result<Vec<GrantView>, ApiError> {
+    pub async fn grants(
+        &self,
+        who: &Principal,
+        all: bool,
+        states: Vec<String>,
+    ) -> Result<Vec<GrantView>, ApiError> {
         let now = self.now();
         let filter = GrantFilter {
             user: if all { None } else { Some(who.name.clone()) },
@@ -1033,7 +1075,12 @@ impl Engine {
             .collect())
     }
 
-    pub async fn approve(&self, who: &Principal, id: &str, otp: Option<&str>) -> Result<GrantView, ApiError> {
+    pub async fn approve(
+        &self,
+        who: &Principal,
+        id: &str,
+        otp: Option<&str>,
+    ) -> Result<GrantView, ApiError> {
         let g = self.load(id).await?;
         let AnyGrant::Pending(p) = g else {
             return Err(ApiError::Conflict(format!(
@@ -1042,8 +1089,15 @@ impl Engine {
             )));
         };
         if let Err(e) = p.check_approver(&who.name, &who.groups) {
-            self.refuse(who, &p.info.resource, Some(id), "approval-refused", &e.to_string(), json!({}))
-                .await?;
+            self.refuse(
+                who,
+                &p.info.resource,
+                Some(id),
+                "approval-refused",
+                &e.to_string(),
+                json!({}),
+            )
+            .await?;
             return Err(ApiError::Forbidden(e.to_string()));
         }
         // Approvers always pass MFA.
@@ -1057,7 +1111,13 @@ impl Engine {
             Approved::StillPending(p) => p.into(),
             Approved::Activated(a) => a.into(),
         };
-        events.push(event(now, "grant.approved", Some(&who.name), Some(&info), json!({})));
+        events.push(event(
+            now,
+            "grant.approved",
+            Some(&who.name),
+            Some(&info),
+            json!({}),
+        ));
         if let AnyGrant::Active(a) = &next {
             events.push(activation_event(now, &a.info, &a.state));
             self.metrics.activations.inc();
@@ -1071,10 +1131,18 @@ impl Engine {
         Ok(GrantView::of(&next, now))
     }
 
-    pub async fn deny(&self, who: &Principal, id: &str, reason: &str) -> Result<GrantView, ApiError> {
+    pub async fn deny(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: &str,
+    ) -> Result<GrantView, ApiError> {
         check_text("reason", reason, 2000)?;
         if reason.trim().is_empty() {
-            return Err(ApiError::bad_hint("a denial needs a reason", "pass --reason TEXT"));
+            return Err(ApiError::bad_hint(
+                "a denial needs a reason",
+                "pass --reason TEXT",
+            ));
         }
         let g = self.load(id).await?;
         let AnyGrant::Pending(p) = g else {
@@ -1088,8 +1156,15 @@ impl Engine {
         let ended = match p.deny(&who.name, &who.groups, reason.trim().to_string(), now) {
             Ok(e) => e,
             Err(e) => {
-                self.refuse(who, &info.resource, Some(id), "denial-refused", &e.to_string(), json!({}))
-                    .await?;
+                self.refuse(
+                    who,
+                    &info.resource,
+                    Some(id),
+                    "denial-refused",
+                    &e.to_string(),
+                    json!({}),
+                )
+                .await?;
                 return Err(ApiError::Forbidden(e.to_string()));
             }
         };
@@ -1099,7 +1174,13 @@ impl Engine {
                 expected_state: "pending",
                 grant: next.clone(),
             }],
-            vec![event(now, "grant.denied", Some(&who.name), Some(&info), json!({"reason": reason.trim()}))],
+            vec![event(
+                now,
+                "grant.denied",
+                Some(&who.name),
+                Some(&info),
+                json!({"reason": reason.trim()}),
+            )],
         )
         .await?;
         Ok(GrantView::of(&next, now))
@@ -1110,7 +1191,12 @@ impl Engine {
         self.may_see(who, g)
     }
 
-    pub async fn revoke(&self, who: &Principal, id: &str, reason: Option<&str>) -> Result<GrantView, ApiError> {
+    pub async fn revoke(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<GrantView, ApiError> {
         if let Some(r) = reason {
             check_text("reason", r, 2000)?;
         }
@@ -1120,10 +1206,20 @@ impl Engine {
         }
         let now = self.now();
         let info = g.info().clone();
-        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let reason = reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
         let (expected, next, kind) = match g {
-            AnyGrant::Active(a) => ("active", AnyGrant::from(a.revoke(&who.name, reason.clone(), now)), "grant.revoked"),
-            AnyGrant::Pending(p) => ("pending", AnyGrant::from(p.cancel(&who.name, now)), "grant.cancelled"),
+            AnyGrant::Active(a) => (
+                "active",
+                AnyGrant::from(a.revoke(&who.name, reason.clone(), now)),
+                "grant.revoked",
+            ),
+            AnyGrant::Pending(p) => (
+                "pending",
+                AnyGrant::from(p.cancel(&who.name, now)),
+                "grant.cancelled",
+            ),
             AnyGrant::Ended(_) => {
                 return Err(ApiError::Conflict(format!(
                     "grant {id} has already ended ({}); nothing to revoke",
@@ -1136,7 +1232,13 @@ impl Engine {
                 expected_state: expected,
                 grant: next.clone(),
             }],
-            vec![event(now, kind, Some(&who.name), Some(&info), json!({"reason": reason}))],
+            vec![event(
+                now,
+                kind,
+                Some(&who.name),
+                Some(&info),
+                json!({"reason": reason}),
+            )],
         )
         .await?;
         self.metrics.revocations.inc();
@@ -1144,7 +1246,13 @@ impl Engine {
         Ok(GrantView::of(&next, now))
     }
 
-    pub async fn extend(&self, who: &Principal, id: &str, by: &str, otp: Option<&str>) -> Result<GrantView, ApiError> {
+    pub async fn extend(
+        &self,
+        who: &Principal,
+        id: &str,
+        by: &str,
+        otp: Option<&str>,
+    ) -> Result<GrantView, ApiError> {
         let by = duration::parse(by).map_err(|e| ApiError::bad(e.to_string()))?;
         let g = self.load(id).await?;
         if g.info().user != who.name {
@@ -1176,8 +1284,15 @@ impl Engine {
         ) {
             Ok(t) => t,
             Err(refusal) => {
-                self.refuse(who, &a.info.resource, Some(id), refusal.code.as_str(), &refusal.message, json!({"by": duration::format(by)}))
-                    .await?;
+                self.refuse(
+                    who,
+                    &a.info.resource,
+                    Some(id),
+                    refusal.code.as_str(),
+                    &refusal.message,
+                    json!({"by": duration::format(by)}),
+                )
+                .await?;
                 return Err(ApiError::Refused(refusal));
             }
         };
@@ -1235,8 +1350,17 @@ impl Engine {
                                 let lag = now.0.saturating_sub(deadline.0);
                                 self.metrics.observe_expiry_lag(lag);
                                 self.commit(
-                                    vec![Change::UpdateGrant { expected_state: "active", grant: e.into() }],
-                                    vec![event(now, "grant.expired", Some("system"), Some(&info), json!({"deadline": time::rfc3339(deadline), "lag_ms": lag}))],
+                                    vec![Change::UpdateGrant {
+                                        expected_state: "active",
+                                        grant: e.into(),
+                                    }],
+                                    vec![event(
+                                        now,
+                                        "grant.expired",
+                                        Some("system"),
+                                        Some(&info),
+                                        json!({"deadline": time::rfc3339(deadline), "lag_ms": lag}),
+                                    )],
                                 )
                                 .await
                                 .map(|_| self.metrics.expiries.inc())
@@ -1249,17 +1373,35 @@ impl Engine {
                         match p.time_out(now) {
                             Ok(TimedOut::Ended(e)) => {
                                 self.commit(
-                                    vec![Change::UpdateGrant { expected_state: "pending", grant: e.into() }],
-                                    vec![event(now, "grant.timed_out", Some("system"), Some(&info), json!({"on_timeout": "deny"}))],
+                                    vec![Change::UpdateGrant {
+                                        expected_state: "pending",
+                                        grant: e.into(),
+                                    }],
+                                    vec![event(
+                                        now,
+                                        "grant.timed_out",
+                                        Some("system"),
+                                        Some(&info),
+                                        json!({"on_timeout": "deny"}),
+                                    )],
                                 )
                                 .await
                             }
                             Ok(TimedOut::Activated(a)) => {
                                 let ev = activation_event(now, &a.info, &a.state);
                                 self.commit(
-                                    vec![Change::UpdateGrant { expected_state: "pending", grant: a.into() }],
+                                    vec![Change::UpdateGrant {
+                                        expected_state: "pending",
+                                        grant: a.into(),
+                                    }],
                                     vec![
-                                        event(now, "grant.timed_out", Some("system"), Some(&info), json!({"on_timeout": "auto", "review_required": true})),
+                                        event(
+                                            now,
+                                            "grant.timed_out",
+                                            Some("system"),
+                                            Some(&info),
+                                            json!({"on_timeout": "auto", "review_required": true}),
+                                        ),
                                         ev,
                                     ],
                                 )

@@ -27,9 +27,7 @@ const META_INSTALL_ID: &str = "install_id";
 
 #[derive(Debug, Error)]
 pub enum KeyError {
-    #[error(
-        "data directory {0} is not initialised: run `breakglass init --data-dir {0}` first"
-    )]
+    #[error("data directory {0} is not initialised: run `breakglass init --data-dir {0}` first")]
     NotInitialised(String),
     #[error("cannot read key-encryption key {path}: {err}")]
     ReadKek { path: String, err: std::io::Error },

@@ -50,10 +50,17 @@ impl ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
-    #[error("policy file {path}: {error}\nfix the file (check it with `breakglass policy check {path}`) and start again")]
+    #[error(
+        "policy file {path}: {error}\nfix the file (check it with `breakglass policy check {path}`) and start again"
+    )]
     Policy { path: String, error: String },
-    #[error("cannot listen on {addr}: {err} (is another server running there? pick another with --listen)")]
-    Listen { addr: SocketAddr, err: std::io::Error },
+    #[error(
+        "cannot listen on {addr}: {err} (is another server running there? pick another with --listen)"
+    )]
+    Listen {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -83,7 +90,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     start_with_clock(cfg, Arc::new(SystemClock)).await
 }
 
-pub async fn start_with_clock(cfg: ServeConfig, clock: Arc<dyn Clock>) -> Result<Running, ServeError> {
+pub async fn start_with_clock(
+    cfg: ServeConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, ServeError> {
     let dir = keys::DataDir::new(&cfg.data_dir);
     let (store, keys) = keys::open(&dir).await?;
     let text = std::fs::read_to_string(&cfg.policy).map_err(|e| ServeError::Policy {
@@ -100,7 +110,13 @@ pub async fn start_with_clock(cfg: ServeConfig, clock: Arc<dyn Clock>) -> Result
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.checkpoint_every_events = cfg.checkpoint_every_events;
     let sha = policy.sha256.clone();
-    let engine = Arc::new(Engine::new(Arc::new(store), keys, policy, clock, engine_cfg));
+    let engine = Arc::new(Engine::new(
+        Arc::new(store),
+        keys,
+        policy,
+        clock,
+        engine_cfg,
+    ));
     engine
         .commit(
             vec![],
@@ -120,25 +136,38 @@ pub async fn start_with_clock(cfg: ServeConfig, clock: Arc<dyn Clock>) -> Result
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|err| ServeError::Listen { addr: cfg.listen, err })?;
+        .map_err(|err| ServeError::Listen {
+            addr: cfg.listen,
+            err,
+        })?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
-    handles.push(tokio::spawn(tasks::expiry_timer(engine.clone(), rx.clone())));
+    handles.push(tokio::spawn(tasks::expiry_timer(
+        engine.clone(),
+        rx.clone(),
+    )));
     handles.push(tokio::spawn(tasks::checkpointer(
         engine.clone(),
         cfg.checkpoint_every_events,
         cfg.checkpoint_every,
         rx.clone(),
     )));
-    handles.push(tokio::spawn(tasks::policy_watcher(engine.clone(), cfg.policy_poll, rx.clone())));
+    handles.push(tokio::spawn(tasks::policy_watcher(
+        engine.clone(),
+        cfg.policy_poll,
+        rx.clone(),
+    )));
     let app = api::router(engine.clone());
     let mut srx = rx.clone();
     handles.push(tokio::spawn(async move {
         let shutdown = async move {
             let _ = srx.wait_for(|v| *v).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));

@@ -53,18 +53,58 @@ impl Metrics {
     pub fn render(&self, active_grants: Option<u64>) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &Counter); 9] = [
-            ("breakglass_grants_activated_total", "Grants that became active.", &self.activations),
-            ("breakglass_grants_pending_total", "Grants created pending approval.", &self.pending),
-            ("breakglass_requests_refused_total", "Requests and actions refused (audited).", &self.refusals),
-            ("breakglass_grants_revoked_total", "Grants revoked or cancelled early.", &self.revocations),
-            ("breakglass_grants_expired_total", "Grants expired at their deadline.", &self.expiries),
-            ("breakglass_mfa_failures_total", "Failed, replayed or locked-out MFA attempts.", &self.mfa_failures),
-            ("breakglass_audit_events_total", "Audit events written by this process.", &self.audit_events),
-            ("breakglass_checkpoints_total", "Signed audit checkpoints written.", &self.checkpoints),
-            ("breakglass_policy_reload_failures_total", "Policy reloads refused (old policy kept).", &self.policy_reload_failures),
+            (
+                "breakglass_grants_activated_total",
+                "Grants that became active.",
+                &self.activations,
+            ),
+            (
+                "breakglass_grants_pending_total",
+                "Grants created pending approval.",
+                &self.pending,
+            ),
+            (
+                "breakglass_requests_refused_total",
+                "Requests and actions refused (audited).",
+                &self.refusals,
+            ),
+            (
+                "breakglass_grants_revoked_total",
+                "Grants revoked or cancelled early.",
+                &self.revocations,
+            ),
+            (
+                "breakglass_grants_expired_total",
+                "Grants expired at their deadline.",
+                &self.expiries,
+            ),
+            (
+                "breakglass_mfa_failures_total",
+                "Failed, replayed or locked-out MFA attempts.",
+                &self.mfa_failures,
+            ),
+            (
+                "breakglass_audit_events_total",
+                "Audit events written by this process.",
+                &self.audit_events,
+            ),
+            (
+                "breakglass_checkpoints_total",
+                "Signed audit checkpoints written.",
+                &self.checkpoints,
+            ),
+            (
+                "breakglass_policy_reload_failures_total",
+                "Policy reloads refused (old policy kept).",
+                &self.policy_reload_failures,
+            ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
         }
         if let Some(n) = active_grants {
             let _ = writeln!(
@@ -73,9 +113,17 @@ impl Metrics {
             );
         }
         let name = "breakglass_expiry_lag_seconds";
-        let _ = writeln!(out, "# HELP {name} Delay between a grant's deadline and its recorded expiry.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Delay between a grant's deadline and its recorded expiry.\n# TYPE {name} histogram"
+        );
         for (i, b) in LAG_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {}", *b as f64 / 1000.0, self.lag_buckets[i].get());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {}",
+                *b as f64 / 1000.0,
+                self.lag_buckets[i].get()
+            );
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.lag_count.get());
         let _ = writeln!(out, "{name}_sum {}", self.lag_sum_ms.get() as f64 / 1000.0);

@@ -75,7 +75,9 @@ pub async fn checkpointer(
         if stop {
             return;
         }
-        let wait = every.saturating_sub(last.elapsed()).max(Duration::from_millis(10));
+        let wait = every
+            .saturating_sub(last.elapsed())
+            .max(Duration::from_millis(10));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = engine.checkpoint_wake.notified() => {}
@@ -85,7 +87,11 @@ pub async fn checkpointer(
 }
 
 /// Reloads the policy on SIGHUP and when the file changes (checked every `poll`).
-pub async fn policy_watcher(engine: Arc<Engine>, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn policy_watcher(
+    engine: Arc<Engine>,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let sighup = async {

@@ -67,17 +67,40 @@ pub struct MfaRecord {
 #[derive(Debug, Clone)]
 pub enum Change {
     AddUser(User),
-    SetUserDisabled { name: String, disabled: bool },
-    CreateSession { token_hash: [u8; 32], session: Session },
-    DeleteSession { token_hash: [u8; 32] },
-    DeleteUserSessions { user: String },
+    SetUserDisabled {
+        name: String,
+        disabled: bool,
+    },
+    CreateSession {
+        token_hash: [u8; 32],
+        session: Session,
+    },
+    DeleteSession {
+        token_hash: [u8; 32],
+    },
+    DeleteUserSessions {
+        user: String,
+    },
     /// Sets (or clears) the TOTP enrolment and resets guessing state.
-    PutTotp { user: String, sealed: Option<Vec<u8>>, confirmed: bool },
-    PutMfaState { user: String, state: MfaState },
+    PutTotp {
+        user: String,
+        sealed: Option<Vec<u8>>,
+        confirmed: bool,
+    },
+    PutMfaState {
+        user: String,
+        state: MfaState,
+    },
     InsertGrant(AnyGrant),
     /// Replaces a grant, but only if its stored state is still `expected_state`.
-    UpdateGrant { expected_state: &'static str, grant: AnyGrant },
-    PutMeta { key: String, value: Vec<u8> },
+    UpdateGrant {
+        expected_state: &'static str,
+        grant: AnyGrant,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
 }
 
 /// Which grants to list.

@@ -10,7 +10,16 @@ fn populated() -> Server {
     let bob = s.user("bob", &["oncall"]);
     for t in 1..=3 {
         let otp = bob.otp();
-        bob.ok(&["request", "prod-db", "--reason", "orders table locked, checkout down", "--ticket", &format!("INC-{t}"), "--otp", &otp]);
+        bob.ok(&[
+            "request",
+            "prod-db",
+            "--reason",
+            "orders table locked, checkout down",
+            "--ticket",
+            &format!("INC-{t}"),
+            "--otp",
+            &otp,
+        ]);
     }
     s.stop();
     s
@@ -22,14 +31,22 @@ fn verify_dir(s: &Server) -> (bool, Value) {
         .arg(s.data_dir())
         .output()
         .unwrap();
-    (o.status.success(), serde_json::from_slice(&o.stdout).unwrap_or(Value::Null))
+    (
+        o.status.success(),
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
+    )
 }
 
 fn sql(s: &Server, stmts: &[&str]) {
     let db = s.data_dir().join("breakglass.db");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let store = breakglass_store::sqlite::SqliteStore::open(&db).await.unwrap();
+        let store = breakglass_store::sqlite::SqliteStore::open(&db)
+            .await
+            .unwrap();
         for st in stmts {
             sqlx::query(st).execute(store.pool()).await.unwrap();
         }
@@ -85,14 +102,20 @@ fn untouched_log_verifies_and_export_verifies_with_public_key_only() {
 
 fn seq_of(s: &Server, kind: &str) -> i64 {
     let db = s.data_dir().join("breakglass.db");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let store = breakglass_store::sqlite::SqliteStore::open(&db).await.unwrap();
-        let v: i64 = sqlx::query_scalar("SELECT seq FROM audit WHERE kind = ? ORDER BY seq LIMIT 1")
-            .bind(kind)
-            .fetch_one(store.pool())
+        let store = breakglass_store::sqlite::SqliteStore::open(&db)
             .await
             .unwrap();
+        let v: i64 =
+            sqlx::query_scalar("SELECT seq FROM audit WHERE kind = ? ORDER BY seq LIMIT 1")
+                .bind(kind)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
         store.pool().close().await;
         v
     })
@@ -102,7 +125,15 @@ fn seq_of(s: &Server, kind: &str) -> i64 {
 fn modified_row_is_named() {
     let s = populated();
     let seq = seq_of(&s, "grant.requested");
-    sql(&s, &[UNLOCK, &format!("UPDATE audit SET body = CAST(replace(CAST(body AS TEXT), 'INC-1', 'INC-9') AS BLOB) WHERE seq = {seq}")]);
+    sql(
+        &s,
+        &[
+            UNLOCK,
+            &format!(
+                "UPDATE audit SET body = CAST(replace(CAST(body AS TEXT), 'INC-1', 'INC-9') AS BLOB) WHERE seq = {seq}"
+            ),
+        ],
+    );
     let (ok, v) = verify_dir(&s);
     assert!(!ok);
     assert_eq!(v["seq"].as_i64(), Some(seq), "{v}");
@@ -112,7 +143,10 @@ fn modified_row_is_named() {
 fn deleted_row_is_named() {
     let s = populated();
     let seq = seq_of(&s, "grant.activated");
-    sql(&s, &[UNLOCK2, &format!("DELETE FROM audit WHERE seq = {seq}")]);
+    sql(
+        &s,
+        &[UNLOCK2, &format!("DELETE FROM audit WHERE seq = {seq}")],
+    );
     let (ok, v) = verify_dir(&s);
     assert!(!ok);
     assert_eq!(v["seq"].as_i64(), Some(seq), "{v}");
@@ -140,7 +174,13 @@ fn reordered_rows_are_named() {
 #[test]
 fn truncation_below_checkpoint_is_caught() {
     let s = populated();
-    sql(&s, &[UNLOCK2, "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 2 FROM audit)"]);
+    sql(
+        &s,
+        &[
+            UNLOCK2,
+            "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 2 FROM audit)",
+        ],
+    );
     let (ok, v) = verify_dir(&s);
     assert!(!ok, "{v}");
     assert!(v["error"].as_str().unwrap().contains("truncated"), "{v}");
@@ -156,8 +196,14 @@ fn inserted_row_is_caught() {
             UNLOCK,
             UNLOCK2,
             &format!("UPDATE audit SET seq = seq + 1000000 WHERE seq >= {seq}"),
-            &format!("INSERT INTO audit (seq, body, leaf, chain, ts, kind) SELECT {seq}, body, leaf, chain, ts, kind FROM audit WHERE seq = {}", seq - 1),
-            &format!("UPDATE audit SET seq = seq - 999999 WHERE seq >= {}", seq + 1000000),
+            &format!(
+                "INSERT INTO audit (seq, body, leaf, chain, ts, kind) SELECT {seq}, body, leaf, chain, ts, kind FROM audit WHERE seq = {}",
+                seq - 1
+            ),
+            &format!(
+                "UPDATE audit SET seq = seq - 999999 WHERE seq >= {}",
+                seq + 1000000
+            ),
         ],
     );
     let (ok, v) = verify_dir(&s);

@@ -6,12 +6,17 @@ use std::time::Duration;
 
 fn request(u: &User, resource: &str, reason: &str, ticket: &str, dur: &str) -> Run {
     let otp = u.otp();
-    u.run(&["request", resource, "--reason", reason, "--ticket", ticket, "--for", dur, "--otp", &otp])
+    u.run(&[
+        "request", resource, "--reason", reason, "--ticket", ticket, "--for", dur, "--otp", &otp,
+    ])
 }
 
 /// A request the policy refuses before MFA is checked (so no code is spent).
 fn refused(u: &User, resource: &str, reason: &str, ticket: &str, dur: &str) -> Run {
-    u.run(&["request", resource, "--reason", reason, "--ticket", ticket, "--for", dur, "--otp", "000000"])
+    u.run(&[
+        "request", resource, "--reason", reason, "--ticket", ticket, "--for", dur, "--otp",
+        "000000",
+    ])
 }
 
 const REASON: &str = "orders table locked, checkout down";
@@ -50,7 +55,12 @@ fn auto_grant_end_to_end_with_status_and_audit() {
     let meta = std::fs::metadata(bob.config.path().join("breakglass/session.json")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
-    let v = bob.run(&["audit", "verify", "--data-dir", s.data_dir().to_str().unwrap()]);
+    let v = bob.run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        s.data_dir().to_str().unwrap(),
+    ]);
     assert!(v.ok, "{}{}", v.stdout, v.stderr);
     assert!(v.json["events"].as_u64().unwrap() >= 6);
 }
@@ -61,7 +71,9 @@ fn refusals_are_precise_and_change_nothing() {
     let bob = s.user("bob", &["oncall"]);
     let eve = s.user("eve", &["developers"]);
 
-    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--for", "30m", "--otp", "000000"]);
+    let r = bob.run(&[
+        "request", "prod-db", "--reason", REASON, "--for", "30m", "--otp", "000000",
+    ]);
     assert!(!r.ok);
     assert_eq!(r.slug(), "policy/ticket-required", "{}", r.stdout);
 
@@ -81,7 +93,10 @@ fn refusals_are_precise_and_change_nothing() {
     let r = refused(&bob, "nosuch", REASON, "INC-1", "30m");
     assert_eq!(r.slug(), "policy/unknown-resource", "{}", r.stdout);
 
-    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-1", "--for", "forever", "--otp", "000000"]);
+    let r = bob.run(&[
+        "request", "prod-db", "--reason", REASON, "--ticket", "INC-1", "--for", "forever", "--otp",
+        "000000",
+    ]);
     assert_eq!(r.slug(), "invalid-request", "{}", r.stdout);
 
     // Nothing was granted.
@@ -99,8 +114,18 @@ fn refusals_are_precise_and_change_nothing() {
         .unwrap();
     assert!(o.status.success());
     let text = std::fs::read_to_string(&export).unwrap();
-    for code in ["ticket-required", "ticket-mismatch", "reason-too-short", "duration-over-max", "not-authorised", "unknown-resource"] {
-        assert!(text.contains(&format!("\"code\":\"{code}\"")), "no audited refusal {code}");
+    for code in [
+        "ticket-required",
+        "ticket-mismatch",
+        "reason-too-short",
+        "duration-over-max",
+        "not-authorised",
+        "unknown-resource",
+    ] {
+        assert!(
+            text.contains(&format!("\"code\":\"{code}\"")),
+            "no audited refusal {code}"
+        );
     }
 }
 
@@ -112,22 +137,36 @@ fn mfa_replay_and_lockout() {
     assert!(r.ok, "{}", r.stdout);
     // The same code again is a replay.
     let used = bob.used_code();
-    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "30m", "--otp", &used]);
+    let r = bob.run(&[
+        "request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "30m", "--otp",
+        &used,
+    ]);
     assert_eq!(r.slug(), "mfa-replayed", "{}", r.stdout);
     // Missing code without a terminal: a clear error.
-    let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "30m"]);
+    let r = bob.run(&[
+        "request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "30m",
+    ]);
     assert_eq!(r.slug(), "mfa-required", "{}", r.stdout);
 
     let carol = s.user("carol", &["oncall"]);
     let good = carol.otp();
     let wrong = if good == "000000" { "111111" } else { "000000" };
-    let mut last = Run { ok: true, json: Value::Null, stdout: String::new(), stderr: String::new() };
+    let mut last = Run {
+        ok: true,
+        json: Value::Null,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
     for _ in 0..5 {
-        last = carol.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-3", "--otp", wrong]);
+        last = carol.run(&[
+            "request", "prod-db", "--reason", REASON, "--ticket", "INC-3", "--otp", wrong,
+        ]);
     }
     assert_eq!(last.slug(), "mfa-locked", "{}", last.stdout);
     // Even the right code is refused while locked.
-    let r = carol.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-3", "--otp", &good]);
+    let r = carol.run(&[
+        "request", "prod-db", "--reason", REASON, "--ticket", "INC-3", "--otp", &good,
+    ]);
     assert_eq!(r.slug(), "mfa-locked", "{}", r.stdout);
     let users = std::process::Command::new(BIN)
         .args(["--json", "admin", "user", "list", "--data-dir"])
@@ -135,7 +174,12 @@ fn mfa_replay_and_lockout() {
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&users.stdout).unwrap();
-    let c = v.as_array().unwrap().iter().find(|u| u["user"] == "carol").unwrap();
+    let c = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == "carol")
+        .unwrap();
     assert!(c["mfa_locked_until"].is_string());
 }
 
@@ -167,7 +211,13 @@ fn quorum_approve_deny_and_no_self_approval() {
     assert_eq!(g["approvals"][0]["by"], "sam");
 
     // A second request is denied.
-    let r = request(&alice, "bastion", "bastion is unreachable again", "INC-10", "15m");
+    let r = request(
+        &alice,
+        "bastion",
+        "bastion is unreachable again",
+        "INC-10",
+        "15m",
+    );
     let id2 = r.json["id"].as_str().unwrap().to_string();
     let g = sam.ok(&["deny", &id2, "--reason", "use the console instead"]);
     assert_eq!(g["state"], "denied");
@@ -243,13 +293,23 @@ fn grant_expires_by_itself_and_across_restart() {
     let id2 = r.json["id"].as_str().unwrap().to_string();
     let ends = r.json["expires_at_ms"].as_i64().unwrap();
     s.kill();
-    poll("deadline to pass while down", Duration::from_secs(15), || {
-        (unix_now() * 1000 > ends + 500).then_some(())
-    });
+    poll(
+        "deadline to pass while down",
+        Duration::from_secs(15),
+        || (unix_now() * 1000 > ends + 500).then_some(()),
+    );
     s.restart();
     let g = bob.ok(&["status", &id2]);
-    assert_eq!(g["state"], "expired", "overdue grant must expire at start-up");
-    let v = bob.run(&["audit", "verify", "--data-dir", s.data_dir().to_str().unwrap()]);
+    assert_eq!(
+        g["state"], "expired",
+        "overdue grant must expire at start-up"
+    );
+    let v = bob.run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        s.data_dir().to_str().unwrap(),
+    ]);
     assert!(v.ok, "{}{}", v.stdout, v.stderr);
 }
 
@@ -263,14 +323,20 @@ fn hot_reload_keeps_old_policy_on_broken_file() {
     assert!(p0.contains("ok"));
     std::fs::write(&s.policy_path, "resources: [\n  this is: : broken").unwrap();
     s.sighup();
-    poll("reload failure in the audit log", Duration::from_secs(20), || {
-        let out = std::process::Command::new(BIN)
-            .args(["audit", "export", "--data-dir"])
-            .arg(s.data_dir())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("policy.reload_failed").then_some(())
-    });
+    poll(
+        "reload failure in the audit log",
+        Duration::from_secs(20),
+        || {
+            let out = std::process::Command::new(BIN)
+                .args(["audit", "export", "--data-dir"])
+                .arg(s.data_dir())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .contains("policy.reload_failed")
+                .then_some(())
+        },
+    );
     // The old policy is still in force.
     let r = request(&bob, "prod-db", REASON, "INC-1", "30m");
     assert!(r.ok, "{}", r.stdout);
@@ -279,7 +345,10 @@ fn hot_reload_keeps_old_policy_on_broken_file() {
     std::fs::write(&s.policy_path, POLICY.replace("max: 2h", "max: 1h")).unwrap();
     poll("new policy", Duration::from_secs(20), || {
         let otp = bob.otp();
-        let r = bob.run(&["request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "90m", "--otp", &otp]);
+        let r = bob.run(&[
+            "request", "prod-db", "--reason", REASON, "--ticket", "INC-2", "--for", "90m", "--otp",
+            &otp,
+        ]);
         (r.slug() == "policy/duration-over-max").then_some(())
     });
 }
@@ -289,11 +358,23 @@ fn policy_check_reports_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, POLICY).unwrap();
-    let o = std::process::Command::new(BIN).args(["policy", "check"]).arg(&good).output().unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["policy", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, POLICY.replace("min_reason: 15", "min_reason: 15, colour: red")).unwrap();
-    let o = std::process::Command::new(BIN).args(["--json", "policy", "check"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        POLICY.replace("min_reason: 15", "min_reason: 15, colour: red"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["--json", "policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let e = &v["errors"][0];

@@ -90,7 +90,11 @@ impl Server {
             .arg(&data)
             .output()
             .expect("run init");
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut s = Server {
             dir,
             policy_path,
@@ -109,7 +113,14 @@ impl Server {
 
     fn spawn(&mut self) {
         let mut child = Command::new(BIN)
-            .args(["serve", "--checkpoint-events", "5", "--checkpoint-every", "1s", "--data-dir"])
+            .args([
+                "serve",
+                "--checkpoint-events",
+                "5",
+                "--checkpoint-every",
+                "1s",
+                "--data-dir",
+            ])
             .arg(self.data_dir())
             .arg("--policy")
             .arg(&self.policy_path)
@@ -139,7 +150,12 @@ impl Server {
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().map(|l| l.clone()).unwrap_or_default()));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start:\n{}",
+                    self.log.lock().map(|l| l.clone()).unwrap_or_default()
+                )
+            });
         self.listen = addr.clone();
         self.url = format!("http://{addr}");
         self.child = Some(child);
@@ -156,7 +172,10 @@ impl Server {
     /// SIGTERM and wait (final checkpoint written).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }
@@ -168,7 +187,10 @@ impl Server {
 
     pub fn sighup(&self) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg("-HUP").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-HUP")
+                .arg(c.id().to_string())
+                .status();
         }
     }
 
@@ -178,8 +200,18 @@ impl Server {
             args.push("--group");
             args.push(g);
         }
-        let out = run_with_stdin(BIN, &args, &["--data-dir", self.data_dir().to_str().unwrap_or("")], PASSWORD, &[]);
-        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run_with_stdin(
+            BIN,
+            &args,
+            &["--data-dir", self.data_dir().to_str().unwrap_or("")],
+            PASSWORD,
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A logged-in user with a confirmed TOTP authenticator.
@@ -202,9 +234,19 @@ impl Drop for Server {
     }
 }
 
-fn run_with_stdin(bin: &str, args: &[&str], extra: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
+fn run_with_stdin(
+    bin: &str,
+    args: &[&str],
+    extra: &[&str],
+    stdin: &str,
+    env: &[(&str, &Path)],
+) -> Output {
     let mut cmd = Command::new(bin);
-    cmd.args(args).args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -270,11 +312,9 @@ impl User {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn cli");
-        if let Some(mut i) = child.stdin.take() {
-            if let Some(s) = stdin {
-                let _ = i.write_all(s.as_bytes());
-                let _ = i.write_all(b"\n");
-            }
+        if let (Some(mut i), Some(s)) = (child.stdin.take(), stdin) {
+            let _ = i.write_all(s.as_bytes());
+            let _ = i.write_all(b"\n");
         }
         let out = child.wait_with_output().expect("wait cli");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -288,12 +328,22 @@ impl User {
 
     pub fn ok(&self, args: &[&str]) -> Value {
         let r = self.run(args);
-        assert!(r.ok, "`breakglass {}` as {} failed:\n{}{}", args.join(" "), self.name, r.stdout, r.stderr);
+        assert!(
+            r.ok,
+            "`breakglass {}` as {} failed:\n{}{}",
+            args.join(" "),
+            self.name,
+            r.stdout,
+            r.stderr
+        );
         r.json
     }
 
     pub fn login(&self) {
-        let r = self.run_stdin(&["login", "--user", &self.name, "--password-stdin"], Some(PASSWORD));
+        let r = self.run_stdin(
+            &["login", "--user", &self.name, "--password-stdin"],
+            Some(PASSWORD),
+        );
         assert!(r.ok, "login failed: {}{}", r.stdout, r.stderr);
     }
 
@@ -314,7 +364,11 @@ impl User {
             .arg(&secret)
             .output()
             .expect("oathtool is needed for the tests (apt-get install oathtool)");
-        assert!(out.status.success(), "oathtool failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "oathtool failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -344,7 +398,13 @@ impl User {
 }
 
 /// A minimal HTTP/1.1 client over a raw socket, for hostile-input tests.
-pub fn http(method: &str, base: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> (u16, String) {
+pub fn http(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    token: Option<&str>,
+) -> (u16, String) {
     use std::io::Read;
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -354,7 +414,10 @@ pub fn http(method: &str, base: &str, path: &str, body: Option<&[u8]>, token: Op
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     req.push_str("\r\n");
     let _ = s.write_all(req.as_bytes());
@@ -364,14 +427,22 @@ pub fn http(method: &str, base: &str, path: &str, body: Option<&[u8]>, token: Op
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
     let text = String::from_utf8_lossy(&resp).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// The saved session token of a user (for raw HTTP tests).
 pub fn token_of(u: &User) -> String {
     let p = u.config.path().join("breakglass").join("session.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).expect("session file")).expect("json");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(p).expect("session file")).expect("json");
     v["token"].as_str().expect("token").to_string()
 }

@@ -25,10 +25,20 @@ fn hostile_input_gets_clear_errors() {
         ("GET", "/api/v1/nope", vec![], 404, "not-found"),
     ];
     for (method, path, body, status, slug) in &cases {
-        let (code, text) = http(method, &s.url, path, (!body.is_empty()).then_some(body.as_slice()), t);
+        let (code, text) = http(
+            method,
+            &s.url,
+            path,
+            (!body.is_empty()).then_some(body.as_slice()),
+            t,
+        );
         assert_eq!(code, *status, "{method} {path:.60}: {text:.300}");
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path:.60}: not JSON: {text:.300}"));
-        assert!(v["type"].as_str().unwrap_or("").ends_with(slug), "{method} {path:.60}: {v}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path:.60}: not JSON: {text:.300}"));
+        assert!(
+            v["type"].as_str().unwrap_or("").ends_with(slug),
+            "{method} {path:.60}: {v}"
+        );
         assert!(!v["detail"].as_str().unwrap_or("").is_empty());
     }
     // Without a token.

@@ -36,13 +36,30 @@ pub fn checkpoint_line(size: u64, note: &str) -> String {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 enum Line {
-    Header { version: u64, origin: String, key_name: String, public_key: String },
-    Event { seq: u64, event: Value, leaf: String, chain: String },
-    Checkpoint { size: u64, note: String },
+    Header {
+        version: u64,
+        origin: String,
+        key_name: String,
+        public_key: String,
+    },
+    Event {
+        seq: u64,
+        event: Value,
+        leaf: String,
+        chain: String,
+    },
+    Checkpoint {
+        size: u64,
+        note: String,
+    },
 }
 
 fn malformed(line_no: usize, msg: impl std::fmt::Display) -> VerifyError {
-    VerifyError::new(None, VerifyErrorKind::Malformed, format!("export line {line_no}: {msg}"))
+    VerifyError::new(
+        None,
+        VerifyErrorKind::Malformed,
+        format!("export line {line_no}: {msg}"),
+    )
 }
 
 fn hash32(s: &str, line_no: usize, what: &str) -> Result<[u8; 32], VerifyError> {
@@ -53,7 +70,10 @@ fn hash32(s: &str, line_no: usize, what: &str) -> Result<[u8; 32], VerifyError> 
 }
 
 /// Verifies an export. With `key` None, the header's own key is trusted (the caller should warn).
-pub fn verify_export<R: BufRead>(mut input: R, key: Option<&VerifyingKey>) -> Result<VerifyReport, VerifyError> {
+pub fn verify_export<R: BufRead>(
+    mut input: R,
+    key: Option<&VerifyingKey>,
+) -> Result<VerifyReport, VerifyError> {
     let mut verifier: Option<Verifier> = None;
     let mut buf = Vec::new();
     let mut line_no = 0usize;
@@ -75,9 +95,20 @@ pub fn verify_export<R: BufRead>(mut input: R, key: Option<&VerifyingKey>) -> Re
         }
         let line: Line = serde_json::from_slice(text).map_err(|e| malformed(line_no, e))?;
         match (line, verifier.as_mut()) {
-            (Line::Header { version, origin, key_name, public_key }, None) => {
+            (
+                Line::Header {
+                    version,
+                    origin,
+                    key_name,
+                    public_key,
+                },
+                None,
+            ) => {
                 if version != 1 {
-                    return Err(malformed(line_no, format!("unsupported export version {version}")));
+                    return Err(malformed(
+                        line_no,
+                        format!("unsupported export version {version}"),
+                    ));
                 }
                 let embedded = B64
                     .decode(public_key)
@@ -89,8 +120,21 @@ pub fn verify_export<R: BufRead>(mut input: R, key: Option<&VerifyingKey>) -> Re
                 verifier = Some(Verifier::new(k, key_name, origin));
             }
             (Line::Header { .. }, Some(_)) => return Err(malformed(line_no, "a second header")),
-            (_, None) => return Err(malformed(line_no, "the export must start with a header line")),
-            (Line::Event { seq, event, leaf, chain }, Some(v)) => {
+            (_, None) => {
+                return Err(malformed(
+                    line_no,
+                    "the export must start with a header line",
+                ));
+            }
+            (
+                Line::Event {
+                    seq,
+                    event,
+                    leaf,
+                    chain,
+                },
+                Some(v),
+            ) => {
                 if !event.is_object() {
                     return Err(malformed(line_no, "event is not an object"));
                 }
@@ -102,7 +146,13 @@ pub fn verify_export<R: BufRead>(mut input: R, key: Option<&VerifyingKey>) -> Re
             (Line::Checkpoint { size, note }, Some(v)) => {
                 v.checkpoint(&note)?;
                 if size != v.size() {
-                    return Err(malformed(line_no, format!("checkpoint line says size {size} but its note covers {}", v.size())));
+                    return Err(malformed(
+                        line_no,
+                        format!(
+                            "checkpoint line says size {size} but its note covers {}",
+                            v.size()
+                        ),
+                    ));
                 }
             }
         }
@@ -126,12 +176,30 @@ mod tests {
         let mut prev: Option<Head> = None;
         let mut leaves = Vec::new();
         for i in 0..n {
-            let r = seal(prev, &NewEvent { ts_ms: 1, kind: "k".into(), actor: Some("a".into()), grant_id: None, resource: None, data: json!({"i": i, "s": "INC-1 ünïcode \"q\""}) });
-            prev = Some(Head { seq: r.seq, chain_hash: r.chain_hash });
+            let r = seal(
+                prev,
+                &NewEvent {
+                    ts_ms: 1,
+                    kind: "k".into(),
+                    actor: Some("a".into()),
+                    grant_id: None,
+                    resource: None,
+                    data: json!({"i": i, "s": "INC-1 ünïcode \"q\""}),
+                },
+            );
+            prev = Some(Head {
+                seq: r.seq,
+                chain_hash: r.chain_hash,
+            });
             leaves.push(r.leaf_hash);
             out += &(event_line(&r).unwrap() + "\n");
         }
-        let cp = Checkpoint { origin: "o".into(), size: n, root: merkle::root(&leaves) }.sign(&sk, "o");
+        let cp = Checkpoint {
+            origin: "o".into(),
+            size: n,
+            root: merkle::root(&leaves),
+        }
+        .sign(&sk, "o");
         out += &(checkpoint_line(n, &cp) + "\n");
         (out, sk.verifying_key())
     }
@@ -156,11 +224,27 @@ mod tests {
             String::new(),
             "garbage".into(),
             body.clone(),
-            format!("{}\n{}", text.lines().next().unwrap(), "{\"type\":\"event\"}"),
-            format!("{}\n{}", text.lines().next().unwrap(), "{\"type\":\"event\",\"seq\":1,\"event\":[],\"leaf\":\"00\",\"chain\":\"00\"}"),
-            format!("{}\n{}", text.lines().next().unwrap(), "{\"type\":\"checkpoint\",\"size\":1,\"note\":\"x\"}"),
+            format!(
+                "{}\n{}",
+                text.lines().next().unwrap(),
+                "{\"type\":\"event\"}"
+            ),
+            format!(
+                "{}\n{}",
+                text.lines().next().unwrap(),
+                "{\"type\":\"event\",\"seq\":1,\"event\":[],\"leaf\":\"00\",\"chain\":\"00\"}"
+            ),
+            format!(
+                "{}\n{}",
+                text.lines().next().unwrap(),
+                "{\"type\":\"checkpoint\",\"size\":1,\"note\":\"x\"}"
+            ),
             "x".repeat(MAX_LINE + 10),
-            format!("{}\n{}", text.lines().next().unwrap(), text.lines().next().unwrap()),
+            format!(
+                "{}\n{}",
+                text.lines().next().unwrap(),
+                text.lines().next().unwrap()
+            ),
         ] {
             assert!(verify_export(junk.as_bytes(), Some(&key)).is_err());
         }

@@ -245,7 +245,13 @@ mod tests {
     }
 
     const INPUTS: [&str; 8] = [
-        "", "00", "10", "2021", "3031", "40414243", "5051525354555657",
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
         "606162636465666768696a6b6c6d6e6f",
     ];
     const ROOTS: [&str; 9] = [
@@ -261,7 +267,10 @@ mod tests {
     ];
 
     fn leaves() -> Vec<Hash> {
-        INPUTS.iter().map(|x| leaf_hash(&hex::decode(x).unwrap())).collect()
+        INPUTS
+            .iter()
+            .map(|x| leaf_hash(&hex::decode(x).unwrap()))
+            .collect()
     }
 
     #[test]
@@ -294,14 +303,22 @@ mod tests {
             let proof = inclusion_proof(&l, idx);
             assert_eq!(proof, want.map(h).to_vec());
             assert!(verify_inclusion(&l[idx as usize], idx, 8, &proof, &root8));
-            assert!(!verify_inclusion(&l[idx as usize], idx + 1, 8, &proof, &root8));
+            assert!(!verify_inclusion(
+                &l[idx as usize],
+                idx + 1,
+                8,
+                &proof,
+                &root8
+            ));
         }
         let p = inclusion_proof(&l[..3], 2);
         assert_eq!(p, vec![h(ROOTS[2])]);
     }
 
     fn hashes(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
     }
 
     proptest! {

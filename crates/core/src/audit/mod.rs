@@ -180,7 +180,13 @@ mod tests {
     #[test]
     fn chain_links() {
         let a = seal(None, &ev("a"));
-        let b = seal(Some(Head { seq: 1, chain_hash: a.chain_hash }), &ev("b"));
+        let b = seal(
+            Some(Head {
+                seq: 1,
+                chain_hash: a.chain_hash,
+            }),
+            &ev("b"),
+        );
         assert_eq!(b.seq, 2);
         assert_eq!(b.chain_hash, chain_hash(&a.chain_hash, &b.leaf_hash));
         assert_eq!(a.chain_hash, chain_hash(&[0; 32], &a.leaf_hash));

@@ -53,7 +53,12 @@ pub fn public_key_pem(key: &VerifyingKey) -> String {
 impl Checkpoint {
     /// The signed body: three lines, each ending in a newline.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// The whole signed note.
@@ -76,13 +81,18 @@ impl Checkpoint {
             .ok_or_else(|| bad("no blank line between body and signatures"))?;
         let body = format!("{body}\n");
         let mut lines = body.lines();
-        let origin = lines.next().filter(|l| !l.is_empty()).ok_or_else(|| bad("no origin line"))?;
+        let origin = lines
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| bad("no origin line"))?;
         let size: u64 = lines
             .next()
             .and_then(|l| {
-                (!l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && (l == "0" || !l.starts_with('0')))
-                    .then(|| l.parse().ok())
-                    .flatten()
+                (!l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_digit())
+                    && (l == "0" || !l.starts_with('0')))
+                .then(|| l.parse().ok())
+                .flatten()
             })
             .ok_or_else(|| bad("tree size line is not a decimal number"))?;
         let root: Hash = lines
@@ -102,14 +112,20 @@ impl Checkpoint {
             if name != key_name {
                 continue;
             }
-            let blob = B64.decode(b64).map_err(|_| bad("signature is not base64"))?;
+            let blob = B64
+                .decode(b64)
+                .map_err(|_| bad("signature is not base64"))?;
             if blob.len() != 68 || blob[..4] != want_id {
                 continue;
             }
             saw_key = true;
             let sig = Signature::from_slice(&blob[4..]).map_err(|_| bad("malformed signature"))?;
             if key.verify(body.as_bytes(), &sig).is_ok() {
-                return Ok(Checkpoint { origin: origin.to_string(), size, root });
+                return Ok(Checkpoint {
+                    origin: origin.to_string(),
+                    size,
+                    root,
+                });
             }
         }
         Err(bad(if saw_key {
@@ -131,7 +147,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_tamper() {
-        let cp = Checkpoint { origin: "breakglass/test".into(), size: 42, root: [9u8; 32] };
+        let cp = Checkpoint {
+            origin: "breakglass/test".into(),
+            size: 42,
+            root: [9u8; 32],
+        };
         let note = cp.sign(&key(), "breakglass/test");
         assert!(note.starts_with("breakglass/test\n42\nCQkJ"));
         assert!(note.contains("\n\n\u{2014} breakglass/test "));
@@ -141,7 +161,13 @@ mod tests {
         assert!(Checkpoint::open(&tampered, &vk, "breakglass/test").is_err());
         let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
         assert!(Checkpoint::open(&note, &other, "breakglass/test").is_err());
-        for junk in ["", "\n\n", "a\nb\nc\n\n— x y\n", "a\n1\n!!\n\nz", &"x".repeat(20_000)] {
+        for junk in [
+            "",
+            "\n\n",
+            "a\nb\nc\n\n— x y\n",
+            "a\n1\n!!\n\nz",
+            &"x".repeat(20_000),
+        ] {
             assert!(Checkpoint::open(junk, &vk, "breakglass/test").is_err());
         }
     }

@@ -30,7 +30,11 @@ pub struct VerifyError {
 
 impl VerifyError {
     pub fn new(seq: Option<u64>, kind: VerifyErrorKind, message: impl Into<String>) -> Self {
-        VerifyError { seq, kind, message: message.into() }
+        VerifyError {
+            seq,
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -84,20 +88,31 @@ impl Verifier {
         self.frontier.size()
     }
 
-    pub fn push(&mut self, seq: u64, body: &[u8], stored_leaf: &Hash, stored_chain: &Hash) -> Result<(), VerifyError> {
+    pub fn push(
+        &mut self,
+        seq: u64,
+        body: &[u8],
+        stored_leaf: &Hash,
+        stored_chain: &Hash,
+    ) -> Result<(), VerifyError> {
         let expected = self.frontier.size() + 1;
         if seq > expected {
             return Err(VerifyError::new(
                 Some(expected),
                 VerifyErrorKind::Missing,
-                format!("event {expected} is missing: the next stored event is {seq} (a row was deleted)"),
+                format!(
+                    "event {expected} is missing: the next stored event is {seq} (a row was deleted)"
+                ),
             ));
         }
         if seq < expected {
             return Err(VerifyError::new(
                 Some(seq),
                 VerifyErrorKind::Reordered,
-                format!("event {seq} appears again after event {} (rows inserted or reordered)", expected - 1),
+                format!(
+                    "event {seq} appears again after event {} (rows inserted or reordered)",
+                    expected - 1
+                ),
             ));
         }
         let leaf = merkle::leaf_hash(body);
@@ -105,7 +120,9 @@ impl Verifier {
             return Err(VerifyError::new(
                 Some(seq),
                 VerifyErrorKind::Modified,
-                format!("event {seq}: body was modified (its hash does not match the recorded leaf hash)"),
+                format!(
+                    "event {seq}: body was modified (its hash does not match the recorded leaf hash)"
+                ),
             ));
         }
         match body_seq(body) {
@@ -114,7 +131,9 @@ impl Verifier {
                 return Err(VerifyError::new(
                     Some(seq),
                     VerifyErrorKind::Reordered,
-                    format!("event {seq}: the stored body is event {s} (rows inserted, renumbered or reordered)"),
+                    format!(
+                        "event {seq}: the stored body is event {s} (rows inserted, renumbered or reordered)"
+                    ),
                 ));
             }
             None => {
@@ -130,7 +149,9 @@ impl Verifier {
             return Err(VerifyError::new(
                 Some(seq),
                 VerifyErrorKind::BrokenChain,
-                format!("event {seq}: hash chain broken (the event before it was changed, removed or inserted)"),
+                format!(
+                    "event {seq}: hash chain broken (the event before it was changed, removed or inserted)"
+                ),
             ));
         }
         self.prev_chain = chain;
@@ -142,13 +163,20 @@ impl Verifier {
     /// checkpoint beyond the pushed events means the log was truncated.
     pub fn checkpoint(&mut self, note: &str) -> Result<(), VerifyError> {
         let cp = Checkpoint::open(note, &self.key, &self.key_name).map_err(|e| {
-            VerifyError::new(None, VerifyErrorKind::BadCheckpoint, format!("checkpoint: {e}"))
+            VerifyError::new(
+                None,
+                VerifyErrorKind::BadCheckpoint,
+                format!("checkpoint: {e}"),
+            )
         })?;
         if cp.origin != self.origin {
             return Err(VerifyError::new(
                 None,
                 VerifyErrorKind::BadCheckpoint,
-                format!("checkpoint at size {} is for log {:?}, not {:?}", cp.size, cp.origin, self.origin),
+                format!(
+                    "checkpoint at size {} is for log {:?}, not {:?}",
+                    cp.size, cp.origin, self.origin
+                ),
             ));
         }
         let have = self.frontier.size();
@@ -156,14 +184,20 @@ impl Verifier {
             return Err(VerifyError::new(
                 Some(have + 1),
                 VerifyErrorKind::Truncated,
-                format!("log truncated: a checkpoint signed at size {} but the log ends at event {have}", cp.size),
+                format!(
+                    "log truncated: a checkpoint signed at size {} but the log ends at event {have}",
+                    cp.size
+                ),
             ));
         }
         if cp.size < have || cp.size < self.last_checkpoint_size {
             return Err(VerifyError::new(
                 None,
                 VerifyErrorKind::BadCheckpoint,
-                format!("checkpoint at size {} is out of order (already at event {have})", cp.size),
+                format!(
+                    "checkpoint at size {} is out of order (already at event {have})",
+                    cp.size
+                ),
             ));
         }
         if cp.root != self.frontier.root() {
@@ -186,7 +220,10 @@ impl Verifier {
         Ok(VerifyReport {
             events,
             checkpoints: self.checkpoints,
-            head: (events > 0).then_some(Head { seq: events, chain_hash: self.prev_chain }),
+            head: (events > 0).then_some(Head {
+                seq: events,
+                chain_hash: self.prev_chain,
+            }),
             last_checkpoint_size: self.last_checkpoint_size,
             unsigned_tail: events - self.last_checkpoint_size,
         })
@@ -205,7 +242,10 @@ mod tests {
     fn log(n: u64) -> Vec<AuditRecord> {
         let mut out: Vec<AuditRecord> = Vec::new();
         for i in 0..n {
-            let prev = out.last().map(|r| Head { seq: r.seq, chain_hash: r.chain_hash });
+            let prev = out.last().map(|r| Head {
+                seq: r.seq,
+                chain_hash: r.chain_hash,
+            });
             out.push(seal(
                 prev,
                 &NewEvent {
@@ -227,7 +267,12 @@ mod tests {
 
     fn note(recs: &[AuditRecord], size: usize) -> String {
         let leaves: Vec<Hash> = recs[..size].iter().map(|r| r.leaf_hash).collect();
-        Checkpoint { origin: NAME.into(), size: size as u64, root: merkle::root(&leaves) }.sign(&sk(), NAME)
+        Checkpoint {
+            origin: NAME.into(),
+            size: size as u64,
+            root: merkle::root(&leaves),
+        }
+        .sign(&sk(), NAME)
     }
 
     fn run(recs: &[AuditRecord], cps: &[(u64, String)]) -> Result<VerifyReport, VerifyError> {
@@ -264,7 +309,10 @@ mod tests {
         let cps = vec![(10, note(&recs, 10))];
 
         let mut m = recs.clone();
-        m[3].body = String::from_utf8(m[3].body.clone()).unwrap().replace("\"i\":3", "\"i\":4").into_bytes();
+        m[3].body = String::from_utf8(m[3].body.clone())
+            .unwrap()
+            .replace("\"i\":3", "\"i\":4")
+            .into_bytes();
         let e = run(&m, &cps).unwrap_err();
         assert_eq!((e.seq, e.kind), (Some(4), VerifyErrorKind::Modified));
 
@@ -283,7 +331,13 @@ mod tests {
 
         // An inserted copy with renumbering.
         let mut ins = recs.clone();
-        ins.insert(5, AuditRecord { seq: 6, ..recs[4].clone() });
+        ins.insert(
+            5,
+            AuditRecord {
+                seq: 6,
+                ..recs[4].clone()
+            },
+        );
         for (i, x) in ins.iter_mut().enumerate().skip(6) {
             x.seq = i as u64 + 1;
         }
@@ -304,13 +358,23 @@ mod tests {
             .iter()
             .map(|r| {
                 let d = super::super::decode_body(&r.body).unwrap();
-                NewEvent { ts_ms: d.ts_ms, kind: d.kind, actor: d.actor, grant_id: d.grant_id, resource: d.resource, data: d.data }
+                NewEvent {
+                    ts_ms: d.ts_ms,
+                    kind: d.kind,
+                    actor: d.actor,
+                    grant_id: d.grant_id,
+                    resource: d.resource,
+                    data: d.data,
+                }
             })
             .collect();
         evs[3].kind = "forged".into();
         let mut forged: Vec<AuditRecord> = Vec::new();
         for e in &evs {
-            let prev = forged.last().map(|r| Head { seq: r.seq, chain_hash: r.chain_hash });
+            let prev = forged.last().map(|r| Head {
+                seq: r.seq,
+                chain_hash: r.chain_hash,
+            });
             forged.push(seal(prev, e));
         }
         let e = run(&forged, &cps).unwrap_err();
@@ -319,7 +383,12 @@ mod tests {
         // A checkpoint signed by someone else is refused.
         let other = SigningKey::from_bytes(&[4; 32]);
         let leaves: Vec<Hash> = recs.iter().map(|r| r.leaf_hash).collect();
-        let fake = Checkpoint { origin: NAME.into(), size: 10, root: merkle::root(&leaves) }.sign(&other, NAME);
+        let fake = Checkpoint {
+            origin: NAME.into(),
+            size: 10,
+            root: merkle::root(&leaves),
+        }
+        .sign(&other, NAME);
         let e = run(&recs, &[(10, fake)]).unwrap_err();
         assert_eq!(e.kind, VerifyErrorKind::BadCheckpoint);
     }

@@ -281,7 +281,9 @@ impl PolicySet {
             return Err(refusal(
                 RefusalCode::UnknownResource,
                 format!("there is no resource {:?}", req.resource),
-                Some("check the name: `breakglass` lists the policy's resources at GET /api/v1/policy"),
+                Some(
+                    "check the name: `breakglass` lists the policy's resources at GET /api/v1/policy",
+                ),
             ));
         }
         let covering: Vec<&Policy> = self
@@ -304,7 +306,10 @@ impl PolicySet {
             return Err(refusal(
                 RefusalCode::NotAuthorised,
                 if groups.is_empty() {
-                    format!("{} is not authorised to break glass on {}", req.user, req.resource)
+                    format!(
+                        "{} is not authorised to break glass on {}",
+                        req.user, req.resource
+                    )
                 } else {
                     format!(
                         "{} is not authorised to break glass on {}: it is reserved for groups {}",
@@ -328,7 +333,11 @@ impl PolicySet {
             }
         }
         Err(first_refusal.unwrap_or_else(|| {
-            refusal(RefusalCode::NotAuthorised, "no policy allows this request".into(), None)
+            refusal(
+                RefusalCode::NotAuthorised,
+                "no policy allows this request".into(),
+                None,
+            )
         }))
     }
 
@@ -370,7 +379,10 @@ impl PolicySet {
         let new_expiry = current_expiry.plus(by);
         let total = started_at.until(new_expiry);
         if total > p.duration.max {
-            let left = p.duration.max.saturating_sub(started_at.until(current_expiry));
+            let left = p
+                .duration
+                .max
+                .saturating_sub(started_at.until(current_expiry));
             return Err(refusal(
                 RefusalCode::DurationOverMax,
                 format!(
@@ -424,7 +436,10 @@ fn check(p: &Policy, req: &AccessRequest<'_>) -> Result<Decision, Refusal> {
     if p.approval == Approval::Deny {
         return Err(refusal(
             RefusalCode::DeniedByPolicy,
-            format!("policy {} denies break-glass access to {}", p.name, req.resource),
+            format!(
+                "policy {} denies break-glass access to {}",
+                p.name, req.resource
+            ),
             Some("contact the security team"),
         ));
     }

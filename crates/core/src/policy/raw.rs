@@ -106,7 +106,9 @@ impl Errors {
     fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, hint: Option<&str>) {
         self.0.push(PolicyError {
             line: usize::try_from(s.referenced.line()).ok().filter(|l| *l > 0),
-            column: usize::try_from(s.referenced.column()).ok().filter(|c| *c > 0),
+            column: usize::try_from(s.referenced.column())
+                .ok()
+                .filter(|c| *c > 0),
             message: message.into(),
             hint: hint.map(String::from),
         });
@@ -119,7 +121,9 @@ pub(crate) fn valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b.iter().enumerate().all(|(i, c)| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || (i > 0 && matches!(c, b'.' | b'_' | b'-'))
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || (i > 0 && matches!(c, b'.' | b'_' | b'-'))
         })
 }
 
@@ -129,7 +133,11 @@ fn duration(errs: &mut Errors, s: &Spanned<String>, what: &str) -> Option<Durati
     match crate::duration::parse(&s.value) {
         Ok(d) => Some(d),
         Err(e) => {
-            errs.at(s, format!("{what}: {e}"), Some("durations look like 90s, 30m, 2h, 3d or 1h30m"));
+            errs.at(
+                s,
+                format!("{what}: {e}"),
+                Some("durations look like 90s, 30m, 2h, 3d or 1h30m"),
+            );
             None
         }
     }
@@ -153,8 +161,12 @@ fn yaml_error(e: &serde_saphyr::Error) -> PolicyError {
         None
     };
     PolicyError {
-        line: loc.and_then(|l| usize::try_from(l.line()).ok()).filter(|l| *l > 0),
-        column: loc.and_then(|l| usize::try_from(l.column()).ok()).filter(|c| *c > 0),
+        line: loc
+            .and_then(|l| usize::try_from(l.line()).ok())
+            .filter(|l| *l > 0),
+        column: loc
+            .and_then(|l| usize::try_from(l.column()).ok())
+            .filter(|c| *c > 0),
         message,
         hint,
     }
@@ -173,14 +185,22 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
     }
     let raw: RawFile = match serde_saphyr::from_str(yaml) {
         Ok(r) => r,
-        Err(e) => return Err(PolicyErrors { errors: vec![yaml_error(&e)] }),
+        Err(e) => {
+            return Err(PolicyErrors {
+                errors: vec![yaml_error(&e)],
+            });
+        }
     };
     let mut errs = Errors(Vec::new());
 
     let mut resources: Vec<Resource> = Vec::new();
     for r in &raw.resources {
         let Some(map) = r.value.as_object() else {
-            errs.at(r, "a resource must be a mapping with `name` and `kind`", None);
+            errs.at(
+                r,
+                "a resource must be a mapping with `name` and `kind`",
+                None,
+            );
             continue;
         };
         let name = match map.get("name").and_then(Value::as_str) {
@@ -200,11 +220,19 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
             Some("secret") => ResourceKind::Secret,
             Some("exec") => ResourceKind::Exec,
             Some(k) => {
-                errs.at(r, format!("resource {name}: unknown kind {k:?}"), Some("kind is one of postgres, ssh, secret, exec"));
+                errs.at(
+                    r,
+                    format!("resource {name}: unknown kind {k:?}"),
+                    Some("kind is one of postgres, ssh, secret, exec"),
+                );
                 continue;
             }
             None => {
-                errs.at(r, format!("resource {name} has no `kind`"), Some("kind is one of postgres, ssh, secret, exec"));
+                errs.at(
+                    r,
+                    format!("resource {name} has no `kind`"),
+                    Some("kind is one of postgres, ssh, secret, exec"),
+                );
                 continue;
             }
         };
@@ -215,53 +243,113 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
         let mut settings = map.clone();
         settings.remove("name");
         settings.remove("kind");
-        resources.push(Resource { name, kind, settings });
+        resources.push(Resource {
+            name,
+            kind,
+            settings,
+        });
     }
 
     let mut policies: Vec<Policy> = Vec::new();
     for p in &raw.policies {
         let name = p.name.value.clone();
         if !valid_name(&name) {
-            errs.at(&p.name, format!("bad policy name {name:?}"), Some(NAME_HINT));
+            errs.at(
+                &p.name,
+                format!("bad policy name {name:?}"),
+                Some(NAME_HINT),
+            );
         }
         if policies.iter().any(|x| x.name == name) {
-            errs.at(&p.name, format!("policy {name} is declared twice"), Some("policy names must be unique"));
+            errs.at(
+                &p.name,
+                format!("policy {name} is declared twice"),
+                Some("policy names must be unique"),
+            );
         }
         if p.resources.is_empty() {
-            errs.at(&p.name, format!("policy {name} lists no resources"), Some("add resources: [NAME, ...]"));
+            errs.at(
+                &p.name,
+                format!("policy {name} lists no resources"),
+                Some("add resources: [NAME, ...]"),
+            );
         }
         for r in &p.resources {
-            if !resources.iter().any(|x| x.name == r.value) && !raw.resources.iter().any(|x| x.value.get("name").and_then(Value::as_str) == Some(r.value.as_str())) {
-                errs.at(r, format!("policy {name} refers to undeclared resource {:?}", r.value), Some("declare it under resources:"));
+            if !resources.iter().any(|x| x.name == r.value)
+                && !raw
+                    .resources
+                    .iter()
+                    .any(|x| x.value.get("name").and_then(Value::as_str) == Some(r.value.as_str()))
+            {
+                errs.at(
+                    r,
+                    format!("policy {name} refers to undeclared resource {:?}", r.value),
+                    Some("declare it under resources:"),
+                );
             }
         }
         if p.who.value.users.is_empty() && p.who.value.groups.is_empty() {
-            errs.at(&p.who, format!("policy {name}: `who` names no users or groups"), Some("who: { groups: [oncall] }"));
+            errs.at(
+                &p.who,
+                format!("policy {name}: `who` names no users or groups"),
+                Some("who: { groups: [oncall] }"),
+            );
         }
         for n in p.who.value.users.iter().chain(&p.who.value.groups) {
             if !valid_name(n) {
-                errs.at(&p.who, format!("policy {name}: bad user or group name {n:?}"), Some(NAME_HINT));
+                errs.at(
+                    &p.who,
+                    format!("policy {name}: bad user or group name {n:?}"),
+                    Some(NAME_HINT),
+                );
             }
         }
-        let mut require = Require { mfa: true, ticket: None, min_reason: 0, hours: None };
+        let mut require = Require {
+            mfa: true,
+            ticket: None,
+            min_reason: 0,
+            hours: None,
+        };
         if let Some(rq) = &p.require {
             require.mfa = rq.mfa.unwrap_or(true);
             require.min_reason = rq.min_reason.unwrap_or(0) as usize;
             if require.min_reason > 2000 {
-                errs.at(&p.name, format!("policy {name}: min_reason {} is above the 2000-character reason limit", require.min_reason), None);
+                errs.at(
+                    &p.name,
+                    format!(
+                        "policy {name}: min_reason {} is above the 2000-character reason limit",
+                        require.min_reason
+                    ),
+                    None,
+                );
             }
             if let Some(t) = &rq.ticket {
-                match RegexBuilder::new(&t.value).size_limit(1 << 20).dfa_size_limit(1 << 20).build() {
+                match RegexBuilder::new(&t.value)
+                    .size_limit(1 << 20)
+                    .dfa_size_limit(1 << 20)
+                    .build()
+                {
                     Ok(re) => require.ticket = Some(re),
-                    Err(e) => errs.at(t, format!("policy {name}: bad ticket pattern {:?}: {e}", t.value), Some("use a regular expression such as ^INC-[0-9]+$")),
+                    Err(e) => errs.at(
+                        t,
+                        format!("policy {name}: bad ticket pattern {:?}: {e}", t.value),
+                        Some("use a regular expression such as ^INC-[0-9]+$"),
+                    ),
                 }
             }
             if let Some(h) = &rq.hours {
                 let mut days = Vec::new();
                 for d in &h.value.days {
-                    match ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].iter().position(|x| *x == d.to_ascii_lowercase()) {
+                    match ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                        .iter()
+                        .position(|x| *x == d.to_ascii_lowercase())
+                    {
                         Some(i) => days.push(i as u32),
-                        None => errs.at(h, format!("policy {name}: unknown day {d:?}"), Some("days are mon, tue, wed, thu, fri, sat, sun")),
+                        None => errs.at(
+                            h,
+                            format!("policy {name}: unknown day {d:?}"),
+                            Some("days are mon, tue, wed, thu, fri, sat, sun"),
+                        ),
                     }
                 }
                 match (hhmm(&h.value.from), hhmm(&h.value.to)) {
@@ -279,58 +367,121 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
             "quorum" => {
                 let count = a.count.unwrap_or(0);
                 if count == 0 {
-                    errs.at(&p.approval, format!("policy {name}: quorum needs count ≥ 1"), Some("approval: { mode: quorum, count: 1, from: [security] }"));
+                    errs.at(
+                        &p.approval,
+                        format!("policy {name}: quorum needs count ≥ 1"),
+                        Some("approval: { mode: quorum, count: 1, from: [security] }"),
+                    );
                 }
                 if count > 100 {
-                    errs.at(&p.approval, format!("policy {name}: approval count {count} is above 100"), None);
+                    errs.at(
+                        &p.approval,
+                        format!("policy {name}: approval count {count} is above 100"),
+                        None,
+                    );
                 }
                 if a.from.is_empty() {
-                    errs.at(&p.approval, format!("policy {name}: quorum needs `from` groups"), Some("approval: { mode: quorum, count: 1, from: [security] }"));
+                    errs.at(
+                        &p.approval,
+                        format!("policy {name}: quorum needs `from` groups"),
+                        Some("approval: { mode: quorum, count: 1, from: [security] }"),
+                    );
                 }
-                let timeout = a.timeout.as_ref().and_then(|t| duration(&mut errs, t, &format!("policy {name}: approval timeout")));
+                let timeout = a.timeout.as_ref().and_then(|t| {
+                    duration(&mut errs, t, &format!("policy {name}: approval timeout"))
+                });
                 let on_timeout = match a.on_timeout.as_ref().map(|o| (o, o.value.as_str())) {
                     None | Some((_, "deny")) => OnTimeout::Deny,
                     Some((_, "auto")) => OnTimeout::Auto,
                     Some((o, other)) => {
-                        errs.at(o, format!("policy {name}: on_timeout {other:?}"), Some("on_timeout is deny or auto"));
+                        errs.at(
+                            o,
+                            format!("policy {name}: on_timeout {other:?}"),
+                            Some("on_timeout is deny or auto"),
+                        );
                         OnTimeout::Deny
                     }
                 };
-                Approval::Quorum { count, from: a.from.clone(), timeout, on_timeout }
+                Approval::Quorum {
+                    count,
+                    from: a.from.clone(),
+                    timeout,
+                    on_timeout,
+                }
             }
             other => {
-                errs.at(&a.mode, format!("policy {name}: unknown approval mode {other:?}"), Some("mode is auto, quorum or deny"));
+                errs.at(
+                    &a.mode,
+                    format!("policy {name}: unknown approval mode {other:?}"),
+                    Some("mode is auto, quorum or deny"),
+                );
                 Approval::Deny
             }
         };
         let d = &p.duration.value;
-        let default = duration(&mut errs, &d.default, &format!("policy {name}: duration.default"));
+        let default = duration(
+            &mut errs,
+            &d.default,
+            &format!("policy {name}: duration.default"),
+        );
         let max = duration(&mut errs, &d.max, &format!("policy {name}: duration.max"));
         let durations = match (default, max) {
             (Some(default), Some(max)) => {
                 if max < default {
-                    errs.at(&d.max, format!("policy {name}: duration.max {} is less than duration.default {}", d.max.value, d.default.value), Some("max must be at least default"));
+                    errs.at(
+                        &d.max,
+                        format!(
+                            "policy {name}: duration.max {} is less than duration.default {}",
+                            d.max.value, d.default.value
+                        ),
+                        Some("max must be at least default"),
+                    );
                 }
                 if max > MAX_GRANT {
-                    errs.at(&d.max, format!("policy {name}: duration.max {} is longer than 7 days", d.max.value), Some("break-glass access is for emergencies; keep it short"));
+                    errs.at(
+                        &d.max,
+                        format!(
+                            "policy {name}: duration.max {} is longer than 7 days",
+                            d.max.value
+                        ),
+                        Some("break-glass access is for emergencies; keep it short"),
+                    );
                 }
                 Durations { default, max }
             }
-            _ => Durations { default: Duration::from_secs(60), max: Duration::from_secs(60) },
+            _ => Durations {
+                default: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+            },
         };
         let review = match &p.review {
             None => None,
             Some(r) => {
                 if r.value.by.is_empty() {
-                    errs.at(r, format!("policy {name}: review.by names no groups"), Some("review: { within: 72h, by: [security] }"));
+                    errs.at(
+                        r,
+                        format!("policy {name}: review.by names no groups"),
+                        Some("review: { within: 72h, by: [security] }"),
+                    );
                 }
-                duration(&mut errs, &r.value.within, &format!("policy {name}: review.within")).map(|within| Review { within, by: r.value.by.clone() })
+                duration(
+                    &mut errs,
+                    &r.value.within,
+                    &format!("policy {name}: review.within"),
+                )
+                .map(|within| Review {
+                    within,
+                    by: r.value.by.clone(),
+                })
             }
         };
         policies.push(Policy {
             name,
             resources: p.resources.iter().map(|r| r.value.clone()).collect(),
-            who: Who { users: p.who.value.users.clone(), groups: p.who.value.groups.clone() },
+            who: Who {
+                users: p.who.value.users.clone(),
+                groups: p.who.value.groups.clone(),
+            },
             require,
             approval,
             duration: durations,
@@ -341,6 +492,16 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
     if !errs.0.is_empty() {
         return Err(PolicyErrors { errors: errs.0 });
     }
-    let admins = raw.admins.map(|a| Admins { users: a.users, groups: a.groups }).unwrap_or_default();
-    Ok(PolicySet { resources, policies, admins })
+    let admins = raw
+        .admins
+        .map(|a| Admins {
+            users: a.users,
+            groups: a.groups,
+        })
+        .unwrap_or_default();
+    Ok(PolicySet {
+        resources,
+        policies,
+        admins,
+    })
 }

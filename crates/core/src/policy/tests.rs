@@ -43,11 +43,28 @@ const CONNECTORS: &str = r#"resources:
 "#;
 
 fn errors(yaml: &str) -> Vec<PolicyError> {
-    PolicySet::parse(yaml).expect_err("should be refused").errors
+    PolicySet::parse(yaml)
+        .expect_err("should be refused")
+        .errors
 }
 
-fn req<'a>(user: &'a str, groups: &'a [String], resource: &'a str, reason: &'a str, ticket: Option<&'a str>, duration: Option<Duration>) -> AccessRequest<'a> {
-    AccessRequest { user, groups, resource, reason, ticket, duration, now: Timestamp(1_795_313_820_000) }
+fn req<'a>(
+    user: &'a str,
+    groups: &'a [String],
+    resource: &'a str,
+    reason: &'a str,
+    ticket: Option<&'a str>,
+    duration: Option<Duration>,
+) -> AccessRequest<'a> {
+    AccessRequest {
+        user,
+        groups,
+        resource,
+        reason,
+        ticket,
+        duration,
+        now: Timestamp(1_795_313_820_000),
+    }
 }
 
 #[test]
@@ -55,10 +72,21 @@ fn examples_load() {
     let p = PolicySet::parse(EXAMPLE).unwrap();
     assert_eq!(p.resources.len(), 2);
     assert_eq!(p.policies.len(), 2);
-    assert_eq!(p.policies[1].approval, Approval::Quorum { count: 1, from: vec!["security".into()], timeout: Some(Duration::from_secs(600)), on_timeout: OnTimeout::Deny });
+    assert_eq!(
+        p.policies[1].approval,
+        Approval::Quorum {
+            count: 1,
+            from: vec!["security".into()],
+            timeout: Some(Duration::from_secs(600)),
+            on_timeout: OnTimeout::Deny
+        }
+    );
     assert!(p.is_admin("x", &["admin".into()]));
     let c = PolicySet::parse(CONNECTORS).unwrap();
-    assert_eq!(c.resource("prod-db").unwrap().settings["connection_limit"], 2);
+    assert_eq!(
+        c.resource("prod-db").unwrap().settings["connection_limit"],
+        2
+    );
     assert_eq!(c.resource("k8s-admin").unwrap().kind, ResourceKind::Exec);
     let demo = include_str!("../../../../examples/demo-policy.yaml");
     PolicySet::parse(demo).unwrap();
@@ -68,20 +96,104 @@ fn examples_load() {
 fn evaluate_allows_and_refuses_precisely() {
     let p = PolicySet::parse(EXAMPLE).unwrap();
     let oncall = vec!["oncall".to_string()];
-    let d = p.evaluate(&req("bob", &oncall, "prod-db", "orders table locked, checkout down", Some("INC-4711"), None)).unwrap();
+    let d = p
+        .evaluate(&req(
+            "bob",
+            &oncall,
+            "prod-db",
+            "orders table locked, checkout down",
+            Some("INC-4711"),
+            None,
+        ))
+        .unwrap();
     assert_eq!(d.duration, Duration::from_secs(1800));
     assert_eq!(d.policy, "dba-emergency");
     let code = |r: AccessRequest<'_>| p.evaluate(&r).unwrap_err().code;
-    assert_eq!(code(req("bob", &oncall, "nope", "orders table locked, checkout down", Some("INC-1"), None)), RefusalCode::UnknownResource);
-    assert_eq!(code(req("eve", &[], "prod-db", "orders table locked, checkout down", Some("INC-1"), None)), RefusalCode::NotAuthorised);
-    assert_eq!(code(req("bob", &oncall, "prod-db", "orders table locked, checkout down", None, None)), RefusalCode::TicketRequired);
-    assert_eq!(code(req("bob", &oncall, "prod-db", "orders table locked, checkout down", Some("ABC-1"), None)), RefusalCode::TicketMismatch);
-    assert_eq!(code(req("bob", &oncall, "prod-db", "  too short     ", Some("INC-1"), None)), RefusalCode::ReasonTooShort);
-    assert_eq!(code(req("bob", &oncall, "prod-db", "orders table locked, checkout down", Some("INC-1"), Some(Duration::from_secs(3 * 3600)))), RefusalCode::DurationOverMax);
-    let r = p.evaluate(&req("bob", &oncall, "prod-db", "orders table locked, checkout down", Some("INC-1"), Some(Duration::from_secs(3 * 3600)))).unwrap_err();
-    assert_eq!(r.message, "requested 3h exceeds the maximum 2h of policy dba-emergency");
+    assert_eq!(
+        code(req(
+            "bob",
+            &oncall,
+            "nope",
+            "orders table locked, checkout down",
+            Some("INC-1"),
+            None
+        )),
+        RefusalCode::UnknownResource
+    );
+    assert_eq!(
+        code(req(
+            "eve",
+            &[],
+            "prod-db",
+            "orders table locked, checkout down",
+            Some("INC-1"),
+            None
+        )),
+        RefusalCode::NotAuthorised
+    );
+    assert_eq!(
+        code(req(
+            "bob",
+            &oncall,
+            "prod-db",
+            "orders table locked, checkout down",
+            None,
+            None
+        )),
+        RefusalCode::TicketRequired
+    );
+    assert_eq!(
+        code(req(
+            "bob",
+            &oncall,
+            "prod-db",
+            "orders table locked, checkout down",
+            Some("ABC-1"),
+            None
+        )),
+        RefusalCode::TicketMismatch
+    );
+    assert_eq!(
+        code(req(
+            "bob",
+            &oncall,
+            "prod-db",
+            "  too short     ",
+            Some("INC-1"),
+            None
+        )),
+        RefusalCode::ReasonTooShort
+    );
+    assert_eq!(
+        code(req(
+            "bob",
+            &oncall,
+            "prod-db",
+            "orders table locked, checkout down",
+            Some("INC-1"),
+            Some(Duration::from_secs(3 * 3600))
+        )),
+        RefusalCode::DurationOverMax
+    );
+    let r = p
+        .evaluate(&req(
+            "bob",
+            &oncall,
+            "prod-db",
+            "orders table locked, checkout down",
+            Some("INC-1"),
+            Some(Duration::from_secs(3 * 3600)),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        r.message,
+        "requested 3h exceeds the maximum 2h of policy dba-emergency"
+    );
     // alice by name.
-    assert!(p.evaluate(&req("alice", &[], "bastion", "x", Some("INC-2"), None)).is_ok());
+    assert!(
+        p.evaluate(&req("alice", &[], "bastion", "x", Some("INC-2"), None))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -90,20 +202,54 @@ fn extension_respects_max() {
     let g = vec!["oncall".to_string()];
     let start = Timestamp(0);
     let exp = start.plus(Duration::from_secs(1800));
-    let new = p.check_extension("dba-emergency", "bob", &g, "prod-db", start, exp, Duration::from_secs(1800), start).unwrap();
+    let new = p
+        .check_extension(
+            "dba-emergency",
+            "bob",
+            &g,
+            "prod-db",
+            start,
+            exp,
+            Duration::from_secs(1800),
+            start,
+        )
+        .unwrap();
     assert_eq!(new, Timestamp(3_600_000));
-    let e = p.check_extension("dba-emergency", "bob", &g, "prod-db", start, exp, Duration::from_secs(7200), start).unwrap_err();
+    let e = p
+        .check_extension(
+            "dba-emergency",
+            "bob",
+            &g,
+            "prod-db",
+            start,
+            exp,
+            Duration::from_secs(7200),
+            start,
+        )
+        .unwrap_err();
     assert_eq!(e.code, RefusalCode::DurationOverMax);
     assert!(e.message.contains("1h30m"), "{}", e.message);
 }
 
 #[test]
 fn hours_window() {
-    let y = EXAMPLE.replace("min_reason: 15 }", "min_reason: 15, hours: { days: [mon,tue,wed,thu,fri], from: \"08:00\", to: \"18:00\" } }");
+    let y = EXAMPLE.replace(
+        "min_reason: 15 }",
+        "min_reason: 15, hours: { days: [mon,tue,wed,thu,fri], from: \"08:00\", to: \"18:00\" } }",
+    );
     let p = PolicySet::parse(&y).unwrap();
     let g = vec!["oncall".to_string()];
     // 2026-11-22 02:17 UTC is a Sunday night.
-    let e = p.evaluate(&req("bob", &g, "prod-db", "orders table locked, checkout down", Some("INC-1"), None)).unwrap_err();
+    let e = p
+        .evaluate(&req(
+            "bob",
+            &g,
+            "prod-db",
+            "orders table locked, checkout down",
+            Some("INC-1"),
+            None,
+        ))
+        .unwrap_err();
     assert_eq!(e.code, RefusalCode::OutsideHours);
 }
 
@@ -122,7 +268,10 @@ fn errors_have_positions_and_hints() {
     assert_eq!(e[0].line, Some(12));
 
     let e = errors(&EXAMPLE.replace("resources: [bastion]", "resources: [bastoin]"));
-    assert!(e[0].message.contains("undeclared resource \"bastoin\""), "{e:?}");
+    assert!(
+        e[0].message.contains("undeclared resource \"bastoin\""),
+        "{e:?}"
+    );
     assert_eq!(e[0].hint.as_deref(), Some("declare it under resources:"));
     assert_eq!(e[0].line, Some(15));
 
@@ -133,7 +282,11 @@ fn errors_have_positions_and_hints() {
     assert!(e[0].message.contains("telnet"), "{e:?}");
 
     // Several problems are all reported.
-    let e = errors(&EXAMPLE.replace("resources: [bastion]", "resources: [bastoin]").replace("default: 30m, max: 2h", "default: 3h, max: 2h"));
+    let e = errors(
+        &EXAMPLE
+            .replace("resources: [bastion]", "resources: [bastoin]")
+            .replace("default: 30m, max: 2h", "default: 3h, max: 2h"),
+    );
     assert_eq!(e.len(), 2, "{e:?}");
 
     let e = errors("resources: [\n  bad: : yaml");
@@ -151,7 +304,10 @@ fn errors_have_positions_and_hints() {
 fn alias_bomb_is_refused() {
     let mut y = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
-        y.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n", p = i - 1));
+        y.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+            p = i - 1
+        ));
     }
     assert!(PolicySet::parse(&y).is_err());
 }
