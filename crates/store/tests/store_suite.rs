@@ -1,0 +1,243 @@
+//! The store contract. `suite` takes any `Store`; every backend must pass it.
+
+use breakglass_core::audit::{NewEvent, Verifier};
+use breakglass_core::grant::{self, AnyGrant, Approval, GrantInfo, OnTimeout};
+use breakglass_core::mfa::MfaState;
+use breakglass_core::time::Timestamp;
+use breakglass_store::sqlite::SqliteStore;
+use breakglass_store::{Change, GrantFilter, Store, StoreError, User};
+use std::time::Duration;
+
+fn ev(kind: &str) -> NewEvent {
+    NewEvent {
+        ts_ms: 1,
+        kind: kind.into(),
+        actor: Some("t".into()),
+        grant_id: None,
+        resource: None,
+        data: serde_json::json!({}),
+    }
+}
+
+fn info(id: &str, user: &str) -> GrantInfo {
+    GrantInfo {
+        id: id.into(),
+        user: user.into(),
+        resource: "prod-db".into(),
+        policy: "p".into(),
+        reason: "r".into(),
+        ticket: None,
+        requested_at: Timestamp(1_000),
+        duration_ms: 60_000,
+        max_ms: 120_000,
+        review_by: vec![],
+        review_within_ms: None,
+        notify: vec![],
+    }
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        password_hash: "$argon2id$x".into(),
+        groups: vec!["oncall".into()],
+        disabled: false,
+        created_at: Timestamp(0),
+    }
+}
+
+/// The behaviour every backend must have.
+async fn suite(store: &dyn Store) {
+    // Users: add, duplicate refused and nothing else from that commit applied.
+    store
+        .commit(vec![Change::AddUser(user("bob"))], vec![ev("user.added")])
+        .await
+        .unwrap();
+    let err = store
+        .commit(
+            vec![Change::AddUser(user("eve")), Change::AddUser(user("bob"))],
+            vec![ev("x")],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)));
+    assert!(
+        store.user("eve").await.unwrap().is_none(),
+        "a failed commit must apply nothing"
+    );
+    assert_eq!(
+        store.audit_head().await.unwrap().unwrap().seq,
+        1,
+        "nor audit anything"
+    );
+
+    // MFA state round trip.
+    let st = MfaState {
+        failures: 2,
+        locked_until: Some(Timestamp(5)),
+        last_step: Some(9),
+    };
+    store
+        .commit(
+            vec![
+                Change::PutTotp {
+                    user: "bob".into(),
+                    sealed: Some(vec![1, 2, 3]),
+                    confirmed: true,
+                },
+                Change::PutMfaState {
+                    user: "bob".into(),
+                    state: st.clone(),
+                },
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let m = store.mfa("bob").await.unwrap();
+    assert_eq!(
+        (m.totp_sealed, m.totp_confirmed, m.state),
+        (Some(vec![1, 2, 3]), true, st)
+    );
+
+    // Grants: insert, optimistic update, conflict on a stale expected state.
+    let g = grant::request(info("g-1", "bob"), &Approval::Auto, Timestamp(1_000));
+    store
+        .commit(
+            vec![Change::InsertGrant(g.clone())],
+            vec![ev("grant.requested")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.grant("g-1").await.unwrap(), Some(g.clone()));
+    assert_eq!(
+        store.next_deadline().await.unwrap(),
+        Some(Timestamp(61_000))
+    );
+    assert!(
+        store
+            .due_grants(Timestamp(60_999), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.due_grants(Timestamp(61_000), 10).await.unwrap().len(),
+        1
+    );
+    let AnyGrant::Active(a) = g else {
+        panic!("auto grants are active")
+    };
+    let expired = AnyGrant::from(a.clone().expire(Timestamp(61_000)).unwrap());
+    store
+        .commit(
+            vec![Change::UpdateGrant {
+                expected_state: "active",
+                grant: expired.clone(),
+            }],
+            vec![ev("grant.expired")],
+        )
+        .await
+        .unwrap();
+    let revoked = AnyGrant::from(a.revoke("x", None, Timestamp(61_500)));
+    let err = store
+        .commit(
+            vec![Change::UpdateGrant {
+                expected_state: "active",
+                grant: revoked,
+            }],
+            vec![ev("grant.revoked")],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "a second node must not apply the same transition"
+    );
+    assert_eq!(store.grant("g-1").await.unwrap(), Some(expired));
+    assert_eq!(store.next_deadline().await.unwrap(), None);
+
+    let quorum = Approval::Quorum {
+        count: 1,
+        from: vec!["security".into()],
+        timeout: Some(Duration::from_secs(1)),
+        on_timeout: OnTimeout::Deny,
+    };
+    let p = grant::request(info("g-2", "bob"), &quorum, Timestamp(2_000));
+    store
+        .commit(vec![Change::InsertGrant(p)], vec![ev("grant.requested")])
+        .await
+        .unwrap();
+    let list = store
+        .grants(&GrantFilter {
+            user: Some("bob".into()),
+            states: vec!["pending".into()],
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(store.count_grants("pending").await.unwrap(), 1);
+
+    // The audit chain the store wrote verifies.
+    let recs = store.audit_records(1, 1000).await.unwrap();
+    assert_eq!(recs.len(), 4);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
+    let mut v = Verifier::new(key, "o".into(), "o".into());
+    for r in &recs {
+        v.push(r.seq, &r.body, &r.leaf_hash, &r.chain_hash).unwrap();
+    }
+    assert_eq!(v.finish().unwrap().events, 4);
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+    suite(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_audit_rows_are_append_only() {
+    let store = SqliteStore::memory().await.unwrap();
+    store.commit(vec![], vec![ev("a")]).await.unwrap();
+    assert!(
+        sqlx::query("UPDATE audit SET kind = 'b'")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("DELETE FROM audit")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_fails_closed_when_the_audit_write_fails() {
+    let store = SqliteStore::memory().await.unwrap();
+    store
+        .commit(vec![Change::AddUser(user("bob"))], vec![ev("user.added")])
+        .await
+        .unwrap();
+    // Make every audit insert fail, as a full disk or broken database would.
+    sqlx::query(
+        "CREATE TRIGGER boom BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let g = grant::request(info("g-9", "bob"), &Approval::Auto, Timestamp(1_000));
+    assert!(
+        store
+            .commit(vec![Change::InsertGrant(g)], vec![ev("grant.requested")])
+            .await
+            .is_err()
+    );
+    assert!(
+        store.grant("g-9").await.unwrap().is_none(),
+        "no audit record, no grant"
+    );
+}
