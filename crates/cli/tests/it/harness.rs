@@ -234,7 +234,7 @@ impl Drop for Server {
     }
 }
 
-fn run_with_stdin(
+pub fn run_with_stdin(
     bin: &str,
     args: &[&str],
     extra: &[&str],
