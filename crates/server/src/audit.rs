@@ -94,28 +94,39 @@ pub async fn verify_store(
     let checkpoints = store.checkpoints().await?;
     let mut cps = checkpoints.iter().peekable();
     let mut v = Verifier::new(key, origin.to_string(), origin.to_string());
-    let mut next = 1u64;
+    let mut batch = store.audit_records(1, BATCH).await?;
     loop {
-        let recs = store.audit_records(next, BATCH).await?;
-        let n = recs.len();
-        for r in recs {
-            if let Err(e) = v.push(r.seq, &r.body, &r.leaf_hash, &r.chain_hash) {
-                return Ok(Err(e));
+        let done = batch.len() < BATCH as usize;
+        let next_from = batch.last().map(|r| r.seq + 1).unwrap_or(1);
+        // Read the next batch while this one is checked (the reader runs on another thread).
+        let fetch = async {
+            if done {
+                Ok(Vec::new())
+            } else {
+                store.audit_records(next_from, BATCH).await
             }
-            while let Some(cp) = cps.peek() {
-                if cp.size > r.seq {
-                    break;
+        };
+        let check = async {
+            for r in &batch {
+                v.push(r.seq, &r.body, &r.leaf_hash, &r.chain_hash)?;
+                while let Some(cp) = cps.peek() {
+                    if cp.size > r.seq {
+                        break;
+                    }
+                    v.checkpoint(&cp.note)?;
+                    cps.next();
                 }
-                if let Err(e) = v.checkpoint(&cp.note) {
-                    return Ok(Err(e));
-                }
-                cps.next();
             }
-            next = r.seq + 1;
+            Ok::<(), VerifyError>(())
+        };
+        let (next, checked) = tokio::join!(fetch, check);
+        if let Err(e) = checked {
+            return Ok(Err(e));
         }
-        if n < BATCH as usize {
+        if done {
             break;
         }
+        batch = next?;
     }
     for cp in cps {
         if let Err(e) = v.checkpoint(&cp.note) {

@@ -32,6 +32,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The transaction could not be made durable: nothing it carried was applied.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

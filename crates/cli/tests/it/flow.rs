@@ -387,12 +387,26 @@ fn init_is_idempotent_and_disable_ends_sessions() {
     let s = Server::start(POLICY);
     let pem = std::fs::read_to_string(s.data_dir().join("audit-key.pem")).unwrap();
     let kek = std::fs::read(s.data_dir().join("keys/kek.key")).unwrap();
-    let o = std::process::Command::new(BIN).args(["init", "--data-dir"]).arg(s.data_dir()).output().unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    assert_eq!(std::fs::read_to_string(s.data_dir().join("audit-key.pem")).unwrap(), pem, "init must never replace keys");
-    assert_eq!(std::fs::read(s.data_dir().join("keys/kek.key")).unwrap(), kek);
+    assert_eq!(
+        std::fs::read_to_string(s.data_dir().join("audit-key.pem")).unwrap(),
+        pem,
+        "init must never replace keys"
+    );
+    assert_eq!(
+        std::fs::read(s.data_dir().join("keys/kek.key")).unwrap(),
+        kek
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(s.data_dir().join("keys/kek.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(s.data_dir().join("keys/kek.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     let bob = s.user("bob", &["oncall"]);
@@ -405,13 +419,24 @@ fn init_is_idempotent_and_disable_ends_sessions() {
     assert!(o.status.success());
     let r = bob.run(&["whoami"]);
     assert_eq!(r.slug(), "unauthenticated", "{}", r.stdout);
-    let r = bob.run_stdin(&["login", "--user", "bob", "--password-stdin"], Some(PASSWORD));
+    let r = bob.run_stdin(
+        &["login", "--user", "bob", "--password-stdin"],
+        Some(PASSWORD),
+    );
     assert_eq!(r.slug(), "invalid-credentials");
     // Adding the same user twice is refused and changes nothing.
     let data = s.data_dir();
     let o = run_with_stdin(
         BIN,
-        &["admin", "user", "add", "bob", "--group", "security", "--password-stdin"],
+        &[
+            "admin",
+            "user",
+            "add",
+            "bob",
+            "--group",
+            "security",
+            "--password-stdin",
+        ],
         &["--data-dir", data.to_str().unwrap()],
         PASSWORD,
         &[],
