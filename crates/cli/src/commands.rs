@@ -1,7 +1,7 @@
 //! What each subcommand does.
 
 use crate::client::{self, Client, DEFAULT_SERVER, Problem, SavedSession};
-use crate::{AdminCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, TotpCmd, UserCmd};
+use crate::{AdminCmd, AlertsCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, TotpCmd, UserCmd};
 use anyhow::{Context, Result, anyhow, bail};
 use breakglass_core::audit::NewEvent;
 use breakglass_core::{duration, time::Timestamp};
@@ -267,6 +267,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             checkpoint_every,
             mfa_max_failures,
             mfa_lockout,
+            alert_retries,
+            alert_backoff,
+            alert_lease,
         } => {
             let mut cfg =
                 breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
@@ -275,6 +278,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 duration::parse(checkpoint_every).context("--checkpoint-every")?;
             cfg.engine.mfa.max_failures = (*mfa_max_failures).max(1);
             cfg.engine.mfa.lockout = duration::parse(mfa_lockout).context("--mfa-lockout")?;
+            cfg.alerts.max_attempts = (*alert_retries).max(1);
+            cfg.alerts.base_backoff = duration::parse(alert_backoff).context("--alert-backoff")?;
+            cfg.alerts.lease = duration::parse(alert_lease).context("--alert-lease")?;
             let running = breakglass_server::start(cfg).await?;
             let addr = running.addr;
             let p = running.engine.policy();
@@ -525,6 +531,46 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             out(j, &r, || format!("extended.\n{}", grant_detail(&r)));
+        }
+        Cmd::Alerts { state, cmd } => {
+            let c = authed(&cli)?;
+            match cmd {
+                Some(AlertsCmd::Retry { id }) => {
+                    let r = c.post(&format!("/alerts/{id}/retry"), &json!({})).await?;
+                    out(j, &r, || format!("alert {id} queued again"));
+                }
+                None => {
+                    let path = match state {
+                        Some(s) => format!("/alerts?state={}", urlencode(s)),
+                        None => "/alerts".into(),
+                    };
+                    let r = c.get(&path).await?;
+                    out(j, &r, || {
+                        let list = r.as_array().cloned().unwrap_or_default();
+                        if list.is_empty() {
+                            return "no alerts".into();
+                        }
+                        list.iter()
+                            .map(|a| {
+                                format!(
+                                    "{:>6}  {:<9} {:<18} {:<14} attempts={} {}{}",
+                                    a["id"],
+                                    a["state"].as_str().unwrap_or(""),
+                                    a["kind"].as_str().unwrap_or(""),
+                                    a["sink"].as_str().unwrap_or(""),
+                                    a["attempts"],
+                                    a["grant"].as_str().unwrap_or(""),
+                                    a["last_error"]
+                                        .as_str()
+                                        .map(|e| format!("  last error: {e}"))
+                                        .unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                }
+            }
         }
         Cmd::Audit(a) => audit(&cli, a, j).await?,
         Cmd::Policy(PolicyCmd::Check { file }) => {

@@ -53,6 +53,23 @@ pub enum Cmd {
         /// How long an MFA lock-out lasts.
         #[arg(long, default_value = "15m")]
         mfa_lockout: String,
+        /// Delivery attempts before an alert is dead-lettered.
+        #[arg(long, default_value_t = 10)]
+        alert_retries: u32,
+        /// First alert retry delay (doubles each attempt, with jitter).
+        #[arg(long, default_value = "2s")]
+        alert_backoff: String,
+        /// How long a node holds an alert it is delivering before it may be retried.
+        #[arg(long, default_value = "60s")]
+        alert_lease: String,
+    },
+    /// The alert outbox (admins): pending, delivered and dead-lettered alerts.
+    Alerts {
+        /// Only alerts in this state: pending, delivered or failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(subcommand)]
+        cmd: Option<AlertsCmd>,
     },
     /// Operator commands on the server host (work on the data directory).
     #[command(subcommand)]
@@ -129,6 +146,12 @@ pub enum Cmd {
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum AlertsCmd {
+    /// Re-queue a dead-lettered alert.
+    Retry { id: i64 },
 }
 
 #[derive(Subcommand)]

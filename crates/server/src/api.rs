@@ -83,6 +83,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/grants/{id}/revoke", post(revoke))
         .route("/grants/{id}/extend", post(extend))
         .route("/policy", get(policy))
+        .route("/alerts", get(list_alerts))
+        .route("/alerts/{id}/retry", post(retry_alert))
         .route("/audit/export", get(audit_export))
         .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/openapi.json", get(openapi));
@@ -286,6 +288,50 @@ async fn audit_checkpoint(
         "checkpoint": cps.last().map(|c| json!({"size": c.size, "note": c.note})),
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    #[serde(default)]
+    state: Option<String>,
+}
+
+async fn list_alerts(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    q: Result<Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::bad(r.body_text()))?;
+    let rows = e.alerts(&p, q.state.as_deref()).await?;
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id, "sink": a.sink, "kind": a.kind, "state": a.state, "attempts": a.attempts,
+                "dedup_key": a.dedup_key, "created_at": breakglass_core::time::rfc3339(a.created_at),
+                "next_attempt_at": (a.state == "pending").then(|| breakglass_core::time::rfc3339(a.next_attempt_at)),
+                "delivered_at": a.delivered_at.map(breakglass_core::time::rfc3339),
+                "last_error": a.last_error, "grant": a.doc["grant"]["id"],
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn retry_alert(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::bad_hint(
+            format!("alert id {id:.40} is not a number"),
+            "see `breakglass alerts`",
+        )
+    })?;
+    e.retry_alert(&p, id).await?;
+    Ok(Json(json!({"id": id, "state": "pending"})).into_response())
 }
 
 async fn openapi() -> Response {

@@ -90,6 +90,8 @@ pub struct Engine {
     pub wake: Notify,
     /// Wakes the checkpointer.
     pub checkpoint_wake: Notify,
+    /// Wakes the alert dispatcher when alerts are queued.
+    pub alert_wake: Notify,
     login_failures: Mutex<HashMap<String, (u32, Timestamp)>>,
     /// Fingerprint of the last policy text (or read error) that failed to load, so a broken
     /// file is audited once, not at every poll.
@@ -392,6 +394,7 @@ impl Engine {
             policy: RwLock::new(Arc::new(policy)),
             wake: Notify::new(),
             checkpoint_wake: Notify::new(),
+            alert_wake: Notify::new(),
             login_failures: Mutex::new(HashMap::new()),
             last_policy_failure: Mutex::new(None),
             dummy_hash: hash_password("breakglass-dummy-password").unwrap_or_default(),
@@ -412,11 +415,19 @@ impl Engine {
     /// Appends events and applies changes atomically; a failure here aborts the action.
     pub async fn commit(
         &self,
-        changes: Vec<Change>,
+        mut changes: Vec<Change>,
         events: Vec<NewEvent>,
     ) -> Result<(), ApiError> {
         let n = events.len() as u64;
+        // Alerts go in the same transaction as the events they report: never lost.
+        let alerts =
+            crate::alerts::enqueue(&self.policy().set, &self.keys.origin, &changes, &events);
+        let alerted = !alerts.is_empty();
+        changes.extend(alerts);
         self.store.commit(changes, events).await?;
+        if alerted {
+            self.alert_wake.notify_one();
+        }
         let before = self.metrics.audit_events.add(n);
         let every = self.config.checkpoint_every_events.max(1);
         if (before + n) / every != before / every {
@@ -1427,6 +1438,57 @@ impl Engine {
                 return Ok(done);
             }
         }
+    }
+
+    /// Alerts for admins: the outbox, newest first.
+    pub async fn alerts(
+        &self,
+        who: &Principal,
+        state: Option<&str>,
+    ) -> Result<Vec<breakglass_store::AlertRow>, ApiError> {
+        if !self.is_admin(who) {
+            return Err(ApiError::Forbidden(
+                "the alert outbox is for admins (policy `admins`)".into(),
+            ));
+        }
+        if let Some(s) = state
+            && !["pending", "delivered", "failed"].contains(&s)
+        {
+            return Err(ApiError::bad_hint(
+                format!("unknown alert state {s:?}"),
+                "use pending, delivered or failed",
+            ));
+        }
+        Ok(self.store.alerts(state, 500).await?)
+    }
+
+    /// Puts a dead-lettered alert back in the queue.
+    pub async fn retry_alert(&self, who: &Principal, id: i64) -> Result<(), ApiError> {
+        if !self.is_admin(who) {
+            return Err(ApiError::Forbidden(
+                "retrying alerts is for admins (policy `admins`)".into(),
+            ));
+        }
+        let now = self.now();
+        self.commit(
+            vec![Change::RetryAlert { id, now }],
+            vec![event(
+                now,
+                "alert.retried",
+                Some(&who.name),
+                None,
+                json!({"alert_id": id}),
+            )],
+        )
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound(format!(
+                "no dead-lettered alert {id}: see `breakglass alerts --state failed`"
+            )),
+            e => e,
+        })?;
+        self.alert_wake.notify_one();
+        Ok(())
     }
 
     pub async fn user_exists(&self, name: &str) -> Result<Option<User>, ApiError> {

@@ -3,6 +3,7 @@
 //! the data directory's keys ([`keys`]).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod engine;
@@ -30,6 +31,7 @@ pub struct ServeConfig {
     /// How often the policy file is checked for changes (SIGHUP reloads at once).
     pub policy_poll: Duration,
     pub engine: EngineConfig,
+    pub alerts: alerts::AlertConfig,
 }
 
 impl ServeConfig {
@@ -42,6 +44,7 @@ impl ServeConfig {
             checkpoint_every: Duration::from_secs(10),
             policy_poll: Duration::from_secs(1),
             engine: EngineConfig::default(),
+            alerts: alerts::AlertConfig::default(),
         }
     }
 }
@@ -142,22 +145,25 @@ pub async fn start_with_clock(
         })?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::new();
-    handles.push(tokio::spawn(tasks::expiry_timer(
-        engine.clone(),
-        rx.clone(),
-    )));
-    handles.push(tokio::spawn(tasks::checkpointer(
-        engine.clone(),
-        cfg.checkpoint_every_events,
-        cfg.checkpoint_every,
-        rx.clone(),
-    )));
-    handles.push(tokio::spawn(tasks::policy_watcher(
-        engine.clone(),
-        cfg.policy_poll,
-        rx.clone(),
-    )));
+    let mut handles = vec![
+        tokio::spawn(tasks::expiry_timer(engine.clone(), rx.clone())),
+        tokio::spawn(tasks::checkpointer(
+            engine.clone(),
+            cfg.checkpoint_every_events,
+            cfg.checkpoint_every,
+            rx.clone(),
+        )),
+        tokio::spawn(alerts::dispatcher(
+            engine.clone(),
+            cfg.alerts.clone(),
+            rx.clone(),
+        )),
+        tokio::spawn(tasks::policy_watcher(
+            engine.clone(),
+            cfg.policy_poll,
+            rx.clone(),
+        )),
+    ];
     let app = api::router(engine.clone());
     let mut srx = rx.clone();
     handles.push(tokio::spawn(async move {

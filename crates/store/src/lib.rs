@@ -104,6 +104,56 @@ pub enum Change {
         key: String,
         value: Vec<u8>,
     },
+    /// Queues an alert (written with the audit event it reports).
+    EnqueueAlert(NewAlert),
+    /// Claims a due alert for delivery until `until`, if nobody else has.
+    LeaseAlert {
+        id: i64,
+        expected_next: Timestamp,
+        until: Timestamp,
+    },
+    /// Records a delivery attempt's outcome.
+    AlertAttempt {
+        id: i64,
+        state: &'static str,
+        attempts: u32,
+        next_attempt_at: Timestamp,
+        last_error: Option<String>,
+        at: Timestamp,
+    },
+    /// Puts a dead-lettered alert back in the queue.
+    RetryAlert {
+        id: i64,
+        now: Timestamp,
+    },
+}
+
+/// An alert to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub created_at: Timestamp,
+    pub sink: String,
+    pub kind: String,
+    /// Stable per alert: receivers use it to drop duplicates of an at-least-once delivery.
+    pub dedup_key: String,
+    pub doc: serde_json::Value,
+}
+
+/// A queued, delivered or dead-lettered alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub created_at: Timestamp,
+    pub sink: String,
+    pub kind: String,
+    pub dedup_key: String,
+    pub doc: serde_json::Value,
+    /// `pending`, `delivered` or `failed` (dead-lettered).
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
 }
 
 /// Which grants to list.
@@ -152,4 +202,11 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Pending alerts whose next attempt is due.
+    async fn due_alerts(&self, now: Timestamp, limit: u32) -> Result<Vec<AlertRow>>;
+    /// Alerts, newest first, optionally in one state.
+    async fn alerts(&self, state: Option<&str>, limit: u32) -> Result<Vec<AlertRow>>;
+    /// When the next pending alert is due.
+    async fn next_alert_at(&self) -> Result<Option<Timestamp>>;
 }

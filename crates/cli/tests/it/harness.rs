@@ -77,10 +77,17 @@ pub struct Server {
     child: Option<Child>,
     pub log: Arc<Mutex<String>>,
     listen: String,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Server {
     pub fn start(policy: &str) -> Server {
+        Self::start_with(policy, &[], &[])
+    }
+
+    /// Starts with extra environment variables and `serve` arguments.
+    pub fn start_with(policy: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_path = dir.path().join("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
@@ -102,6 +109,11 @@ impl Server {
             child: None,
             log: Arc::new(Mutex::new(String::new())),
             listen: "127.0.0.1:0".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -125,6 +137,8 @@ impl Server {
             .arg("--policy")
             .arg(&self.policy_path)
             .args(["--listen", &self.listen])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("BREAKGLASS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server binary on a loopback port, driven by the real CLI.
 //! One test binary (modules below) keeps link time down.
 
+mod alerts;
 mod audit;
 mod flow;
 mod harness;

@@ -136,6 +136,40 @@ pub struct PolicySet {
     pub resources: Vec<Resource>,
     pub policies: Vec<Policy>,
     pub admins: Admins,
+    /// Where alerts go, by name.
+    pub sinks: Vec<Sink>,
+    /// Sinks that receive every alert (security-wide events such as MFA lock-outs and policy
+    /// reload failures, and every grant event), in addition to a policy's own `notify`.
+    pub notify: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Generic JSON webhook signed with HMAC-SHA256.
+    Webhook,
+    /// Slack incoming webhook.
+    Slack,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+}
+
+impl SinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Webhook => "webhook",
+            SinkKind::Slack => "slack",
+            SinkKind::Pagerduty => "pagerduty",
+        }
+    }
+}
+
+/// An alert destination. Secrets (URLs with tokens, HMAC keys, routing keys) are never in the
+/// policy file: it names the environment variable or file that holds them.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub name: String,
+    pub kind: SinkKind,
+    pub settings: Map<String, Value>,
 }
 
 /// One problem in a policy file.
@@ -263,6 +297,23 @@ impl PolicySet {
 
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.name == name)
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&Sink> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    /// The sinks an alert about a grant under `policy` goes to (policy `notify` ∪ top-level `notify`).
+    pub fn sinks_for(&self, policy: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = self.notify.clone();
+        if let Some(p) = policy.and_then(|n| self.policy(n)) {
+            for s in &p.notify {
+                if !out.contains(s) {
+                    out.push(s.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn policy(&self, name: &str) -> Option<&Policy> {
@@ -404,6 +455,8 @@ impl PolicySet {
         let d = |d: Duration| json!({"secs": d.as_secs(), "human": fmt_d(d)});
         json!({
             "admins": {"users": self.admins.users, "groups": self.admins.groups},
+            "notify": self.notify,
+            "sinks": self.sinks.iter().map(|s| json!({"name": s.name, "kind": s.kind.as_str(), "settings": s.settings})).collect::<Vec<_>>(),
             "resources": self.resources.iter().map(|r| json!({"name": r.name, "kind": r.kind.as_str(), "settings": r.settings})).collect::<Vec<_>>(),
             "policies": self.policies.iter().map(|p| json!({
                 "name": p.name,

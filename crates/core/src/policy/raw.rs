@@ -14,6 +14,19 @@ struct RawFile {
     resources: Vec<Spanned<Value>>,
     #[serde(default)]
     policies: Vec<RawPolicy>,
+    #[serde(default)]
+    sinks: Vec<Spanned<Value>>,
+    #[serde(default)]
+    notify: Vec<Spanned<String>>,
+}
+
+/// Settings each sink kind accepts; `*_env` / `*_file` name where a secret lives.
+fn sink_fields(kind: SinkKind) -> &'static [&'static str] {
+    match kind {
+        SinkKind::Webhook => &["url", "url_env", "secret_env", "secret_file", "timeout"],
+        SinkKind::Slack => &["url_env", "url_file", "timeout"],
+        SinkKind::Pagerduty => &["url", "routing_key_env", "routing_key_file", "timeout"],
+    }
 }
 
 #[derive(Deserialize)]
@@ -39,7 +52,7 @@ struct RawPolicy {
     #[serde(default)]
     review: Option<Spanned<RawReview>>,
     #[serde(default)]
-    notify: Vec<String>,
+    notify: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +261,103 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
             kind,
             settings,
         });
+    }
+
+    let mut sinks: Vec<Sink> = Vec::new();
+    for r in &raw.sinks {
+        let Some(map) = r.value.as_object() else {
+            errs.at(r, "a sink must be a mapping with `name` and `kind`", None);
+            continue;
+        };
+        let Some(name) = map
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| valid_name(n))
+        else {
+            errs.at(r, "sink without a valid `name`", Some(NAME_HINT));
+            continue;
+        };
+        let kind = match map.get("kind").and_then(Value::as_str) {
+            Some("webhook") => SinkKind::Webhook,
+            Some("slack") => SinkKind::Slack,
+            Some("pagerduty") => SinkKind::Pagerduty,
+            other => {
+                errs.at(
+                    r,
+                    format!("sink {name}: unknown kind {other:?}"),
+                    Some("kind is one of webhook, slack, pagerduty"),
+                );
+                continue;
+            }
+        };
+        let allowed = sink_fields(kind);
+        for k in map.keys().filter(|k| *k != "name" && *k != "kind") {
+            if !allowed.contains(&k.as_str()) {
+                errs.at(
+                    r,
+                    format!(
+                        "unknown field `{k}` in {} sink {name}, expected one of {}",
+                        kind.as_str(),
+                        allowed.join(", ")
+                    ),
+                    Some("secrets go in the environment or a file: use *_env or *_file"),
+                );
+            }
+        }
+        let has = |k: &str| {
+            map.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
+        let ok = match kind {
+            SinkKind::Webhook => {
+                (has("url") || has("url_env")) && (has("secret_env") || has("secret_file"))
+            }
+            SinkKind::Slack => has("url_env") || has("url_file"),
+            SinkKind::Pagerduty => has("routing_key_env") || has("routing_key_file"),
+        };
+        if !ok {
+            errs.at(r, format!("{} sink {name} is missing its destination or secret", kind.as_str()), Some(match kind {
+                SinkKind::Webhook => "webhook sinks need url (or url_env) and secret_env (or secret_file) for the HMAC signature",
+                SinkKind::Slack => "slack sinks need url_env or url_file (the incoming-webhook URL is a secret)",
+                SinkKind::Pagerduty => "pagerduty sinks need routing_key_env or routing_key_file",
+            }));
+        }
+        if let Some(t) = map.get("timeout").and_then(Value::as_str)
+            && crate::duration::parse(t).is_err()
+        {
+            errs.at(
+                r,
+                format!("sink {name}: bad timeout {t:?}"),
+                Some("e.g. timeout: 10s"),
+            );
+        }
+        if sinks.iter().any(|x| x.name == name) {
+            errs.at(r, format!("sink {name} is declared twice"), None);
+            continue;
+        }
+        let mut settings = map.clone();
+        settings.remove("name");
+        settings.remove("kind");
+        sinks.push(Sink {
+            name: name.to_string(),
+            kind,
+            settings,
+        });
+    }
+    let sink_declared = |n: &str| {
+        raw.sinks
+            .iter()
+            .any(|x| x.value.get("name").and_then(Value::as_str) == Some(n))
+    };
+    for n in &raw.notify {
+        if !sink_declared(&n.value) {
+            errs.at(
+                n,
+                format!("notify refers to undeclared sink {:?}", n.value),
+                Some("declare it under sinks:"),
+            );
+        }
     }
 
     let mut policies: Vec<Policy> = Vec::new();
@@ -486,8 +596,20 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
             approval,
             duration: durations,
             review,
-            notify: p.notify.clone(),
+            notify: p.notify.iter().map(|n| n.value.clone()).collect(),
         });
+        for n in &p.notify {
+            if !sink_declared(&n.value) {
+                errs.at(
+                    n,
+                    format!(
+                        "policy {}: notify refers to undeclared sink {:?}",
+                        p.name.value, n.value
+                    ),
+                    Some("declare it under sinks:"),
+                );
+            }
+        }
     }
     if !errs.0.is_empty() {
         return Err(PolicyErrors { errors: errs.0 });
@@ -503,5 +625,7 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
         resources,
         policies,
         admins,
+        sinks,
+        notify: raw.notify.into_iter().map(|n| n.value).collect(),
     })
 }

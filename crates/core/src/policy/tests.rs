@@ -330,3 +330,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sinks_and_notify() {
+    let y = format!("{EXAMPLE}notify: [sec-hook]\nsinks:\n  - name: sec-hook\n    kind: webhook\n    url: http://127.0.0.1:9/x\n    secret_env: HOOK_SECRET\n  - name: sec-pager\n    kind: pagerduty\n    routing_key_env: PD_KEY\n")
+        .replace("review: { within: 72h, by: [security] }", "review: { within: 72h, by: [security] }\n    notify: [sec-pager]");
+    let p = PolicySet::parse(&y).unwrap();
+    assert_eq!(p.sinks.len(), 2);
+    assert_eq!(
+        p.sinks_for(Some("dba-emergency")),
+        vec!["sec-hook".to_string(), "sec-pager".to_string()]
+    );
+    assert_eq!(p.sinks_for(None), vec!["sec-hook".to_string()]);
+    let e = errors(&y.replace("notify: [sec-pager]", "notify: [sec-pagr]"));
+    assert!(e[0].message.contains("undeclared sink"), "{e:?}");
+    let e = errors(&y.replace("secret_env: HOOK_SECRET", "secret: hunter2"));
+    assert!(
+        e.iter()
+            .any(|x| x.message.contains("unknown field `secret`")),
+        "{e:?}"
+    );
+}

@@ -1,0 +1,289 @@
+//! Alerts against a real HTTP receiver on loopback that checks the HMAC signature with
+//! `openssl` (not our code), refuses stale timestamps, and can fail or stall deliveries.
+
+use crate::harness::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "whsec-test-0123456789";
+
+#[derive(Default)]
+struct Receiver {
+    /// Answer 500 to this many more deliveries.
+    fail_next: AtomicU32,
+    /// Never answer (hold the connection) while set.
+    stall: Mutex<bool>,
+    /// Every verified delivery: (dedup key, body).
+    seen: Mutex<Vec<(String, String)>>,
+    bad_signatures: AtomicU32,
+}
+
+fn hmac_openssl(data: &str) -> String {
+    let mut child = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", SECRET])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn start_receiver() -> (String, Arc<Receiver>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let r = Arc::new(Receiver::default());
+    let rr = r.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let r = rr.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let mut headers = std::collections::HashMap::new();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or(0);
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap_or(());
+                let body = String::from_utf8_lossy(&body).to_string();
+                let ts = headers
+                    .get("x-breakglass-timestamp")
+                    .cloned()
+                    .unwrap_or_default();
+                let sig = headers
+                    .get("x-breakglass-signature")
+                    .cloned()
+                    .unwrap_or_default();
+                let fresh = ts
+                    .parse::<i64>()
+                    .map(|t| (unix_now() - t).abs() < 300)
+                    .unwrap_or(false);
+                let ok = fresh && sig == format!("v1={}", hmac_openssl(&format!("{ts}.{body}")));
+                if !ok {
+                    r.bad_signatures.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    return;
+                }
+                let key = headers
+                    .get("x-breakglass-dedup-key")
+                    .cloned()
+                    .unwrap_or_default();
+                if *r.stall.lock().unwrap() {
+                    r.seen.lock().unwrap().push((key, body));
+                    std::thread::sleep(Duration::from_secs(30)); // the sender dies meanwhile
+                    return;
+                }
+                if r.fail_next.load(Ordering::SeqCst) > 0 {
+                    r.fail_next.fetch_sub(1, Ordering::SeqCst);
+                    let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    return;
+                }
+                r.seen.lock().unwrap().push((key, body));
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    (url, r)
+}
+
+fn policy(url: &str) -> String {
+    format!(
+        "{POLICY}notify: [sec-hook]\nsinks:\n  - name: sec-hook\n    kind: webhook\n    url: {url}\n    secret_env: HOOK_SECRET\n    timeout: 2s\n"
+    )
+}
+
+fn keys(r: &Receiver) -> Vec<String> {
+    r.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[test]
+fn alerts_are_signed_retried_and_delivered() {
+    let (url, rx) = start_receiver();
+    rx.fail_next.store(3, Ordering::SeqCst);
+    let s = Server::start_with(
+        &policy(&url),
+        &[("HOOK_SECRET", SECRET)],
+        &["--alert-backoff", "1s"],
+    );
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-4711",
+        "--otp",
+        &otp,
+    ]);
+    poll(
+        "both alerts delivered after failures",
+        Duration::from_secs(60),
+        || {
+            let k = keys(&rx);
+            (k.iter().any(|x| x.contains("grant.requested"))
+                && k.iter().any(|x| x.contains("grant.activated")))
+            .then_some(())
+        },
+    );
+    let seen = rx.seen.lock().unwrap().clone();
+    let (_, body) = seen
+        .iter()
+        .find(|(k, _)| k.contains("grant.activated"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["grant"]["id"], g["id"]);
+    assert_eq!(v["grant"]["ticket"], "INC-4711");
+    assert_eq!(v["grant"]["user"], "bob");
+    assert!(v["grant"]["expires_at"].is_string());
+    assert_eq!(rx.bad_signatures.load(Ordering::SeqCst), 0);
+    let list = sam.ok(&["alerts", "--state", "delivered"]);
+    let a = list.as_array().unwrap();
+    assert!(a.len() >= 2);
+    assert!(
+        a.iter().any(|x| x["attempts"].as_u64().unwrap() > 1),
+        "{list}"
+    );
+    // Not for responders.
+    assert_eq!(bob.run(&["alerts"]).slug(), "forbidden");
+}
+
+#[test]
+fn dead_letter_is_audited_listed_and_retryable() {
+    let (url, rx) = start_receiver();
+    rx.fail_next.store(1000, Ordering::SeqCst);
+    let s = Server::start_with(
+        &policy(&url),
+        &[("HOOK_SECRET", SECRET)],
+        &["--alert-backoff", "1s", "--alert-retries", "2"],
+    );
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let otp = bob.otp();
+    bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-1",
+        "--otp",
+        &otp,
+    ]);
+    let failed = poll("dead letters", Duration::from_secs(60), || {
+        let l = sam.ok(&["alerts", "--state", "failed"]);
+        (l.as_array().unwrap().len() >= 2).then_some(l)
+    });
+    let id = failed[0]["id"].as_i64().unwrap();
+    assert!(
+        failed[0]["last_error"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alert.dead_lettered"));
+    rx.fail_next.store(0, Ordering::SeqCst);
+    sam.ok(&["alerts", "retry", &id.to_string()]);
+    poll("retried alert delivered", Duration::from_secs(30), || {
+        let l = sam.ok(&["alerts", "--state", "delivered"]);
+        l.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"].as_i64() == Some(id))
+            .then_some(())
+    });
+    assert_eq!(sam.run(&["alerts", "retry", "999999"]).slug(), "not-found");
+}
+
+#[test]
+fn delivery_interrupted_by_a_crash_is_completed_after_restart_once_per_key() {
+    let (url, rx) = start_receiver();
+    *rx.stall.lock().unwrap() = true;
+    let mut s = Server::start_with(
+        &policy(&url),
+        &[("HOOK_SECRET", SECRET)],
+        &["--alert-backoff", "1s", "--alert-lease", "2s"],
+    );
+    let bob = s.user("bob", &["oncall"]);
+    let otp = bob.otp();
+    bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-1",
+        "--otp",
+        &otp,
+    ]);
+    poll("a delivery in flight", Duration::from_secs(30), || {
+        (!keys(&rx).is_empty()).then_some(())
+    });
+    s.kill(); // mid-delivery: the receiver got it, the server never heard back
+    *rx.stall.lock().unwrap() = false;
+    let first = keys(&rx)[0].clone();
+    s.restart();
+    poll("redelivery after restart", Duration::from_secs(60), || {
+        let k = keys(&rx);
+        (k.iter().filter(|x| **x == first).count() >= 2
+            && k.iter().any(|x| x.contains("grant.activated")))
+        .then_some(())
+    });
+    // Receivers deduplicate on the key: every alert arrives, and each key stands for one alert.
+    let mut distinct = keys(&rx);
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct
+            .iter()
+            .filter(|k| k.contains("grant.requested"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        distinct
+            .iter()
+            .filter(|k| k.contains("grant.activated"))
+            .count(),
+        1
+    );
+}
