@@ -1,7 +1,9 @@
 //! What each subcommand does.
 
 use crate::client::{self, Client, DEFAULT_SERVER, Problem, SavedSession};
-use crate::{AdminCmd, AlertsCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, TotpCmd, UserCmd};
+use crate::{
+    AdminCmd, AlertsCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, ReviewCmd, TotpCmd, UserCmd,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use breakglass_core::audit::NewEvent;
 use breakglass_core::{duration, time::Timestamp};
@@ -570,6 +572,96 @@ pub async fn run(cli: Cli) -> Result<()> {
                             .join("\n")
                     });
                 }
+            }
+        }
+        Cmd::Review {
+            cmd,
+            grant_id,
+            verdict,
+            notes,
+            otp,
+        } => {
+            let c = authed(&cli)?;
+            match (cmd, grant_id) {
+                (Some(ReviewCmd::List { .. }), _) | (None, None) => {
+                    let all = matches!(cmd, Some(ReviewCmd::List { all: true }));
+                    let r = c
+                        .get(if all { "/reviews?all=true" } else { "/reviews" })
+                        .await?;
+                    out(j, &r, || {
+                        let list = r.as_array().cloned().unwrap_or_default();
+                        if list.is_empty() {
+                            return "no reviews".into();
+                        }
+                        list.iter()
+                            .map(|v| {
+                                format!(
+                                    "{}  {:<5} requester={:<12} due {}{}{}",
+                                    v["grant"].as_str().unwrap_or(""),
+                                    v["state"].as_str().unwrap_or(""),
+                                    v["requester"].as_str().unwrap_or(""),
+                                    v["due_at"].as_str().unwrap_or(""),
+                                    if v["overdue"].as_bool() == Some(true) {
+                                        "  OVERDUE"
+                                    } else {
+                                        ""
+                                    },
+                                    v["entries"]
+                                        .as_array()
+                                        .and_then(|e| e.last())
+                                        .map(|e| format!(
+                                            "  verdict: {}",
+                                            e["verdict"].as_str().unwrap_or("")
+                                        ))
+                                        .unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                }
+                (_, Some(id)) => {
+                    let (Some(verdict), Some(notes)) = (verdict, notes) else {
+                        bail!("give --verdict appropriate|inappropriate and --notes TEXT");
+                    };
+                    let path = format!("/grants/{}/review", urlencode(id));
+                    let r = with_otp(otp.clone(), "this review", |otp| {
+                        let (c, path) = (&c, &path);
+                        async move {
+                            c.post(
+                                path,
+                                &json!({"verdict": verdict, "notes": notes, "otp": otp}),
+                            )
+                            .await
+                        }
+                    })
+                    .await?;
+                    out(j, &r, || format!("review of {id} recorded: {verdict}"));
+                }
+            }
+        }
+        Cmd::Report {
+            grant_id,
+            format,
+            out: path,
+        } => {
+            let c = authed(&cli)?;
+            let r = c
+                .get(&format!("/grants/{}/report", urlencode(grant_id)))
+                .await?;
+            let text = match format.as_str() {
+                "json" => serde_json::to_string_pretty(&r)?,
+                "md" | "markdown" => breakglass_server::review::report_markdown(&r),
+                "html" => breakglass_server::review::report_html(&r),
+                other => bail!("unknown report format {other:?}: use md, html or json"),
+            };
+            match path {
+                Some(p) => {
+                    std::fs::write(p, &text)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!("report written to {}", p.display());
+                }
+                None => print!("{text}"),
             }
         }
         Cmd::Audit(a) => audit(&cli, a, j).await?,

@@ -140,12 +140,44 @@ pub enum Cmd {
         #[arg(long)]
         otp: Option<String>,
     },
+    /// Post-incident reviews: `review list`, or `review GRANT_ID --verdict V --notes TEXT`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Review {
+        #[command(subcommand)]
+        cmd: Option<ReviewCmd>,
+        grant_id: Option<String>,
+        /// appropriate or inappropriate
+        #[arg(long)]
+        verdict: Option<String>,
+        #[arg(long)]
+        notes: Option<String>,
+        #[arg(long)]
+        otp: Option<String>,
+    },
+    /// The incident report of a grant.
+    Report {
+        grant_id: String,
+        /// md, html or json
+        #[arg(long, default_value = "md")]
+        format: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
     /// Policy files.
     #[command(subcommand)]
     Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ReviewCmd {
+    /// Reviews you may see (open ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -57,6 +57,7 @@ pub const ALERTING: &[&str] = &[
     "mfa.locked",
     "policy.reload_failed",
     "alert.dead_lettered",
+    "review.overdue",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when

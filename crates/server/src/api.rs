@@ -83,6 +83,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/grants/{id}/revoke", post(revoke))
         .route("/grants/{id}/extend", post(extend))
         .route("/policy", get(policy))
+        .route("/reviews", get(list_reviews))
+        .route("/grants/{id}/review", post(record_review))
+        .route("/grants/{id}/report", get(report))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{id}/retry", post(retry_alert))
         .route("/audit/export", get(audit_export))
@@ -288,6 +291,52 @@ async fn audit_checkpoint(
         "checkpoint": cps.last().map(|c| json!({"size": c.size, "note": c.note})),
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_reviews(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    q: Result<Query<ReviewQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::bad(r.body_text()))?;
+    Ok(Json(e.reviews(&p, !q.all).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    verdict: String,
+    notes: String,
+    #[serde(default)]
+    otp: Option<String>,
+}
+
+async fn record_review(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReviewBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        e.record_review(&p, &id, &b.verdict, &b.notes, b.otp.as_deref())
+            .await?,
+    )
+    .into_response())
+}
+
+async fn report(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(e.report(&p, &id).await?).into_response())
 }
 
 #[derive(Deserialize)]

@@ -144,6 +144,9 @@ pub struct GrantView {
     pub approval_timeout_at: Option<String>,
     pub extensions: u32,
     pub now: String,
+    /// The post-incident review, once the grant has ended (single-grant views only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub review: Option<serde_json::Value>,
 }
 
 impl GrantView {
@@ -175,6 +178,7 @@ impl GrantView {
             approval_timeout_at: None,
             extensions: 0,
             now: ts(now),
+            review: None,
         };
         let approvals = |a: &[grant::ApprovalRecord]| {
             a.iter()
@@ -416,8 +420,14 @@ impl Engine {
     pub async fn commit(
         &self,
         mut changes: Vec<Change>,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<(), ApiError> {
+        // Every grant that had access gets a post-incident review when it ends.
+        let reviews: Vec<_> = changes.iter().filter_map(|c| self.review_for(c)).collect();
+        for (change, ev) in reviews {
+            changes.push(change);
+            events.push(ev);
+        }
         let n = events.len() as u64;
         // Alerts go in the same transaction as the events they report: never lost.
         let alerts =
@@ -434,6 +444,44 @@ impl Engine {
             self.checkpoint_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// The review to open when `change` ends an active grant.
+    fn review_for(&self, change: &Change) -> Option<(Change, NewEvent)> {
+        let Change::UpdateGrant {
+            expected_state: "active",
+            grant: AnyGrant::Ended(e),
+        } = change
+        else {
+            return None;
+        };
+        let info = &e.info;
+        let now = e.state.ended_at;
+        let within = Duration::from_millis(info.review_within_ms.unwrap_or(72 * 3600 * 1000));
+        let by = if info.review_by.is_empty() {
+            self.policy().set.admins.groups.clone()
+        } else {
+            info.review_by.clone()
+        };
+        let due = now.plus(within);
+        Some((
+            Change::OpenReview(breakglass_store::Review {
+                grant_id: info.id.clone(),
+                requester: info.user.clone(),
+                opened_at: now,
+                due_at: due,
+                by: by.clone(),
+                state: "open".into(),
+                escalated_at: None,
+            }),
+            event(
+                now,
+                "review.opened",
+                Some("system"),
+                Some(info),
+                json!({"due_at": time::rfc3339(due), "by": by}),
+            ),
+        ))
     }
 
     /// Records events that go with no change (refusals, failed logins).
@@ -1021,7 +1069,7 @@ impl Engine {
         Ok(GrantView::of(&g, now))
     }
 
-    async fn load(&self, id: &str) -> Result<AnyGrant, ApiError> {
+    pub(crate) async fn load(&self, id: &str) -> Result<AnyGrant, ApiError> {
         if id.len() > 64 {
             return Err(ApiError::NotFound(format!("no grant {id:.64}")));
         }
@@ -1032,7 +1080,7 @@ impl Engine {
         })
     }
 
-    fn may_see(&self, who: &Principal, g: &AnyGrant) -> bool {
+    pub(crate) fn may_see(&self, who: &Principal, g: &AnyGrant) -> bool {
         let info = g.info();
         if info.user == who.name || self.is_admin(who) {
             return true;
@@ -1063,7 +1111,9 @@ impl Engine {
         if !self.may_see(who, &g) {
             return Err(ApiError::NotFound(format!("no grant {id}")));
         }
-        Ok(GrantView::of(&g, self.now()))
+        let mut v = GrantView::of(&g, self.now());
+        v.review = self.review_of(id).await?;
+        Ok(v)
     }
 
     pub async fn grants(

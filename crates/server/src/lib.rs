@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod review;
 pub mod tasks;
 
 use engine::{Clock, Engine, EngineConfig, SystemClock};

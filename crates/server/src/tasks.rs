@@ -16,6 +16,9 @@ pub async fn expiry_timer(engine: Arc<Engine>, mut shutdown: watch::Receiver<boo
         if *shutdown.borrow() {
             return;
         }
+        if let Err(e) = engine.escalate_overdue().await {
+            tracing::error!(error = %e, "cannot escalate overdue reviews; will retry");
+        }
         let wait = match engine.run_due().await {
             Ok(_) => match engine.store.next_deadline().await {
                 Ok(Some(deadline)) => engine.now().until(deadline).min(MAX_SLEEP),

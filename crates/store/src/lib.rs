@@ -126,6 +126,40 @@ pub enum Change {
         id: i64,
         now: Timestamp,
     },
+    /// Opens the post-incident review of a grant that ended.
+    OpenReview(Review),
+    /// Records a verdict (immutable; a correction is a new entry).
+    AddReviewEntry(ReviewEntry),
+    /// Marks an overdue review as escalated (alerted), once.
+    EscalateReview {
+        grant_id: String,
+        at: Timestamp,
+    },
+}
+
+/// A post-incident review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    pub grant_id: String,
+    pub requester: String,
+    pub opened_at: Timestamp,
+    pub due_at: Timestamp,
+    /// Groups whose members may review.
+    pub by: Vec<String>,
+    /// `open` or `done`.
+    pub state: String,
+    pub escalated_at: Option<Timestamp>,
+}
+
+/// One reviewer's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewEntry {
+    pub grant_id: String,
+    pub reviewer: String,
+    /// `appropriate` or `inappropriate`.
+    pub verdict: String,
+    pub notes: String,
+    pub at: Timestamp,
 }
 
 /// An alert to deliver.
@@ -209,4 +243,11 @@ pub trait Store: Send + Sync + 'static {
     async fn alerts(&self, state: Option<&str>, limit: u32) -> Result<Vec<AlertRow>>;
     /// When the next pending alert is due.
     async fn next_alert_at(&self) -> Result<Option<Timestamp>>;
+
+    async fn review(&self, grant_id: &str) -> Result<Option<Review>>;
+    /// Reviews, newest first; only open ones when `open_only`.
+    async fn reviews(&self, open_only: bool, limit: u32) -> Result<Vec<Review>>;
+    async fn review_entries(&self, grant_id: &str) -> Result<Vec<ReviewEntry>>;
+    /// Open reviews past their due date that were not escalated yet.
+    async fn overdue_reviews(&self, now: Timestamp) -> Result<Vec<Review>>;
 }

@@ -6,3 +6,4 @@ mod audit;
 mod flow;
 mod harness;
 mod hostile;
+mod review;

@@ -1,0 +1,161 @@
+//! Post-incident review and the incident report.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::time::Duration;
+
+#[test]
+fn review_opens_when_access_ends_and_report_is_verifiable() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let eve = s.user("eve", &["oncall"]);
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-4711",
+        "--otp",
+        &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    sam.ok(&["revoke", &id, "--reason", "fixed"]);
+    let reviews = sam.ok(&["review", "list"]);
+    let r = reviews
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["grant"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(r["state"], "open");
+    assert_eq!(r["by"], serde_json::json!(["security"]));
+
+    // The requester may not review, nor may someone outside `by`.
+    let otp = bob.otp();
+    let e = bob.run(&[
+        "review",
+        &id,
+        "--verdict",
+        "appropriate",
+        "--notes",
+        "all good",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(e.slug(), "forbidden", "{}", e.stdout);
+    let otp = eve.otp();
+    let e = eve.run(&[
+        "review",
+        &id,
+        "--verdict",
+        "appropriate",
+        "--notes",
+        "all good",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(e.slug(), "forbidden", "{}", e.stdout);
+    let e = sam.run(&[
+        "review",
+        &id,
+        "--verdict",
+        "fine",
+        "--notes",
+        "x",
+        "--otp",
+        "000000",
+    ]);
+    assert_eq!(e.slug(), "invalid-request", "{}", e.stdout);
+
+    let otp = sam.otp();
+    let v = sam.ok(&[
+        "review",
+        &id,
+        "--verdict",
+        "appropriate",
+        "--notes",
+        "checked the session log: only the lock was cleared",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(v["state"], "done");
+    // A correction is a new entry; the first stays.
+    let otp = sam.otp();
+    let v = sam.ok(&[
+        "review",
+        &id,
+        "--verdict",
+        "inappropriate",
+        "--notes",
+        "correction: a table was dropped",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    let st = bob.ok(&["status", &id]);
+    assert_eq!(st["review"]["entries"][0]["verdict"], "appropriate");
+
+    // The report, once a checkpoint covers the events (poll; checkpoints every 1 s in tests).
+    let rep = poll("a covering checkpoint", Duration::from_secs(20), || {
+        let r = sam.ok(&["report", &id, "--format", "json"]);
+        r["checkpoint"].is_object().then_some(r)
+    });
+    let kinds: Vec<&str> = rep["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "grant.requested",
+        "grant.activated",
+        "grant.revoked",
+        "review.opened",
+        "review.recorded",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    // Each event verifies against the signed checkpoint with its inclusion proof.
+    use breakglass_core::audit::{Checkpoint, merkle};
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let key =
+        ed25519_dalek::VerifyingKey::from_public_key_pem(rep["public_key_pem"].as_str().unwrap())
+            .unwrap();
+    let origin = rep["origin"].as_str().unwrap();
+    let cp = Checkpoint::open(rep["checkpoint"]["note"].as_str().unwrap(), &key, origin).unwrap();
+    for e in rep["timeline"].as_array().unwrap() {
+        let leaf = merkle::leaf_hash(e["body"].as_str().unwrap().as_bytes());
+        let proof: Vec<[u8; 32]> = e["inclusion_proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                hex::decode(h.as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap()
+            })
+            .collect();
+        let seq = e["seq"].as_u64().unwrap();
+        assert!(
+            merkle::verify_inclusion(&leaf, seq - 1, cp.size, &proof, &cp.root),
+            "event {seq}"
+        );
+    }
+    let md = std::process::Command::new(BIN)
+        .args(["--server", &s.url, "report", &id, "--format", "md"])
+        .env("XDG_CONFIG_HOME", sam.config.path())
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        md.contains("# Incident report") && md.contains("INC-4711") && md.contains("inappropriate"),
+        "{md}"
+    );
+    let v: Value = bob.ok(&["report", &id, "--format", "json"]);
+    assert_eq!(v["grant"]["id"], id.as_str());
+}

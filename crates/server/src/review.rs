@@ -1,0 +1,326 @@
+//! Post-incident reviews and incident reports.
+//!
+//! A review opens when a grant that had access ends (see `Engine::commit`). Reviewers are members
+//! of the policy's `review.by` groups, never the requester, and pass MFA; verdicts are audited and
+//! immutable (a correction is a new entry). Overdue reviews escalate once, with an alert.
+
+use crate::engine::{Engine, GrantView, Principal, event};
+use crate::error::ApiError;
+use breakglass_core::audit::{self, merkle};
+use breakglass_core::time::{Timestamp, rfc3339};
+use breakglass_store::{Change, Review, ReviewEntry};
+use serde_json::{Value, json};
+
+fn review_json(r: &Review, entries: &[ReviewEntry], now: Timestamp) -> Value {
+    json!({
+        "grant": r.grant_id,
+        "requester": r.requester,
+        "state": r.state,
+        "opened_at": rfc3339(r.opened_at),
+        "due_at": rfc3339(r.due_at),
+        "overdue": r.state == "open" && now >= r.due_at,
+        "escalated_at": r.escalated_at.map(rfc3339),
+        "by": r.by,
+        "entries": entries.iter().map(|e| json!({
+            "reviewer": e.reviewer, "verdict": e.verdict, "notes": e.notes, "at": rfc3339(e.at),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl Engine {
+    fn may_review(&self, who: &Principal, r: &Review) -> bool {
+        who.groups.iter().any(|g| r.by.contains(g))
+    }
+
+    /// Reviews the caller may see (as reviewer or admin).
+    pub async fn reviews(&self, who: &Principal, open_only: bool) -> Result<Vec<Value>, ApiError> {
+        let now = self.now();
+        let admin = self.is_admin(who);
+        let mut out = Vec::new();
+        for r in self.store.reviews(open_only, 500).await? {
+            if admin || self.may_review(who, &r) || r.requester == who.name {
+                let entries = self.store.review_entries(&r.grant_id).await?;
+                out.push(review_json(&r, &entries, now));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The review of one grant, if any.
+    pub async fn review_of(&self, grant_id: &str) -> Result<Option<Value>, ApiError> {
+        let Some(r) = self.store.review(grant_id).await? else {
+            return Ok(None);
+        };
+        let entries = self.store.review_entries(grant_id).await?;
+        Ok(Some(review_json(&r, &entries, self.now())))
+    }
+
+    /// Records a verdict.
+    pub async fn record_review(
+        &self,
+        who: &Principal,
+        grant_id: &str,
+        verdict: &str,
+        notes: &str,
+        otp: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        if !["appropriate", "inappropriate"].contains(&verdict) {
+            return Err(ApiError::bad_hint(
+                format!("unknown verdict {verdict:.40?}"),
+                "use --verdict appropriate or --verdict inappropriate",
+            ));
+        }
+        let notes = notes.trim();
+        if notes.is_empty() || notes.chars().count() > 4000 {
+            return Err(ApiError::bad_hint(
+                "review notes are required (at most 4000 characters)",
+                "say what you checked and what you found: --notes TEXT",
+            ));
+        }
+        if notes
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(ApiError::bad("notes contain control characters"));
+        }
+        let Some(r) = self.store.review(grant_id).await? else {
+            return Err(ApiError::NotFound(format!(
+                "no review for grant {grant_id:.64}: reviews open when a grant that had access ends"
+            )));
+        };
+        if r.requester == who.name {
+            return Err(ApiError::Forbidden(format!(
+                "{} requested grant {grant_id}, so cannot review it: a member of {:?} must",
+                who.name, r.by
+            )));
+        }
+        if !self.may_review(who, &r) {
+            return Err(ApiError::Forbidden(format!(
+                "{} is not a reviewer for grant {grant_id}: reviews come from {:?}",
+                who.name, r.by
+            )));
+        }
+        let (mut changes, mut events) = self.verify_mfa(who, otp, "review").await?;
+        let now = self.now();
+        let g = self.load(grant_id).await?;
+        changes.push(Change::AddReviewEntry(ReviewEntry {
+            grant_id: grant_id.to_string(),
+            reviewer: who.name.clone(),
+            verdict: verdict.to_string(),
+            notes: notes.to_string(),
+            at: now,
+        }));
+        events.push(event(
+            now,
+            "review.recorded",
+            Some(&who.name),
+            Some(g.info()),
+            json!({"verdict": verdict, "notes": notes, "correction": r.state == "done"}),
+        ));
+        self.commit(changes, events).await?;
+        Ok(self.review_of(grant_id).await?.unwrap_or(Value::Null))
+    }
+
+    /// Escalates every overdue review once (audited, alerted). Returns how many.
+    pub async fn escalate_overdue(&self) -> Result<usize, ApiError> {
+        let now = self.now();
+        let mut n = 0;
+        for r in self.store.overdue_reviews(now).await? {
+            let g = self.load(&r.grant_id).await?;
+            let res = self
+                .commit(
+                    vec![Change::EscalateReview {
+                        grant_id: r.grant_id.clone(),
+                        at: now,
+                    }],
+                    vec![event(
+                        now,
+                        "review.overdue",
+                        Some("system"),
+                        Some(g.info()),
+                        json!({"due_at": rfc3339(r.due_at), "by": r.by}),
+                    )],
+                )
+                .await;
+            match res {
+                Ok(()) => n += 1,
+                Err(ApiError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// The incident report of one grant: request, MFA, approvals, every audited action, alerts
+    /// and their delivery, revocation, the review, and for each event an RFC 6962 inclusion
+    /// proof to the signed checkpoint that covers it.
+    pub async fn report(&self, who: &Principal, grant_id: &str) -> Result<Value, ApiError> {
+        let g = self.load(grant_id).await?;
+        if !self.may_see(who, &g) {
+            let r = self.store.review(grant_id).await?;
+            if !r.is_some_and(|r| self.may_review(who, &r)) {
+                return Err(ApiError::NotFound(format!("no grant {grant_id:.64}")));
+            }
+        }
+        let now = self.now();
+        let records = self.store.audit_for_grant(grant_id).await?;
+        let last = records.last().map(|r| r.seq).unwrap_or(0);
+        let checkpoint = self
+            .store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .find(|c| c.size >= last && last > 0);
+        // Leaves up to the checkpoint, for inclusion proofs.
+        let leaves: Vec<merkle::Hash> = match &checkpoint {
+            Some(cp) => {
+                let mut v = Vec::new();
+                let mut from = 1;
+                while from <= cp.size {
+                    let batch = self.store.audit_records(from, 10_000).await?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for r in &batch {
+                        if r.seq <= cp.size {
+                            v.push(r.leaf_hash);
+                        }
+                    }
+                    from = batch.last().map(|r| r.seq + 1).unwrap_or(from + 1);
+                }
+                v
+            }
+            None => Vec::new(),
+        };
+        let mut timeline = Vec::new();
+        for r in &records {
+            let ev = audit::decode_body(&r.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let proof = checkpoint.as_ref().map(|_| {
+                merkle::inclusion_proof(&leaves, r.seq - 1)
+                    .iter()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>()
+            });
+            timeline.push(json!({
+                "seq": r.seq, "at": rfc3339(Timestamp(ev.ts_ms)), "kind": ev.kind, "actor": ev.actor,
+                "details": ev.data, "body": String::from_utf8_lossy(&r.body), "leaf": hex::encode(r.leaf_hash),
+                "inclusion_proof": proof,
+            }));
+        }
+        let alerts: Vec<Value> = self
+            .store
+            .alerts(None, 10_000)
+            .await?
+            .into_iter()
+            .filter(|a| a.doc["grant"]["id"].as_str() == Some(grant_id))
+            .map(|a| {
+                json!({"id": a.id, "kind": a.kind, "sink": a.sink, "state": a.state, "attempts": a.attempts,
+                       "delivered_at": a.delivered_at.map(rfc3339), "last_error": a.last_error})
+            })
+            .collect();
+        Ok(json!({
+            "generated_at": rfc3339(now),
+            "origin": self.keys.origin,
+            "grant": GrantView::of(&g, now),
+            "timeline": timeline,
+            "alerts": alerts,
+            "review": self.review_of(grant_id).await?,
+            "checkpoint": checkpoint.map(|c| json!({"size": c.size, "note": c.note})),
+            "public_key_pem": audit::public_key_pem(&self.keys.audit_public()),
+        }))
+    }
+}
+
+/// Markdown rendering of a report.
+pub fn report_markdown(r: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let g = &r["grant"];
+    let mut o = format!("# Incident report: grant {}\n\n", s(&g["id"]));
+    o.push_str(&format!(
+        "| | |\n|---|---|\n| Requester | {} |\n| Resource | {} |\n| Policy | {} |\n| Ticket | {} |\n| Reason | {} |\n| State | {} |\n| Requested | {} |\n| Activated | {} |\n| Expires/expired | {} |\n| Ended | {} {} |\n\n",
+        s(&g["user"]), s(&g["resource"]), s(&g["policy"]), g["ticket"].as_str().unwrap_or("—"),
+        s(&g["reason"]).replace('|', "\\|"), s(&g["state"]), s(&g["requested_at"]),
+        g["activated_at"].as_str().unwrap_or("—"), g["expires_at"].as_str().unwrap_or("—"),
+        g["ended_at"].as_str().unwrap_or("—"), g["ended_by"].as_str().map(|b| format!("by {b}")).unwrap_or_default(),
+    ));
+    o.push_str("## Timeline (audit trail)\n\n| seq | time | event | actor | details |\n|---|---|---|---|---|\n");
+    for e in r["timeline"].as_array().into_iter().flatten() {
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | `{}` |\n",
+            e["seq"],
+            s(&e["at"]),
+            s(&e["kind"]),
+            e["actor"].as_str().unwrap_or("—"),
+            e["details"].to_string().replace('|', "\\|")
+        ));
+    }
+    o.push_str("\n## Alerts\n\n");
+    let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
+    if alerts.is_empty() {
+        o.push_str("No alert sinks were configured for this grant.\n");
+    }
+    for a in alerts {
+        o.push_str(&format!(
+            "- {} → {}: {} after {} attempt(s){}\n",
+            s(&a["kind"]),
+            s(&a["sink"]),
+            s(&a["state"]),
+            a["attempts"],
+            a["delivered_at"]
+                .as_str()
+                .map(|d| format!(", delivered {d}"))
+                .unwrap_or_default()
+        ));
+    }
+    o.push_str("\n## Review\n\n");
+    match r["review"].as_object() {
+        None => o.push_str("No review (the grant never had access, or has not ended).\n"),
+        Some(rv) => {
+            o.push_str(&format!(
+                "Due {} by {}; state {}{}.\n\n",
+                rv["due_at"].as_str().unwrap_or(""),
+                rv["by"],
+                rv["state"].as_str().unwrap_or(""),
+                if rv["overdue"].as_bool() == Some(true) {
+                    " (OVERDUE)"
+                } else {
+                    ""
+                }
+            ));
+            for e in rv["entries"].as_array().into_iter().flatten() {
+                o.push_str(&format!(
+                    "- {} — **{}** by {}: {}\n",
+                    s(&e["at"]),
+                    s(&e["verdict"]),
+                    s(&e["reviewer"]),
+                    s(&e["notes"])
+                ));
+            }
+        }
+    }
+    o.push_str("\n## Verification\n\n");
+    match r["checkpoint"].as_object() {
+        Some(cp) => o.push_str(&format!(
+            "Every event above carries an RFC 6962 inclusion proof (JSON report) to this checkpoint, signed by the audit key:\n\n```\n{}```\n\nAudit public key:\n\n```\n{}```\n",
+            cp["note"].as_str().unwrap_or(""), s(&r["public_key_pem"])
+        )),
+        None => o.push_str("No signed checkpoint covers these events yet; regenerate the report after the next checkpoint.\n"),
+    }
+    o
+}
+
+/// HTML rendering (the Markdown, escaped, in a minimal page).
+pub fn report_html(r: &Value) -> String {
+    let md = report_markdown(r);
+    let esc = md
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Incident report {}</title></head><body><pre style=\"white-space:pre-wrap;font-family:ui-monospace,monospace\">{esc}</pre></body></html>\n",
+        r["grant"]["id"]
+            .as_str()
+            .unwrap_or("")
+            .replace(['<', '>', '&', '"'], "")
+    )
+}
