@@ -58,6 +58,9 @@ pub struct GrantInfo {
     /// Alert sinks named by the policy.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Anomaly flags raised on this grant.
+    #[serde(default)]
+    pub flags: Vec<crate::anomaly::Flag>,
 }
 
 /// One approval of a pending grant.
@@ -455,6 +458,7 @@ mod tests {
             review_by: vec![],
             review_within_ms: None,
             notify: vec![],
+            flags: vec![],
         }
     }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod anomaly;
 pub mod audit;
 pub mod duration;
 pub mod grant;

@@ -47,6 +47,8 @@ pub struct MfaState {
     pub locked_until: Option<Timestamp>,
     /// The highest TOTP step ever accepted: codes for this step or earlier are replays.
     pub last_step: Option<u64>,
+    /// When the most recent lock-out ends (kept after it ends, for anomaly flags).
+    pub last_lockout: Option<Timestamp>,
 }
 
 /// What happened to one code.
@@ -155,6 +157,7 @@ fn fail(
     if next.failures >= rules.max_failures {
         let until = now.plus(rules.lockout);
         next.locked_until = Some(until);
+        next.last_lockout = Some(until);
         next.failures = 0;
         return (TotpOutcome::LockedNow { until }, next);
     }

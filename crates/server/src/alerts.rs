@@ -58,15 +58,19 @@ pub const ALERTING: &[&str] = &[
     "policy.reload_failed",
     "alert.dead_lettered",
     "review.overdue",
+    "anomaly.flagged",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when
 /// the grant ends.
 fn pagerduty_action(kind: &str) -> Option<&'static str> {
     match kind {
-        "grant.activated" | "mfa.locked" | "policy.reload_failed" | "alert.dead_lettered" => {
-            Some("trigger")
-        }
+        "grant.activated"
+        | "mfa.locked"
+        | "policy.reload_failed"
+        | "alert.dead_lettered"
+        | "anomaly.flagged"
+        | "review.overdue" => Some("trigger"),
         "grant.expired" | "grant.revoked" => Some("resolve"),
         _ => None,
     }

@@ -144,6 +144,9 @@ pub struct GrantView {
     pub approval_timeout_at: Option<String>,
     pub extensions: u32,
     pub now: String,
+    /// Anomaly flags raised on this grant.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub flags: Vec<breakglass_core::anomaly::Flag>,
     /// The post-incident review, once the grant has ended (single-grant views only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub review: Option<serde_json::Value>,
@@ -179,6 +182,7 @@ impl GrantView {
             extensions: 0,
             now: ts(now),
             review: None,
+            flags: info.flags.clone(),
         };
         let approvals = |a: &[grant::ApprovalRecord]| {
             a.iter()
@@ -1022,7 +1026,9 @@ impl Engine {
         } else {
             (vec![], vec![])
         };
+        let flags = self.request_flags(who, &input.resource, now).await?;
         let info = GrantInfo {
+            flags,
             id: new_grant_id(),
             user: who.name.clone(),
             resource: input.resource.clone(),
@@ -1056,6 +1062,16 @@ impl Engine {
                 "approval": match &approval { grant::Approval::Auto => "auto", grant::Approval::Quorum{..} => "quorum" },
             }),
         ));
+        if !info.flags.is_empty() {
+            self.metrics.anomalies.add(info.flags.len() as u64);
+            events.push(event(
+                now,
+                "anomaly.flagged",
+                Some("system"),
+                Some(info),
+                json!({"flags": info.flags}),
+            ));
+        }
         if let AnyGrant::Active(a) = &g {
             events.push(activation_event(now, &a.info, &a.state));
         }
@@ -1067,6 +1083,42 @@ impl Engine {
         }
         self.wake.notify_one();
         Ok(GrantView::of(&g, now))
+    }
+
+    /// Anomaly flags for a new request (facts from the store, decision in the core).
+    async fn request_flags(
+        &self,
+        who: &Principal,
+        resource: &str,
+        now: Timestamp,
+    ) -> Result<Vec<breakglass_core::anomaly::Flag>, ApiError> {
+        let policy = self.policy();
+        let rules = &policy.set.anomalies;
+        let since = |d: Duration| {
+            Timestamp(
+                now.0
+                    .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            )
+        };
+        let (user_recent, resource_recent, had) = self
+            .store
+            .grant_stats(
+                &who.name,
+                resource,
+                since(rules.per_user.1),
+                since(rules.per_resource.1),
+            )
+            .await?;
+        let mfa = self.store.mfa(&who.name).await?;
+        let facts = breakglass_core::anomaly::Facts {
+            user_recent,
+            resource_recent,
+            user_had_resource: had,
+            lockout_until: mfa.state.last_lockout,
+        };
+        Ok(breakglass_core::anomaly::on_request(
+            rules, &facts, &who.name, resource, now,
+        ))
     }
 
     pub(crate) async fn load(&self, id: &str) -> Result<AnyGrant, ApiError> {
@@ -1369,9 +1421,21 @@ impl Engine {
         };
         let info = a.info.clone();
         let old = a.state.expires_at;
-        let next = a
+        let mut next = a
             .extend(&who.name, new_expiry, now)
             .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        let count = u32::try_from(next.state.extensions.len()).unwrap_or(u32::MAX);
+        if let Some(flag) = breakglass_core::anomaly::on_extension(&policy.set.anomalies, count) {
+            self.metrics.anomalies.inc();
+            next.info.flags.push(flag.clone());
+            events.push(event(
+                now,
+                "anomaly.flagged",
+                Some("system"),
+                Some(&info),
+                json!({"flags": [flag]}),
+            ));
+        }
         events.push(event(
             now,
             "grant.extended",

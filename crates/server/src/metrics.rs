@@ -34,6 +34,7 @@ pub struct Metrics {
     pub audit_events: Counter,
     pub checkpoints: Counter,
     pub policy_reload_failures: Counter,
+    pub anomalies: Counter,
     lag_buckets: [Counter; 8],
     lag_sum_ms: Counter,
     lag_count: Counter,
@@ -52,7 +53,12 @@ impl Metrics {
 
     pub fn render(&self, active_grants: Option<u64>) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 10] = [
+            (
+                "breakglass_anomaly_flags_total",
+                "Anomaly flags raised on grants.",
+                &self.anomalies,
+            ),
             (
                 "breakglass_grants_activated_total",
                 "Grants that became active.",

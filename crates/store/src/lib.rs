@@ -220,6 +220,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn grant(&self, id: &str) -> Result<Option<AnyGrant>>;
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<AnyGrant>>;
+    /// For anomaly flags: the user's grants since `user_since`, the resource's grants since
+    /// `resource_since`, and whether the user ever had a grant on the resource.
+    async fn grant_stats(
+        &self,
+        user: &str,
+        resource: &str,
+        user_since: Timestamp,
+        resource_since: Timestamp,
+    ) -> Result<(u64, u64, bool)>;
     /// How many grants are in `state`.
     async fn count_grants(&self, state: &str) -> Result<u64>;
     /// Pending or active grants whose deadline is at or before `now`.

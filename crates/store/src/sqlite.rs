@@ -691,6 +691,31 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn grant_stats(
+        &self,
+        user: &str,
+        resource: &str,
+        user_since: Timestamp,
+        resource_since: Timestamp,
+    ) -> Result<(u64, u64, bool)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM grants WHERE user_name = ? AND created_at >= ?) AS u,
+                    (SELECT COUNT(*) FROM grants WHERE resource = ? AND created_at >= ?) AS r,
+                    EXISTS(SELECT 1 FROM grants WHERE user_name = ? AND resource = ?) AS e",
+        )
+        .bind(user)
+        .bind(user_since.0)
+        .bind(resource)
+        .bind(resource_since.0)
+        .bind(user)
+        .bind(resource)
+        .fetch_one(&self.pool)
+        .await?;
+        let n =
+            |k: &str| -> Result<u64> { Ok(u64::try_from(row.try_get::<i64, _>(k)?).unwrap_or(0)) };
+        Ok((n("u")?, n("r")?, row.try_get::<i64, _>("e")? != 0))
+    }
+
     async fn count_grants(&self, state: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE state = ?")
             .bind(state)

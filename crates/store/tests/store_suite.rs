@@ -33,6 +33,7 @@ fn info(id: &str, user: &str) -> GrantInfo {
         review_by: vec![],
         review_within_ms: None,
         notify: vec![],
+        flags: vec![],
     }
 }
 

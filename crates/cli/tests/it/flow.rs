@@ -444,3 +444,42 @@ fn init_is_idempotent_and_disable_ends_sessions() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
 }
+
+#[test]
+fn anomalies_are_flagged_in_status_and_audit() {
+    let policy = format!(
+        "{POLICY}anomalies:\n  max_grants_per_user: {{ count: 1, within: 1h }}\n  max_extensions: 1\n"
+    );
+    let s = Server::start(&policy);
+    let bob = s.user("bob", &["oncall"]);
+    let r = request(&bob, "prod-db", REASON, "INC-1", "30m");
+    let codes = |g: &Value| -> Vec<String> {
+        g["flags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| f["code"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(codes(&r.json), ["first-grant"], "{}", r.stdout);
+    let r2 = request(&bob, "prod-db", REASON, "INC-2", "30m");
+    assert_eq!(codes(&r2.json), ["user-frequency"], "{}", r2.stdout);
+    let id = r2.json["id"].as_str().unwrap().to_string();
+    let otp = bob.otp();
+    bob.ok(&["extend", &id, "--by", "5m", "--otp", &otp]);
+    let otp = bob.otp();
+    let g = bob.ok(&["extend", &id, "--by", "5m", "--otp", &otp]);
+    assert!(
+        codes(&g).contains(&"repeated-extensions".to_string()),
+        "{g}"
+    );
+    assert!(codes(&bob.ok(&["status", &id])).contains(&"repeated-extensions".to_string()));
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("anomaly.flagged"));
+}

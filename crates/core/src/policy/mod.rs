@@ -141,6 +141,8 @@ pub struct PolicySet {
     /// Sinks that receive every alert (security-wide events such as MFA lock-outs and policy
     /// reload failures, and every grant event), in addition to a policy's own `notify`.
     pub notify: Vec<String>,
+    /// Thresholds for anomaly flags.
+    pub anomalies: crate::anomaly::AnomalyRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

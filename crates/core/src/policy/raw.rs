@@ -18,6 +18,32 @@ struct RawFile {
     sinks: Vec<Spanned<Value>>,
     #[serde(default)]
     notify: Vec<Spanned<String>>,
+    #[serde(default)]
+    anomalies: Option<RawAnomalies>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    count: u32,
+    within: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnomalies {
+    #[serde(default)]
+    max_grants_per_user: Option<RawWindow>,
+    #[serde(default)]
+    max_grants_per_resource: Option<RawWindow>,
+    #[serde(default)]
+    first_grant_on_resource: Option<bool>,
+    #[serde(default)]
+    max_extensions: Option<u32>,
+    #[serde(default)]
+    after_mfa_lockout: Option<Spanned<String>>,
+    #[serde(default)]
+    hours: Option<Spanned<RawHours>>,
 }
 
 /// Settings each sink kind accepts; `*_env` / `*_file` name where a secret lives.
@@ -160,6 +186,39 @@ fn hhmm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+}
+
+fn hours(errs: &mut Errors, h: &Spanned<RawHours>, ctx: &str) -> Option<Hours> {
+    let mut days = Vec::new();
+    for d in &h.value.days {
+        match ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .position(|x| *x == d.to_ascii_lowercase())
+        {
+            Some(i) => days.push(i as u32),
+            None => errs.at(
+                h,
+                format!("{ctx}: unknown day {d:?}"),
+                Some("days are mon, tue, wed, thu, fri, sat, sun"),
+            ),
+        }
+    }
+    match (hhmm(&h.value.from), hhmm(&h.value.to)) {
+        (Some(from), Some(to)) if from < to => Some(Hours {
+            days,
+            from,
+            to,
+            source: format!("{} {}-{}", h.value.days.join(","), h.value.from, h.value.to),
+        }),
+        _ => {
+            errs.at(
+                h,
+                format!("{ctx}: hours need from < to as HH:MM"),
+                Some("e.g. hours: { days: [mon,tue,wed,thu,fri], from: \"08:00\", to: \"18:00\" }"),
+            );
+            None
+        }
+    }
 }
 
 fn yaml_error(e: &serde_saphyr::Error) -> PolicyError {
@@ -448,26 +507,7 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
                 }
             }
             if let Some(h) = &rq.hours {
-                let mut days = Vec::new();
-                for d in &h.value.days {
-                    match ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-                        .iter()
-                        .position(|x| *x == d.to_ascii_lowercase())
-                    {
-                        Some(i) => days.push(i as u32),
-                        None => errs.at(
-                            h,
-                            format!("policy {name}: unknown day {d:?}"),
-                            Some("days are mon, tue, wed, thu, fri, sat, sun"),
-                        ),
-                    }
-                }
-                match (hhmm(&h.value.from), hhmm(&h.value.to)) {
-                    (Some(from), Some(to)) if from < to => {
-                        require.hours = Some(Hours { days, from, to, source: format!("{} {}-{}", h.value.days.join(","), h.value.from, h.value.to) });
-                    }
-                    _ => errs.at(h, format!("policy {name}: hours need from < to as HH:MM"), Some("e.g. hours: { days: [mon,tue,wed,thu,fri], from: \"08:00\", to: \"18:00\" }")),
-                }
+                require.hours = hours(&mut errs, h, &format!("policy {name}"));
             }
         }
         let a = &p.approval.value;
@@ -614,6 +654,40 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
     if !errs.0.is_empty() {
         return Err(PolicyErrors { errors: errs.0 });
     }
+    let mut anomalies = crate::anomaly::AnomalyRules::default();
+    if let Some(a) = &raw.anomalies {
+        if let Some(w) = &a.max_grants_per_user
+            && let Some(d) = duration(&mut errs, &w.within, "anomalies.max_grants_per_user.within")
+        {
+            anomalies.per_user = (w.count, d);
+        }
+        if let Some(w) = &a.max_grants_per_resource
+            && let Some(d) = duration(
+                &mut errs,
+                &w.within,
+                "anomalies.max_grants_per_resource.within",
+            )
+        {
+            anomalies.per_resource = (w.count, d);
+        }
+        if let Some(f) = a.first_grant_on_resource {
+            anomalies.first_grant = f;
+        }
+        if let Some(m) = a.max_extensions {
+            anomalies.max_extensions = m;
+        }
+        if let Some(l) = &a.after_mfa_lockout
+            && let Some(d) = duration(&mut errs, l, "anomalies.after_mfa_lockout")
+        {
+            anomalies.after_lockout = d;
+        }
+        if let Some(h) = &a.hours {
+            anomalies.hours = hours(&mut errs, h, "anomalies");
+        }
+    }
+    if !errs.0.is_empty() {
+        return Err(PolicyErrors { errors: errs.0 });
+    }
     let admins = raw
         .admins
         .map(|a| Admins {
@@ -627,5 +701,6 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
         admins,
         sinks,
         notify: raw.notify.into_iter().map(|n| n.value).collect(),
+        anomalies,
     })
 }
