@@ -137,6 +137,7 @@ pub fn on_extension(rules: &AnomalyRules, extensions_after: u32) -> Option<Flag>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -153,7 +154,7 @@ mod tests {
             user_recent: 3,
             resource_recent: 10,
             user_had_resource: false,
-            lockout_until: Some(Timestamp(now.0 - 3600_000)),
+            lockout_until: Some(Timestamp(now.0 - 3_600_000)),
         };
         let codes: Vec<String> = on_request(&r, &busy, "bob", "db", now)
             .into_iter()
