@@ -77,6 +77,7 @@ async fn suite(store: &dyn Store) {
         failures: 2,
         locked_until: Some(Timestamp(5)),
         last_step: Some(9),
+        last_lockout: Some(Timestamp(5)),
     };
     store
         .commit(
