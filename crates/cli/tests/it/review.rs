@@ -159,3 +159,46 @@ fn review_opens_when_access_ends_and_report_is_verifiable() {
     let v: Value = bob.ok(&["report", &id, "--format", "json"]);
     assert_eq!(v["grant"]["id"], id.as_str());
 }
+
+#[test]
+fn overdue_reviews_escalate_once() {
+    let s = Server::start(&POLICY.replace(
+        "review: { within: 72h, by: [security] }",
+        "review: { within: 1s, by: [security] }",
+    ));
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-1",
+        "--otp",
+        &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    bob.ok(&["revoke", &id]);
+    let r = poll("escalation", Duration::from_secs(30), || {
+        let l = sam.ok(&["review", "list"]);
+        l.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["grant"] == id.as_str() && r["escalated_at"].is_string())
+            .cloned()
+    });
+    assert_eq!(r["overdue"], true);
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("\"review.overdue\"").count(),
+        1,
+        "escalated exactly once"
+    );
+}
