@@ -642,17 +642,31 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Report {
             grant_id,
+            since,
             format,
             out: path,
         } => {
+            use breakglass_server::review;
+            type Render = fn(&Value) -> String;
             let c = authed(&cli)?;
-            let r = c
-                .get(&format!("/grants/{}/report", urlencode(grant_id)))
-                .await?;
+            let (r, md, html): (Value, Render, Render) = match (grant_id, since) {
+                (_, Some(since)) => (
+                    c.get(&format!("/reports/summary?since={}", urlencode(since)))
+                        .await?,
+                    review::summary_markdown,
+                    review::summary_html,
+                ),
+                (Some(id), None) => (
+                    c.get(&format!("/grants/{}/report", urlencode(id))).await?,
+                    review::report_markdown,
+                    review::report_html,
+                ),
+                (None, None) => bail!("give a GRANT_ID or --since DATE"),
+            };
             let text = match format.as_str() {
                 "json" => serde_json::to_string_pretty(&r)?,
-                "md" | "markdown" => breakglass_server::review::report_markdown(&r),
-                "html" => breakglass_server::review::report_html(&r),
+                "md" | "markdown" => md(&r),
+                "html" => html(&r),
                 other => bail!("unknown report format {other:?}: use md, html or json"),
             };
             match path {

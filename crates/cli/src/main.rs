@@ -154,9 +154,13 @@ pub enum Cmd {
         #[arg(long)]
         otp: Option<String>,
     },
-    /// The incident report of a grant.
+    /// The incident report of a grant, or with --since a period summary for auditors.
     Report {
-        grant_id: String,
+        #[arg(required_unless_present = "since", conflicts_with = "since")]
+        grant_id: Option<String>,
+        /// Summarise the period from this date (YYYY-MM-DD, UTC) instead.
+        #[arg(long)]
+        since: Option<String>,
         /// md, html or json
         #[arg(long, default_value = "md")]
         format: String,

@@ -61,6 +61,51 @@ pub fn weekday_and_minute(t: Timestamp) -> (u32, u32) {
     (wd, minute)
 }
 
+/// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM[:SS]Z`.
+pub fn parse_date(s: &str) -> Option<Timestamp> {
+    let s = s.trim();
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (s, None),
+    };
+    let mut it = date.split('-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let d: u32 = it.next()?.parse().ok()?;
+    if it.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || !(1970..=9999).contains(&y)
+    {
+        return None;
+    }
+    let mut secs = days_from_civil(y, m, d) * 86_400;
+    if let Some(t) = time {
+        let parts: Vec<&str> = t.split(':').collect();
+        if parts.len() < 2 || parts.len() > 3 {
+            return None;
+        }
+        let h: i64 = parts.first()?.parse().ok()?;
+        let mi: i64 = parts.get(1)?.parse().ok()?;
+        let se: i64 = parts.get(2).map(|x| x.parse().ok()).unwrap_or(Some(0))?;
+        if h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        secs += h * 3600 + mi * 60 + se;
+    }
+    Some(Timestamp(secs * 1000))
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 // Howard Hinnant's days → civil date algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -90,6 +135,26 @@ mod tests {
             rfc3339(Timestamp(951_782_400_000)),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn parses_dates() {
+        assert_eq!(parse_date("1970-01-01"), Some(Timestamp(0)));
+        assert_eq!(
+            parse_date("2026-11-22T02:17:00Z"),
+            Some(Timestamp(1_795_313_820_000))
+        );
+        assert_eq!(parse_date("2000-02-29"), Some(Timestamp(951_782_400_000)));
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-11",
+            "yesterday",
+            "2026-11-23T25:00Z",
+            "2026-11-23T02:17",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/grants/{id}/extend", post(extend))
         .route("/policy", get(policy))
         .route("/reviews", get(list_reviews))
+        .route("/reports/summary", get(summary))
         .route("/grants/{id}/review", post(record_review))
         .route("/grants/{id}/report", get(report))
         .route("/alerts", get(list_alerts))
@@ -329,6 +330,21 @@ async fn record_review(
             .await?,
     )
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SummaryQuery {
+    since: String,
+}
+
+async fn summary(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    q: Result<Query<SummaryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::bad_hint(r.body_text(), "pass since=YYYY-MM-DD"))?;
+    Ok(Json(e.summary(&p, &q.since).await?).into_response())
 }
 
 async fn report(

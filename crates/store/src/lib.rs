@@ -229,6 +229,10 @@ pub trait Store: Send + Sync + 'static {
         user_since: Timestamp,
         resource_since: Timestamp,
     ) -> Result<(u64, u64, bool)>;
+    /// Grants requested at or after `since`, oldest first.
+    async fn grants_since(&self, since: Timestamp, limit: u32) -> Result<Vec<AnyGrant>>;
+    /// Audit events at or after `since`, counted by kind.
+    async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>>;
     /// How many grants are in `state`.
     async fn count_grants(&self, state: &str) -> Result<u64>;
     /// Pending or active grants whose deadline is at or before `now`.

@@ -716,6 +716,34 @@ impl Store for SqliteStore {
         Ok((n("u")?, n("r")?, row.try_get::<i64, _>("e")? != 0))
     }
 
+    async fn grants_since(&self, since: Timestamp, limit: u32) -> Result<Vec<AnyGrant>> {
+        sqlx::query("SELECT doc FROM grants WHERE created_at >= ? ORDER BY created_at LIMIT ?")
+            .bind(since.0)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(grant_from_row)
+            .collect()
+    }
+
+    async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) AS n FROM audit WHERE ts >= ? GROUP BY kind ORDER BY kind",
+        )
+        .bind(since.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("kind")?,
+                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn count_grants(&self, state: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE state = ?")
             .bind(state)

@@ -202,3 +202,55 @@ fn overdue_reviews_escalate_once() {
         "escalated exactly once"
     );
 }
+
+#[test]
+fn period_summary_maps_evidence_to_controls() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let otp = bob.otp();
+    bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-1",
+        "--otp",
+        &otp,
+    ]);
+    let r = sam.ok(&["report", "--since", "2020-01-01", "--format", "json"]);
+    assert_eq!(r["grants"], 1);
+    assert_eq!(r["per_resource"]["prod-db"], 1);
+    let controls: Vec<&str> = r["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["control"].as_str().unwrap())
+        .collect();
+    for c in ["AC-2(2)", "AC-6(9)", "AU-9(3)", "AU-10", "IA-2(1)", "IR-4"] {
+        assert!(controls.contains(&c), "{c}");
+    }
+    assert_eq!(
+        bob.run(&["report", "--since", "2020-01-01"]).slug(),
+        "forbidden"
+    );
+    assert_eq!(
+        sam.run(&["report", "--since", "last tuesday"]).slug(),
+        "invalid-request"
+    );
+    let md = std::process::Command::new(BIN)
+        .args([
+            "--server",
+            &s.url,
+            "report",
+            "--since",
+            "2020-01-01",
+            "--format",
+            "md",
+        ])
+        .env("XDG_CONFIG_HOME", sam.config.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&md.stdout).contains("NIST SP 800-53"));
+}
