@@ -55,8 +55,9 @@ fn start_receiver() -> (String, Arc<Receiver>) {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(s.try_clone().unwrap());
                 let mut headers = std::collections::HashMap::new();
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap_or(0);
                 let mut line = String::new();
-                reader.read_line(&mut line).unwrap_or(0);
                 loop {
                     line.clear();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -73,6 +74,19 @@ fn start_receiver() -> (String, Arc<Receiver>) {
                 let mut body = vec![0; len];
                 reader.read_exact(&mut body).unwrap_or(());
                 let body = String::from_utf8_lossy(&body).to_string();
+                if !request_line.contains(" /hook ") {
+                    // Slack and PagerDuty endpoints: no signature, record what arrived.
+                    let path = request_line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string();
+                    r.seen.lock().unwrap().push((path, body));
+                    let _ = s.write_all(
+                        b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
                 let ts = headers
                     .get("x-breakglass-timestamp")
                     .cloned()
@@ -286,4 +300,75 @@ fn delivery_interrupted_by_a_crash_is_completed_after_restart_once_per_key() {
             .count(),
         1
     );
+}
+
+#[test]
+fn slack_and_pagerduty_formats() {
+    let (url, rx) = start_receiver();
+    let base = url.trim_end_matches("/hook").to_string();
+    let policy = format!(
+        "{}sinks:\n  - name: sec-slack\n    kind: slack\n    url_env: SLACK_URL\n  - name: sec-pager\n    kind: pagerduty\n    url: {base}/pd\n    routing_key_env: PD_KEY\n",
+        POLICY.replace(
+            "review: { within: 72h, by: [security] }",
+            "review: { within: 72h, by: [security] }\n    notify: [sec-slack, sec-pager]"
+        )
+    );
+    let slack_url = format!("{base}/slack");
+    let s = Server::start_with(
+        &policy,
+        &[("SLACK_URL", slack_url.as_str()), ("PD_KEY", "R0UTINGKEY")],
+        &["--alert-backoff", "1s"],
+    );
+    let bob = s.user("bob", &["oncall"]);
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-4711",
+        "--otp",
+        &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    bob.ok(&["revoke", &id]);
+    let (pd, slack) = poll(
+        "slack and pagerduty deliveries",
+        Duration::from_secs(30),
+        || {
+            let seen = rx.seen.lock().unwrap().clone();
+            let parse = |want: &str| -> Vec<serde_json::Value> {
+                seen.iter()
+                    .filter(|(p, _)| p == want)
+                    .map(|(_, b)| serde_json::from_str(b).unwrap())
+                    .collect()
+            };
+            let (pd, slack) = (parse("/pd"), parse("/slack"));
+            let resolved = pd.iter().any(|e| e["event_action"] == "resolve");
+            let activated = slack
+                .iter()
+                .any(|m| m["text"].as_str().unwrap_or("").contains("grant.activated"));
+            (resolved && activated).then_some((pd, slack))
+        },
+    );
+    let trigger = pd.iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let resolve = pd.iter().find(|e| e["event_action"] == "resolve").unwrap();
+    assert_eq!(trigger["dedup_key"], id.as_str());
+    assert_eq!(resolve["dedup_key"], id.as_str());
+    assert_eq!(trigger["routing_key"], "R0UTINGKEY");
+    assert!(
+        trigger["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("INC-4711")
+    );
+    let activated = slack
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .find(|t| t.contains("grant.activated"))
+        .unwrap();
+    for part in ["bob", "prod-db", "INC-4711", "orders table locked", "until"] {
+        assert!(activated.contains(part), "{part} missing from {activated}");
+    }
 }
