@@ -13,6 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# A real SMTP server for the email-alert tests.
+python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 log=$(mktemp)

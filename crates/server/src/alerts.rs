@@ -200,6 +200,105 @@ fn secret(sink: &Sink, key: &str) -> Result<zeroize::Zeroizing<String>, String> 
     Err(format!("sink {} has no {key}", sink.name))
 }
 
+/// Sends an alert by email: STARTTLS required unless the sink says `tls: none` (loopback only),
+/// optional extra CA (`ca_file`) and credentials from the environment. The Message-ID is derived
+/// from the dedup key so mail systems drop a redelivered duplicate.
+async fn send_email(sink: &Sink, alert: &AlertRow, timeout: Duration) -> Result<(), String> {
+    use lettre::message::{Mailbox, header::ContentType};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let get = |k: &str| sink.settings.get(k).and_then(Value::as_str);
+    let host = get("host").ok_or("email sink has no host")?;
+    let port = sink
+        .settings
+        .get("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(587);
+    let from: Mailbox = get("from")
+        .ok_or("no from")?
+        .parse()
+        .map_err(|e| format!("bad from address: {e}"))?;
+    let to: Vec<String> = match sink.settings.get("to") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        Some(Value::String(s)) => s.split(',').map(|x| x.trim().to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let subject = format!(
+        "[breakglass] {} {} on {}",
+        alert.kind,
+        alert.doc["grant"]["user"].as_str().unwrap_or(""),
+        alert.doc["grant"]["resource"]
+            .as_str()
+            .or(alert.doc["resource"].as_str())
+            .unwrap_or("")
+    );
+    let safe_key: String = alert
+        .dedup_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    let mut builder = Message::builder()
+        .from(from)
+        .subject(subject)
+        .message_id(Some(format!("<{safe_key}@breakglass>")))
+        .header(ContentType::TEXT_PLAIN);
+    for t in &to {
+        builder = builder.to(t
+            .parse()
+            .map_err(|e| format!("bad to address {t:?}: {e}"))?);
+    }
+    let body = format!(
+        "{}\n\ndedup key: {}\n\n{}\n",
+        summary(&alert.doc),
+        alert.dedup_key,
+        serde_json::to_string_pretty(&alert.doc).unwrap_or_default()
+    );
+    let email = builder
+        .body(body)
+        .map_err(|e| format!("cannot build the email: {e}"))?;
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .timeout(Some(timeout));
+    if get("tls") != Some("none") {
+        let mut params = TlsParameters::builder(host.to_string());
+        if let Some(ca) = get("ca_file") {
+            let pem = std::fs::read(ca).map_err(|e| format!("cannot read {ca}: {e}"))?;
+            params = params.add_root_certificate(
+                Certificate::from_pem(&pem).map_err(|e| format!("bad CA in {ca}: {e}"))?,
+            );
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| format!("TLS set-up: {e}"))?;
+        transport = transport.tls(Tls::Required(params));
+    }
+    if let (Some(u), Some(p)) = (get("username_env"), get("password_env")) {
+        let user = std::env::var(u).map_err(|_| format!("environment variable {u} is not set"))?;
+        let pass = zeroize::Zeroizing::new(
+            std::env::var(p).map_err(|_| format!("environment variable {p} is not set"))?,
+        );
+        transport = transport.credentials(Credentials::new(user, pass.to_string()));
+    }
+    transport
+        .build()
+        .send(email)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", sink.name))
+}
+
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
@@ -224,7 +323,11 @@ async fn deliver(
         .and_then(Value::as_str)
         .and_then(|t| breakglass_core::duration::parse(t).ok())
         .unwrap_or(Duration::from_secs(10));
+    if sink.kind == SinkKind::Email {
+        return send_email(sink, alert, timeout).await;
+    }
     let req = match sink.kind {
+        SinkKind::Email => return Err("unreachable".into()),
         SinkKind::Webhook => {
             let url = secret(sink, "url")?;
             let key = secret(sink, "secret")?;

@@ -372,3 +372,96 @@ fn slack_and_pagerduty_formats() {
         assert!(activated.contains(part), "{part} missing from {activated}");
     }
 }
+
+/// A real SMTP server (Python's aiosmtpd) requiring STARTTLS with a throw-away certificate.
+#[test]
+fn email_alerts_arrive_over_starttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    // A throw-away CA and a server certificate it signs (rustls refuses a CA as end entity).
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=breakglass-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let o = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mail_log = dir.path().join("mail.log");
+    let mut smtp = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "--tlscert",
+        ])
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .stdout(std::fs::File::create(&mail_log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m aiosmtpd (scripts/test.sh installs it)");
+    poll("SMTP server", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let policy = format!(
+        "{POLICY}notify: [sec-mail]\nsinks:\n  - name: sec-mail\n    kind: email\n    host: localhost\n    port: {port}\n    tls: starttls\n    ca_file: {}\n    from: breakglass@example.org\n    to: [security@example.org]\n",
+        ca.display()
+    );
+    let s = Server::start_with(&policy, &[], &["--alert-backoff", "1s"]);
+    let bob = s.user("bob", &["oncall"]);
+    let otp = bob.otp();
+    bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-4711",
+        "--otp",
+        &otp,
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let t = std::fs::read_to_string(&mail_log).unwrap_or_default();
+        if t.contains("grant.activated") {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no email arrived; server log:\n{}",
+            s.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    assert!(text.contains("security@example.org"), "{text}");
+    assert!(text.contains("INC-4711"), "{text}");
+    assert!(
+        text.contains("Subject: [breakglass] grant.activated bob on prod-db"),
+        "{text}"
+    );
+}

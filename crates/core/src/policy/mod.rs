@@ -153,6 +153,8 @@ pub enum SinkKind {
     Slack,
     /// PagerDuty Events API v2.
     Pagerduty,
+    /// Email over SMTP (STARTTLS required unless `tls: none`).
+    Email,
 }
 
 impl SinkKind {
@@ -161,6 +163,7 @@ impl SinkKind {
             SinkKind::Webhook => "webhook",
             SinkKind::Slack => "slack",
             SinkKind::Pagerduty => "pagerduty",
+            SinkKind::Email => "email",
         }
     }
 }

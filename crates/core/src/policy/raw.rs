@@ -52,6 +52,17 @@ fn sink_fields(kind: SinkKind) -> &'static [&'static str] {
         SinkKind::Webhook => &["url", "url_env", "secret_env", "secret_file", "timeout"],
         SinkKind::Slack => &["url_env", "url_file", "timeout"],
         SinkKind::Pagerduty => &["url", "routing_key_env", "routing_key_file", "timeout"],
+        SinkKind::Email => &[
+            "host",
+            "port",
+            "tls",
+            "ca_file",
+            "from",
+            "to",
+            "username_env",
+            "password_env",
+            "timeout",
+        ],
     }
 }
 
@@ -339,12 +350,13 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
         let kind = match map.get("kind").and_then(Value::as_str) {
             Some("webhook") => SinkKind::Webhook,
             Some("slack") => SinkKind::Slack,
+            Some("email") => SinkKind::Email,
             Some("pagerduty") => SinkKind::Pagerduty,
             other => {
                 errs.at(
                     r,
                     format!("sink {name}: unknown kind {other:?}"),
-                    Some("kind is one of webhook, slack, pagerduty"),
+                    Some("kind is one of webhook, slack, pagerduty, email"),
                 );
                 continue;
             }
@@ -374,12 +386,26 @@ pub(super) fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
             }
             SinkKind::Slack => has("url_env") || has("url_file"),
             SinkKind::Pagerduty => has("routing_key_env") || has("routing_key_file"),
+            SinkKind::Email => {
+                has("host")
+                    && has("from")
+                    && (has("to")
+                        || map
+                            .get("to")
+                            .and_then(Value::as_array)
+                            .is_some_and(|a| !a.is_empty()))
+                    && map
+                        .get("tls")
+                        .and_then(Value::as_str)
+                        .is_none_or(|t| t == "starttls" || t == "none")
+            }
         };
         if !ok {
             errs.at(r, format!("{} sink {name} is missing its destination or secret", kind.as_str()), Some(match kind {
                 SinkKind::Webhook => "webhook sinks need url (or url_env) and secret_env (or secret_file) for the HMAC signature",
                 SinkKind::Slack => "slack sinks need url_env or url_file (the incoming-webhook URL is a secret)",
                 SinkKind::Pagerduty => "pagerduty sinks need routing_key_env or routing_key_file",
+                SinkKind::Email => "email sinks need host, from and to (tls is starttls or none)",
             }));
         }
         if let Some(t) = map.get("timeout").and_then(Value::as_str)
