@@ -107,6 +107,8 @@ pub fn enqueue(
                 "id": i.id, "user": i.user, "resource": i.resource, "policy": i.policy,
                 "reason": i.reason, "ticket": i.ticket, "state": g.state_name(),
                 "expires_at": g.expires_at().map(rfc3339),
+                "flags": i.flags,
+                "flags": i.flags,
             })
         });
         let doc = json!({

@@ -426,6 +426,19 @@ impl Engine {
         mut changes: Vec<Change>,
         mut events: Vec<NewEvent>,
     ) -> Result<(), ApiError> {
+        // An MFA verification committed with a grant's events is evidence for that grant.
+        if let Some((gid, res)) = events
+            .iter()
+            .find_map(|e| e.grant_id.clone().map(|g| (g, e.resource.clone())))
+        {
+            for e in events
+                .iter_mut()
+                .filter(|e| e.grant_id.is_none() && e.kind.starts_with("mfa."))
+            {
+                e.grant_id = Some(gid.clone());
+                e.resource.clone_from(&res);
+            }
+        }
         // Every grant that had access gets a post-incident review when it ends.
         let reviews: Vec<_> = changes.iter().filter_map(|c| self.review_for(c)).collect();
         for (change, ev) in reviews {

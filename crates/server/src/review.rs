@@ -11,8 +11,14 @@ use breakglass_core::time::{Timestamp, rfc3339};
 use breakglass_store::{Change, Review, ReviewEntry};
 use serde_json::{Value, json};
 
-fn review_json(r: &Review, entries: &[ReviewEntry], now: Timestamp) -> Value {
+fn review_json(
+    r: &Review,
+    entries: &[ReviewEntry],
+    flags: &[breakglass_core::anomaly::Flag],
+    now: Timestamp,
+) -> Value {
     json!({
+        "flags": flags,
         "grant": r.grant_id,
         "requester": r.requester,
         "state": r.state,
@@ -40,7 +46,8 @@ impl Engine {
         for r in self.store.reviews(open_only, 500).await? {
             if admin || self.may_review(who, &r) || r.requester == who.name {
                 let entries = self.store.review_entries(&r.grant_id).await?;
-                out.push(review_json(&r, &entries, now));
+                let flags = self.grant_flags(&r.grant_id).await?;
+                out.push(review_json(&r, &entries, &flags, now));
             }
         }
         Ok(out)
@@ -52,7 +59,20 @@ impl Engine {
             return Ok(None);
         };
         let entries = self.store.review_entries(grant_id).await?;
-        Ok(Some(review_json(&r, &entries, self.now())))
+        let flags = self.grant_flags(grant_id).await?;
+        Ok(Some(review_json(&r, &entries, &flags, self.now())))
+    }
+
+    async fn grant_flags(
+        &self,
+        grant_id: &str,
+    ) -> Result<Vec<breakglass_core::anomaly::Flag>, ApiError> {
+        Ok(self
+            .store
+            .grant(grant_id)
+            .await?
+            .map(|g| g.info().flags.clone())
+            .unwrap_or_default())
     }
 
     /// Records a verdict.

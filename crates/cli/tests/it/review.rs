@@ -111,6 +111,7 @@ fn review_opens_when_access_ends_and_report_is_verifiable() {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     for k in [
+        "mfa.verified",
         "grant.requested",
         "grant.activated",
         "grant.revoked",
