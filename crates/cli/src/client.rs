@@ -113,11 +113,22 @@ pub struct Client {
     pub base: String,
     pub token: Option<String>,
     http: reqwest::Client,
+    /// The extra CA this client trusts, if any.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> Result<Self> {
-        let http = reqwest::Client::builder()
+    pub fn new(base: &str, token: Option<String>, ca: Option<&std::path::Path>) -> Result<Self> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the CA file {}", ca.display()))?;
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem)
+                    .context("the CA file is not a PEM certificate")?,
+            );
+        }
+        let http = builder
             .timeout(std::time::Duration::from_secs(30))
             .user_agent(concat!("breakglass-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -125,6 +136,7 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
+            ca: ca.map(|p| p.to_path_buf()),
         })
     }
 

@@ -75,7 +75,7 @@ fn client(cli: &Cli) -> Result<Client> {
         .or_else(|| session.as_ref().map(|s| s.server.clone()))
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
     let token = session.filter(|s| s.server == server).map(|s| s.token);
-    Client::new(&server, token)
+    Client::new(&server, token, cli.ca_file.as_deref())
 }
 
 fn authed(cli: &Cli) -> Result<Client> {
@@ -272,6 +272,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             alert_retries,
             alert_backoff,
             alert_lease,
+            tls_cert,
+            tls_key,
         } => {
             let mut cfg =
                 breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
@@ -283,15 +285,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             cfg.alerts.max_attempts = (*alert_retries).max(1);
             cfg.alerts.base_backoff = duration::parse(alert_backoff).context("--alert-backoff")?;
             cfg.alerts.lease = duration::parse(alert_lease).context("--alert-lease")?;
+            cfg.tls = tls_cert.clone().zip(tls_key.clone());
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
             let running = breakglass_server::start(cfg).await?;
             let addr = running.addr;
             let p = running.engine.policy();
             let resources: Vec<String> = p.set.resources.iter().map(|r| r.name.clone()).collect();
             eprintln!(
-                "breakglass listening on http://{addr}  (policy {} sha256 {:.12}; resources: {})\n\
+                "breakglass listening on {scheme}://{addr}  (policy {} sha256 {:.12}; resources: {})\n\
                  To break glass:\n  \
                  breakglass admin user add alice --group oncall --password-stdin --data-dir {}   (on this host)\n  \
-                 breakglass --server http://{addr} login --user alice --password-stdin\n  \
+                 breakglass --server {scheme}://{addr} login --user alice --password-stdin\n  \
                  breakglass mfa totp enroll && breakglass mfa totp confirm CODE\n  \
                  breakglass request prod-db --reason \"orders table locked, checkout down\" --ticket INC-4711 --for 30m\n  \
                  breakglass status",
@@ -324,7 +328,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let pw = read_stdin_line("password")?;
             let c = client(&cli)?;
-            let c = Client::new(&c.base, None)?;
+            let c = Client::new(&c.base, None, c.ca.as_deref())?;
             let mut body = json!({"user": user, "password": pw.as_str()});
             if let Some(o) = otp {
                 body["otp"] = json!(o);

@@ -22,6 +22,9 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Extra CA certificate (PEM) to trust for an HTTPS server with a private CA.
+    #[arg(long, global = true, env = "BREAKGLASS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -59,6 +62,12 @@ pub enum Cmd {
         /// First alert retry delay (doubles each attempt, with jitter).
         #[arg(long, default_value = "2s")]
         alert_backoff: String,
+        /// Serve HTTPS: PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key", env = "BREAKGLASS_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert", env = "BREAKGLASS_TLS_KEY")]
+        tls_key: Option<PathBuf>,
         /// How long a node holds an alert it is delivering before it may be retried.
         #[arg(long, default_value = "60s")]
         alert_lease: String,

@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub policy_poll: Duration,
     pub engine: EngineConfig,
     pub alerts: alerts::AlertConfig,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServeConfig {
@@ -46,6 +48,7 @@ impl ServeConfig {
             policy_poll: Duration::from_secs(1),
             engine: EngineConfig::default(),
             alerts: alerts::AlertConfig::default(),
+            tls: None,
         }
     }
 }
@@ -67,6 +70,10 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "TLS: {0}\ngive a PEM certificate chain with --tls-cert and its private key with --tls-key"
+    )]
+    Tls(String),
     #[error(transparent)]
     Api(#[from] error::ApiError),
 }
@@ -167,15 +174,24 @@ pub async fn start_with_clock(
     ];
     let app = api::router(engine.clone());
     let mut srx = rx.clone();
+    let acceptor = match &cfg.tls {
+        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(tls_config(cert, key)?)),
+        None => None,
+    };
     handles.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = srx.wait_for(|v| *v).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server stopped");
+        match acceptor {
+            Some(acceptor) => serve_tls(listener, app, acceptor, srx).await,
+            None => {
+                let shutdown = async move {
+                    let _ = srx.wait_for(|v| *v).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }
         }
     }));
     Ok(Running {
@@ -184,4 +200,77 @@ pub async fn start_with_clock(
         shutdown: tx,
         handles,
     })
+}
+
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3) from PEM files.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ServeError::Tls(format!(
+                "cannot read certificates from {}: {e}",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        ServeError::Tls(format!(
+            "cannot read the private key from {}: {e}",
+            key.display()
+        ))
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServeError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| {
+        ServeError::Tls(format!(
+            "certificate and key do not match or are unusable: {e}"
+        ))
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TLS connections and serves the router on each until shutdown.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that never finishes the handshake is dropped after 10 s.
+                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let service = TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
 }

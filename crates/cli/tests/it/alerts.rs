@@ -377,30 +377,7 @@ fn slack_and_pagerduty_formats() {
 #[test]
 fn email_alerts_arrive_over_starttls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(
-        dir.path().join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    // A throw-away CA and a server certificate it signs (rustls refuses a CA as end entity).
-    for args in [
-        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=breakglass-test-ca -keyout ca.key -out ca.pem",
-        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
-        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
-    ] {
-        let o = std::process::Command::new("openssl")
-            .args(args.split(' '))
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let (ca, cert, key) = test_ca(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

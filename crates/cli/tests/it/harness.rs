@@ -79,6 +79,8 @@ pub struct Server {
     listen: String,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// Environment for CLI runs against this server (e.g. BREAKGLASS_CA_FILE for HTTPS).
+    pub cli_env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -114,6 +116,7 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            cli_env: Vec::new(),
         };
         s.spawn();
         s
@@ -150,11 +153,11 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("breakglass listening on http://")
+                if let Some(rest) = line.strip_prefix("breakglass listening on ")
                     && let Some(t) = tx.take()
                 {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = t.send(addr);
+                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = t.send(url);
                 }
                 if let Ok(mut l) = log.lock() {
                     l.push_str(&line);
@@ -162,7 +165,7 @@ impl Server {
                 }
             }
         });
-        let addr = rx
+        let url = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 panic!(
@@ -170,8 +173,8 @@ impl Server {
                     self.log.lock().map(|l| l.clone()).unwrap_or_default()
                 )
             });
-        self.listen = addr.clone();
-        self.url = format!("http://{addr}");
+        self.listen = url.split("://").nth(1).unwrap_or("").to_string();
+        self.url = url;
         self.child = Some(child);
     }
 
@@ -292,6 +295,7 @@ impl Run {
 }
 
 pub struct User {
+    env: Vec<(String, String)>,
     pub name: String,
     pub config: tempfile::TempDir,
     pub url: String,
@@ -302,6 +306,7 @@ pub struct User {
 impl User {
     pub fn new(server: &Server, name: &str) -> User {
         User {
+            env: server.cli_env.clone(),
             name: name.into(),
             config: tempfile::tempdir().expect("tempdir"),
             url: server.url.clone(),
@@ -322,6 +327,7 @@ impl User {
             .arg(&self.url)
             .args(args)
             .env("XDG_CONFIG_HOME", self.config.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -459,4 +465,35 @@ pub fn token_of(u: &User) -> String {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(p).expect("session file")).expect("json");
     v["token"].as_str().expect("token").to_string()
+}
+
+/// A throw-away CA and a `localhost`/127.0.0.1 server certificate it signs (rustls refuses a
+/// self-signed CA as an end entity). Returns (ca.pem, cert.pem, key.pem).
+pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=breakglass-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let o = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }

@@ -58,3 +58,49 @@ fn hostile_input_gets_clear_errors() {
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
 }
+
+/// HTTPS with rustls: the CLI breaks glass over TLS when it trusts the CA, and refuses an
+/// unknown certificate.
+#[test]
+fn https_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(dir.path());
+    let mut s = Server::start_with(
+        POLICY,
+        &[],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    s.cli_env
+        .push(("BREAKGLASS_CA_FILE".into(), ca.display().to_string()));
+    let bob = s.user("bob", &["oncall"]);
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+        "--ticket",
+        "INC-1",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(g["state"], "active");
+    // Without the CA the client refuses the server.
+    let out = std::process::Command::new(BIN)
+        .args(["--server", &s.url, "status"])
+        .env("XDG_CONFIG_HOME", bob.config.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach") || err.contains("certificate"),
+        "{err}"
+    );
+}
