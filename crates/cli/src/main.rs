@@ -176,6 +176,9 @@ pub enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sealed secrets (resource kind: secret).
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -191,6 +194,18 @@ pub enum ReviewCmd {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Store a secret read from standard input (admins).
+    Put { resource: String },
+    /// Store a new value after changing it at the source; clears "must rotate" (admins).
+    Rotate { resource: String },
+    /// Release the secret under your active grant (audited).
+    Show { grant_id: String },
+    /// Secrets and their rotation state, never their values (admins).
+    List,
 }
 
 #[derive(Subcommand)]

@@ -59,6 +59,7 @@ pub const ALERTING: &[&str] = &[
     "alert.dead_lettered",
     "review.overdue",
     "anomaly.flagged",
+    "secret.must_rotate",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when

@@ -87,6 +87,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/reports/summary", get(summary))
         .route("/grants/{id}/review", post(record_review))
         .route("/grants/{id}/report", get(report))
+        .route("/secrets", get(list_secrets))
+        .route("/secrets/{resource}", post(put_secret))
+        .route("/grants/{id}/secret", get(show_secret))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{id}/retry", post(retry_alert))
         .route("/audit/export", get(audit_export))
@@ -397,6 +400,46 @@ async fn retry_alert(
     })?;
     e.retry_alert(&p, id).await?;
     Ok(Json(json!({"id": id, "state": "pending"})).into_response())
+}
+
+async fn list_secrets(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Response, ApiError> {
+    Ok(Json(e.secrets_list(&p).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBody {
+    value: String,
+}
+
+async fn put_secret(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(resource): Path<String>,
+    ApiJson(b): ApiJson<SecretBody>,
+) -> Result<Response, ApiError> {
+    let value = zeroize::Zeroizing::new(b.value);
+    Ok(Json(e.secret_put(&p, &resource, &value).await?).into_response())
+}
+
+async fn show_secret(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (value, version) = e.secret_show(&p, &id).await?;
+    let body = zeroize::Zeroizing::new(
+        serde_json::to_vec(&json!({"grant": id, "version": version, "secret": value.as_str()}))
+            .unwrap_or_default(),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_vec(),
+    )
+        .into_response())
 }
 
 async fn openapi() -> Response {

@@ -440,7 +440,11 @@ impl Engine {
             }
         }
         // Every grant that had access gets a post-incident review when it ends.
-        let reviews: Vec<_> = changes.iter().filter_map(|c| self.review_for(c)).collect();
+        let reviews: Vec<_> = changes
+            .iter()
+            .flat_map(|c| [self.review_for(c), self.secret_rotation_for(c)])
+            .flatten()
+            .collect();
         for (change, ev) in reviews {
             changes.push(change);
             events.push(ev);

@@ -11,6 +11,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod review;
+pub mod secrets;
 pub mod tasks;
 
 use engine::{Clock, Engine, EngineConfig, SystemClock};

@@ -135,6 +135,29 @@ pub enum Change {
         grant_id: String,
         at: Timestamp,
     },
+    /// Stores a new version of a sealed secret and clears its must-rotate flag.
+    PutSecret {
+        resource: String,
+        sealed: Vec<u8>,
+        version: i64,
+        by: String,
+        at: Timestamp,
+    },
+    /// Flags a secret that was exposed under a grant that has ended.
+    FlagSecretRotation {
+        resource: String,
+    },
+}
+
+/// A sealed secret's metadata and ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub resource: String,
+    pub sealed: Vec<u8>,
+    pub version: i64,
+    pub must_rotate: bool,
+    pub updated_at: Timestamp,
+    pub updated_by: String,
 }
 
 /// A post-incident review.
@@ -263,4 +286,6 @@ pub trait Store: Send + Sync + 'static {
     async fn review_entries(&self, grant_id: &str) -> Result<Vec<ReviewEntry>>;
     /// Open reviews past their due date that were not escalated yet.
     async fn overdue_reviews(&self, now: Timestamp) -> Result<Vec<Review>>;
+    async fn secret(&self, resource: &str) -> Result<Option<SecretRecord>>;
+    async fn secrets(&self) -> Result<Vec<SecretRecord>>;
 }

@@ -6,8 +6,8 @@
 //! answers each caller. Nobody hears "done" before their change and its audit events are durable.
 
 use crate::{
-    AlertRow, Change, GrantFilter, MfaRecord, Result, Review, ReviewEntry, Session, Store,
-    StoreError, StoredCheckpoint, User,
+    AlertRow, Change, GrantFilter, MfaRecord, Result, Review, ReviewEntry, SecretRecord, Session,
+    Store, StoreError, StoredCheckpoint, User,
 };
 use async_trait::async_trait;
 use breakglass_core::audit::{self, AuditRecord, Head, NewEvent};
@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_alerts.sql")),
     (3, include_str!("../migrations/sqlite/0003_reviews.sql")),
+    (4, include_str!("../migrations/sqlite/0004_secrets.sql")),
 ];
 
 /// Most units of work committed together.
@@ -168,6 +169,17 @@ fn review_from_row(row: &SqliteRow) -> Result<Review> {
         escalated_at: row
             .try_get::<Option<i64>, _>("escalated_at")?
             .map(Timestamp),
+    })
+}
+
+fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord> {
+    Ok(SecretRecord {
+        resource: row.try_get("resource")?,
+        sealed: row.try_get("sealed")?,
+        version: row.try_get("version")?,
+        must_rotate: row.try_get::<i64, _>("must_rotate")? != 0,
+        updated_at: Timestamp(row.try_get("updated_at")?),
+        updated_by: row.try_get("updated_by")?,
     })
 }
 
@@ -428,6 +440,39 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
                     "review of {grant_id} already escalated"
                 )));
             }
+        }
+        Change::PutSecret {
+            resource,
+            sealed,
+            version,
+            by,
+            at,
+        } => {
+            // Optimistic: version must follow the stored one (1 for a new secret).
+            let res = sqlx::query(
+                "INSERT INTO secrets (resource, sealed, version, must_rotate, updated_at, updated_by) VALUES (?, ?, ?, 0, ?, ?)
+                 ON CONFLICT(resource) DO UPDATE SET sealed = excluded.sealed, version = excluded.version,
+                   must_rotate = 0, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+                 WHERE secrets.version = excluded.version - 1",
+            )
+            .bind(&resource)
+            .bind(sealed)
+            .bind(version)
+            .bind(at.0)
+            .bind(&by)
+            .execute(&mut *conn)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "secret {resource} changed meanwhile"
+                )));
+            }
+        }
+        Change::FlagSecretRotation { resource } => {
+            sqlx::query("UPDATE secrets SET must_rotate = 1 WHERE resource = ?")
+                .bind(&resource)
+                .execute(&mut *conn)
+                .await?;
         }
         Change::PutMeta { key, value } => {
             sqlx::query(
@@ -922,6 +967,25 @@ impl Store for SqliteStore {
             .await?
             .iter()
             .map(review_from_row)
+            .collect()
+    }
+
+    async fn secret(&self, resource: &str) -> Result<Option<SecretRecord>> {
+        sqlx::query("SELECT * FROM secrets WHERE resource = ?")
+            .bind(resource)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(secret_from_row)
+            .transpose()
+    }
+
+    async fn secrets(&self) -> Result<Vec<SecretRecord>> {
+        sqlx::query("SELECT * FROM secrets ORDER BY resource")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(secret_from_row)
             .collect()
     }
 

@@ -483,3 +483,78 @@ fn anomalies_are_flagged_in_status_and_audit() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("anomaly.flagged"));
 }
+
+#[test]
+fn sealed_secret_released_only_under_an_active_grant_then_flagged_for_rotation() {
+    let policy = format!(
+        "{}  - name: cloud-root\n    resources: [aws-root]\n    who: {{ groups: [oncall] }}\n    require: {{ mfa: true, min_reason: 10 }}\n    approval: {{ mode: auto }}\n    duration: {{ default: 15m, max: 1h }}\n",
+        POLICY.replace(
+            "resources:\n  - name: prod-db",
+            "resources:\n  - name: aws-root\n    kind: secret\n  - name: prod-db"
+        )
+    );
+    let s = Server::start(&policy);
+    let sam = s.user("sam", &["security"]);
+    let bob = s.user("bob", &["oncall"]);
+    // Only admins store secrets; the value never appears in the list.
+    let r = bob.run_stdin(
+        &["secret", "put", "aws-root"],
+        Some("hunter2-root-password"),
+    );
+    assert_eq!(r.slug(), "forbidden", "{}", r.stdout);
+    let v = sam.run_stdin(
+        &["secret", "put", "aws-root"],
+        Some("hunter2-root-password"),
+    );
+    assert!(v.ok, "{}{}", v.stdout, v.stderr);
+    assert_eq!(
+        sam.run_stdin(&["secret", "put", "prod-db"], Some("x"))
+            .slug(),
+        "invalid-request"
+    );
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "aws-root",
+        "--reason",
+        "root account needed for billing lock",
+        "--otp",
+        &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    let shown = bob.ok(&["secret", "show", &id]);
+    assert_eq!(shown["secret"], "hunter2-root-password");
+    // Not to someone else, and not after the grant ends.
+    assert!(!sam.run(&["secret", "show", &id]).ok);
+    bob.ok(&["revoke", &id]);
+    assert_eq!(bob.run(&["secret", "show", &id]).slug(), "forbidden");
+    let list = sam.ok(&["secret", "list"]);
+    assert_eq!(list[0]["must_rotate"], true, "{list}");
+    assert!(!list.to_string().contains("hunter2"));
+    sam.run_stdin(
+        &["secret", "rotate", "aws-root"],
+        Some("new-root-password-2"),
+    );
+    let list = sam.ok(&["secret", "list"]);
+    assert_eq!(
+        (list[0]["must_rotate"].clone(), list[0]["version"].clone()),
+        (Value::Bool(false), Value::from(2))
+    );
+    // Audited, and the value is in no log or audit event.
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for k in [
+        "secret.stored",
+        "secret.released",
+        "secret.must_rotate",
+        "secret.rotated",
+    ] {
+        assert!(text.contains(k), "{k}");
+    }
+    assert!(!text.contains("hunter2") && !text.contains("new-root-password"));
+    assert!(!s.log.lock().unwrap().contains("hunter2"));
+}
