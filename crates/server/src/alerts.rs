@@ -60,6 +60,8 @@ pub const ALERTING: &[&str] = &[
     "review.overdue",
     "anomaly.flagged",
     "secret.must_rotate",
+    "revocation.failed",
+    "credential.issue_failed",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when

@@ -92,6 +92,8 @@ pub struct Engine {
     pub checkpoint_wake: Notify,
     /// Wakes the alert dispatcher when alerts are queued.
     pub alert_wake: Notify,
+    /// Wakes the revoker when credentials are queued for revocation.
+    pub revoke_wake: Notify,
     login_failures: Mutex<HashMap<String, (u32, Timestamp)>>,
     /// Fingerprint of the last policy text (or read error) that failed to load, so a broken
     /// file is audited once, not at every poll.
@@ -147,6 +149,14 @@ pub struct GrantView {
     /// Anomaly flags raised on this grant.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub flags: Vec<breakglass_core::anomaly::Flag>,
+    /// The credential issued at the target: returned ONCE, in the response that activated the
+    /// grant for its requester; never stored, never repeated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub credential: Option<serde_json::Value>,
+    /// Where the target credential stands (single-grant views): issued, revoking
+    /// ("revocation pending", with attempts and last error) or revoked.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub credential_status: Option<serde_json::Value>,
     /// The post-incident review, once the grant has ended (single-grant views only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub review: Option<serde_json::Value>,
@@ -183,6 +193,8 @@ impl GrantView {
             now: ts(now),
             review: None,
             flags: info.flags.clone(),
+            credential: None,
+            credential_status: None,
         };
         let approvals = |a: &[grant::ApprovalRecord]| {
             a.iter()
@@ -403,6 +415,7 @@ impl Engine {
             wake: Notify::new(),
             checkpoint_wake: Notify::new(),
             alert_wake: Notify::new(),
+            revoke_wake: Notify::new(),
             login_failures: Mutex::new(HashMap::new()),
             last_policy_failure: Mutex::new(None),
             dummy_hash: hash_password("breakglass-dummy-password").unwrap_or_default(),
@@ -445,6 +458,23 @@ impl Engine {
             .flat_map(|c| [self.review_for(c), self.secret_rotation_for(c)])
             .flatten()
             .collect();
+        // A grant that had access ends: its target credential is queued for revocation in the
+        // same transaction (a no-op for grants without one).
+        let revocations: Vec<Change> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::UpdateGrant {
+                    expected_state: "active",
+                    grant: AnyGrant::Ended(e),
+                } => Some(Change::StartRevocation {
+                    grant_id: e.info.id.clone(),
+                    at: e.state.ended_at,
+                }),
+                _ => None,
+            })
+            .collect();
+        let revoking = !revocations.is_empty();
+        changes.extend(revocations);
         for (change, ev) in reviews {
             changes.push(change);
             events.push(ev);
@@ -458,6 +488,9 @@ impl Engine {
         self.store.commit(changes, events).await?;
         if alerted {
             self.alert_wake.notify_one();
+        }
+        if revoking {
+            self.revoke_wake.notify_one();
         }
         let before = self.metrics.audit_events.add(n);
         let every = self.config.checkpoint_every_events.max(1);
@@ -1092,14 +1125,110 @@ impl Engine {
         if let AnyGrant::Active(a) = &g {
             events.push(activation_event(now, &a.info, &a.state));
         }
+        let mut issued = None;
+        if let AnyGrant::Active(a) = &g {
+            if let Some((change, ev, out)) =
+                self.issue_credential(&a.info, a.state.expires_at).await?
+            {
+                changes.push(change);
+                events.push(ev);
+                issued = Some(out);
+            }
+        }
         changes.push(Change::InsertGrant(g.clone()));
-        self.commit(changes, events).await?;
+        if let Err(e) = self.commit(changes, events).await {
+            if let Some((connector, handle, _)) = issued {
+                // The grant was not recorded: take the credential back now (the sweep is the net).
+                if let Err(re) = connector.revoke(&handle).await {
+                    tracing::error!(grant = %g.id(), error = %re, "could not revoke a credential whose grant failed to record");
+                }
+            }
+            return Err(e);
+        }
         match &g {
             AnyGrant::Active(_) => self.metrics.activations.inc(),
             _ => self.metrics.pending.inc(),
         }
         self.wake.notify_one();
-        Ok(GrantView::of(&g, now))
+        let mut view = GrantView::of(&g, now);
+        view.credential = issued.and_then(|(_, _, c)| c);
+        Ok(view)
+    }
+
+    /// Issues the target credential for a grant that is becoming active. Returns the change and
+    /// event to commit with the activation, plus (connector, handle, credential) for the caller.
+    /// A target failure is audited and nothing is granted.
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn issue_credential(
+        &self,
+        info: &GrantInfo,
+        expires_at: Timestamp,
+    ) -> Result<
+        Option<(
+            Change,
+            NewEvent,
+            (
+                Box<dyn crate::connectors::Connector>,
+                serde_json::Value,
+                Option<serde_json::Value>,
+            ),
+        )>,
+        ApiError,
+    > {
+        let policy = self.policy();
+        let Some(resource) = policy.set.resource(&info.resource) else {
+            return Ok(None);
+        };
+        let connector = match crate::connectors::for_resource(resource) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(ApiError::Target(e)),
+        };
+        let now = self.now();
+        match connector.issue(info, expires_at).await {
+            Ok(issued) => {
+                let kind = connector.kind();
+                let change = Change::RecordCredential(breakglass_store::CredentialRecord {
+                    grant_id: info.id.clone(),
+                    resource: info.resource.clone(),
+                    kind: kind.to_string(),
+                    fingerprint: issued.fingerprint.clone(),
+                    handle: issued.handle.clone(),
+                    issued_at: now,
+                    state: "issued".into(),
+                    attempts: 0,
+                    next_attempt_at: None,
+                    last_error: None,
+                    revoked_at: None,
+                });
+                let ev = event(
+                    now,
+                    "credential.issued",
+                    Some("system"),
+                    Some(info),
+                    json!({"kind": kind, "fingerprint": issued.fingerprint, "valid_until": time::rfc3339(expires_at)}),
+                );
+                Ok(Some((
+                    change,
+                    ev,
+                    (connector, issued.handle, issued.credential),
+                )))
+            }
+            Err(e) => {
+                self.audit_only(vec![event(
+                    now,
+                    "credential.issue_failed",
+                    Some("system"),
+                    Some(info),
+                    json!({"kind": connector.kind(), "error": e}),
+                )])
+                .await?;
+                Err(ApiError::Target(format!(
+                    "the target for {} could not issue a credential, so no access was granted: {e}",
+                    info.resource
+                )))
+            }
+        }
     }
 
     /// Anomaly flags for a new request (facts from the store, decision in the core).
@@ -1182,6 +1311,11 @@ impl Engine {
         }
         let mut v = GrantView::of(&g, self.now());
         v.review = self.review_of(id).await?;
+        v.credential_status = self.store.credential(id).await?.map(|c| {
+            json!({"kind": c.kind, "fingerprint": c.fingerprint, "state": c.state,
+                   "revocation_pending": c.state == "revoking", "attempts": c.attempts,
+                   "last_error": c.last_error, "revoked_at": c.revoked_at.map(time::rfc3339)})
+        });
         Ok(v)
     }
 
@@ -1251,6 +1385,13 @@ impl Engine {
         if let AnyGrant::Active(a) = &next {
             events.push(activation_event(now, &a.info, &a.state));
             self.metrics.activations.inc();
+            // The credential is issued, never shown to the approver (exec hooks deliver their own).
+            if let Some((change, ev, _)) =
+                self.issue_credential(&a.info, a.state.expires_at).await?
+            {
+                changes.push(change);
+                events.push(ev);
+            }
         }
         changes.push(Change::UpdateGrant {
             expected_state: "pending",
@@ -1530,25 +1671,33 @@ impl Engine {
                                 .await
                             }
                             Ok(TimedOut::Activated(a)) => {
-                                let ev = activation_event(now, &a.info, &a.state);
-                                self.commit(
-                                    vec![Change::UpdateGrant {
-                                        expected_state: "pending",
-                                        grant: a.into(),
-                                    }],
-                                    vec![
-                                        event(
-                                            now,
-                                            "grant.timed_out",
-                                            Some("system"),
-                                            Some(&info),
-                                            json!({"on_timeout": "auto", "review_required": true}),
-                                        ),
-                                        ev,
-                                    ],
-                                )
-                                .await
-                                .map(|_| self.metrics.activations.inc())
+                                let mut events = vec![
+                                    event(
+                                        now,
+                                        "grant.timed_out",
+                                        Some("system"),
+                                        Some(&info),
+                                        json!({"on_timeout": "auto", "review_required": true}),
+                                    ),
+                                    activation_event(now, &a.info, &a.state),
+                                ];
+                                let mut changes = Vec::new();
+                                match self.issue_credential(&a.info, a.state.expires_at).await {
+                                    Ok(Some((change, ev, _))) => {
+                                        changes.push(change);
+                                        events.push(ev);
+                                    }
+                                    Ok(None) => {}
+                                    // The target refused: the fallback cannot give access; deny instead.
+                                    Err(_) => continue,
+                                }
+                                changes.push(Change::UpdateGrant {
+                                    expected_state: "pending",
+                                    grant: a.into(),
+                                });
+                                self.commit(changes, events)
+                                    .await
+                                    .map(|_| self.metrics.activations.inc())
                             }
                             Err(_) => Ok(()),
                         }

@@ -37,6 +37,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body too large")]
     TooLarge,
+    /// The target system refused or failed; nothing was granted or changed.
+    #[error("{0}")]
+    Target(String),
     /// Storage or audit failure: nothing was changed.
     #[error("internal error: {0}; nothing was changed")]
     Internal(String),
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Target(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found".into(),
             ApiError::Conflict(_) => "conflict".into(),
             ApiError::TooLarge => "too-large".into(),
+            ApiError::Target(_) => "target-failed".into(),
             ApiError::Internal(_) => "internal".into(),
         }
     }

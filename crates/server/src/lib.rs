@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod connectors;
 pub mod engine;
 pub mod error;
 pub mod keys;
@@ -167,6 +168,7 @@ pub async fn start_with_clock(
             cfg.alerts.clone(),
             rx.clone(),
         )),
+        tokio::spawn(tasks::revoker(engine.clone(), rx.clone())),
         tokio::spawn(tasks::policy_watcher(
             engine.clone(),
             cfg.policy_poll,

@@ -115,3 +115,95 @@ pub async fn policy_watcher(
         }
     }
 }
+
+/// Revokes credentials of ended grants at their targets, retrying with backoff until the target
+/// confirms. Each failure is audited (and alerted on the first and every fifth attempt).
+pub async fn revoker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    use breakglass_store::Change;
+    use serde_json::json;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = engine.now();
+        let due = engine
+            .store
+            .due_revocations(now, 32)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read pending revocations");
+                Vec::new()
+            });
+        for cred in due {
+            let policy = engine.policy();
+            let connector = policy
+                .set
+                .resource(&cred.resource)
+                .ok_or_else(|| format!("resource {} is no longer in the policy", cred.resource))
+                .and_then(crate::connectors::for_resource)
+                .and_then(|c| {
+                    c.ok_or_else(|| format!("resource {} has no connector", cred.resource))
+                });
+            let result = match connector {
+                Ok(c) => c.revoke(&cred.handle).await,
+                Err(e) => Err(e),
+            };
+            let at = engine.now();
+            let attempts = cred.attempts + 1;
+            let grant = engine.store.grant(&cred.grant_id).await.ok().flatten();
+            let info = grant.as_ref().map(|g| g.info());
+            let (change, ev) = match &result {
+                Ok(()) => (
+                    Change::RevocationAttempt {
+                        grant_id: cred.grant_id.clone(),
+                        done: true,
+                        attempts,
+                        next_attempt_at: at,
+                        last_error: None,
+                        at,
+                    },
+                    Some(crate::engine::event(
+                        at,
+                        "credential.revoked",
+                        Some("system"),
+                        info,
+                        json!({"kind": cred.kind, "fingerprint": cred.fingerprint, "attempts": attempts}),
+                    )),
+                ),
+                Err(e) => {
+                    let backoff =
+                        Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
+                    tracing::warn!(grant = %cred.grant_id, attempts, error = %e, "revocation failed; will retry");
+                    let ev = (attempts == 1 || attempts % 5 == 0).then(|| {
+                        crate::engine::event(
+                            at,
+                            "revocation.failed",
+                            Some("system"),
+                            info,
+                            json!({"kind": cred.kind, "attempts": attempts, "error": e}),
+                        )
+                    });
+                    (
+                        Change::RevocationAttempt {
+                            grant_id: cred.grant_id.clone(),
+                            done: false,
+                            attempts,
+                            next_attempt_at: at.plus(backoff),
+                            last_error: Some(e.clone()),
+                            at,
+                        },
+                        ev,
+                    )
+                }
+            };
+            if let Err(e) = engine.commit(vec![change], ev.into_iter().collect()).await {
+                tracing::error!(grant = %cred.grant_id, error = %e, "cannot record a revocation attempt");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = engine.revoke_wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

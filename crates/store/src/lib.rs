@@ -147,6 +147,39 @@ pub enum Change {
     FlagSecretRotation {
         resource: String,
     },
+    /// Records a credential issued at the target for a grant.
+    RecordCredential(CredentialRecord),
+    /// The grant ended: revoke its credential (no-op when it has none).
+    StartRevocation {
+        grant_id: String,
+        at: Timestamp,
+    },
+    /// Outcome of one revocation attempt.
+    RevocationAttempt {
+        grant_id: String,
+        done: bool,
+        attempts: u32,
+        next_attempt_at: Timestamp,
+        last_error: Option<String>,
+        at: Timestamp,
+    },
+}
+
+/// A credential issued at a target (fingerprints and handles only, never the secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialRecord {
+    pub grant_id: String,
+    pub resource: String,
+    pub kind: String,
+    pub fingerprint: String,
+    pub handle: serde_json::Value,
+    pub issued_at: Timestamp,
+    /// `issued`, `revoking` (revocation pending) or `revoked`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A sealed secret's metadata and ciphertext.
@@ -286,6 +319,9 @@ pub trait Store: Send + Sync + 'static {
     async fn review_entries(&self, grant_id: &str) -> Result<Vec<ReviewEntry>>;
     /// Open reviews past their due date that were not escalated yet.
     async fn overdue_reviews(&self, now: Timestamp) -> Result<Vec<Review>>;
+    async fn credential(&self, grant_id: &str) -> Result<Option<CredentialRecord>>;
+    /// Credentials whose revocation attempt is due.
+    async fn due_revocations(&self, now: Timestamp, limit: u32) -> Result<Vec<CredentialRecord>>;
     async fn secret(&self, resource: &str) -> Result<Option<SecretRecord>>;
     async fn secrets(&self) -> Result<Vec<SecretRecord>>;
 }

@@ -6,8 +6,8 @@
 //! answers each caller. Nobody hears "done" before their change and its audit events are durable.
 
 use crate::{
-    AlertRow, Change, GrantFilter, MfaRecord, Result, Review, ReviewEntry, SecretRecord, Session,
-    Store, StoreError, StoredCheckpoint, User,
+    AlertRow, Change, CredentialRecord, GrantFilter, MfaRecord, Result, Review, ReviewEntry,
+    SecretRecord, Session, Store, StoreError, StoredCheckpoint, User,
 };
 use async_trait::async_trait;
 use breakglass_core::audit::{self, AuditRecord, Head, NewEvent};
@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_alerts.sql")),
     (3, include_str!("../migrations/sqlite/0003_reviews.sql")),
     (4, include_str!("../migrations/sqlite/0004_secrets.sql")),
+    (5, include_str!("../migrations/sqlite/0005_credentials.sql")),
 ];
 
 /// Most units of work committed together.
@@ -169,6 +170,26 @@ fn review_from_row(row: &SqliteRow) -> Result<Review> {
         escalated_at: row
             .try_get::<Option<i64>, _>("escalated_at")?
             .map(Timestamp),
+    })
+}
+
+fn credential_from_row(row: &SqliteRow) -> Result<CredentialRecord> {
+    let handle: String = row.try_get("handle")?;
+    Ok(CredentialRecord {
+        grant_id: row.try_get("grant_id")?,
+        resource: row.try_get("resource")?,
+        kind: row.try_get("kind")?,
+        fingerprint: row.try_get("fingerprint")?,
+        handle: serde_json::from_str(&handle)
+            .map_err(|e| StoreError::Corrupt(format!("credential handle: {e}")))?,
+        issued_at: Timestamp(row.try_get("issued_at")?),
+        state: row.try_get("state")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(Timestamp),
+        last_error: row.try_get("last_error")?,
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
     })
 }
 
@@ -473,6 +494,47 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
                 .bind(&resource)
                 .execute(&mut *conn)
                 .await?;
+        }
+        Change::RecordCredential(c) => {
+            sqlx::query(
+                "INSERT INTO credentials (grant_id, resource, kind, fingerprint, handle, issued_at, state) VALUES (?, ?, ?, ?, ?, ?, 'issued')",
+            )
+            .bind(&c.grant_id)
+            .bind(&c.resource)
+            .bind(&c.kind)
+            .bind(&c.fingerprint)
+            .bind(to_json(&c.handle)?)
+            .bind(c.issued_at.0)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Change::StartRevocation { grant_id, at } => {
+            sqlx::query("UPDATE credentials SET state = 'revoking', next_attempt_at = ? WHERE grant_id = ? AND state = 'issued'")
+                .bind(at.0)
+                .bind(&grant_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Change::RevocationAttempt {
+            grant_id,
+            done,
+            attempts,
+            next_attempt_at,
+            last_error,
+            at,
+        } => {
+            sqlx::query(
+                "UPDATE credentials SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, revoked_at = ?
+                 WHERE grant_id = ? AND state = 'revoking'",
+            )
+            .bind(if done { "revoked" } else { "revoking" })
+            .bind(i64::from(attempts))
+            .bind((!done).then_some(next_attempt_at.0))
+            .bind(last_error)
+            .bind(done.then_some(at.0))
+            .bind(&grant_id)
+            .execute(&mut *conn)
+            .await?;
         }
         Change::PutMeta { key, value } => {
             sqlx::query(
@@ -967,6 +1029,27 @@ impl Store for SqliteStore {
             .await?
             .iter()
             .map(review_from_row)
+            .collect()
+    }
+
+    async fn credential(&self, grant_id: &str) -> Result<Option<CredentialRecord>> {
+        sqlx::query("SELECT * FROM credentials WHERE grant_id = ?")
+            .bind(grant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(credential_from_row)
+            .transpose()
+    }
+
+    async fn due_revocations(&self, now: Timestamp, limit: u32) -> Result<Vec<CredentialRecord>> {
+        sqlx::query("SELECT * FROM credentials WHERE state = 'revoking' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?")
+            .bind(now.0)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(credential_from_row)
             .collect()
     }
 

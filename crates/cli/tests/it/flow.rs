@@ -558,3 +558,119 @@ fn sealed_secret_released_only_under_an_active_grant_then_flagged_for_rotation()
     assert!(!text.contains("hunter2") && !text.contains("new-root-password"));
     assert!(!s.log.lock().unwrap().contains("hunter2"));
 }
+
+#[test]
+fn exec_connector_issues_and_revokes_at_the_target_with_retries() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let script = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    };
+    let id_of =
+        "id=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"grant_id\"])')";
+    let grant = script(
+        "grant",
+        &format!("{id_of}\ntouch {d}/active-$id\necho '{{\"token\":\"tok-'$id'\"}}'"),
+    );
+    let revoke = script(
+        "revoke",
+        &format!(
+            "{id_of}\nif [ -e {d}/block ]; then echo 'target down' >&2; exit 1; fi\nrm -f {d}/active-$id"
+        ),
+    );
+    let broken = script("broken", "echo 'cluster unreachable' >&2\nexit 3");
+    let policy = format!(
+        "{}  - name: k8s-emergency\n    resources: [k8s-admin, k8s-broken]\n    who: {{ groups: [oncall] }}\n    require: {{ mfa: true }}\n    approval: {{ mode: auto }}\n    duration: {{ default: 15m, max: 1h }}\n",
+        POLICY.replace(
+            "resources:\n  - name: prod-db",
+            &format!("resources:\n  - name: k8s-admin\n    kind: exec\n    grant: [\"{grant}\"]\n    revoke: [\"{revoke}\"]\n    timeout: 10s\n  - name: k8s-broken\n    kind: exec\n    grant: [\"{broken}\"]\n    revoke: [\"{revoke}\"]\n  - name: prod-db"),
+        )
+    );
+    let s = Server::start(&policy);
+    let bob = s.user("bob", &["oncall"]);
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request",
+        "k8s-admin",
+        "--reason",
+        "cluster admin needed",
+        "--otp",
+        &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    assert_eq!(g["credential"]["token"], format!("tok-{id}"));
+    assert!(dir.path().join(format!("active-{id}")).exists());
+    let st = bob.ok(&["status", &id]);
+    assert!(
+        !st.to_string().contains("tok-"),
+        "status must never repeat a credential: {st}"
+    );
+    assert_eq!(st["credential_status"]["state"], "issued");
+
+    // The target is down at revocation time: revocation stays pending and is retried.
+    std::fs::write(dir.path().join("block"), "").unwrap();
+    bob.ok(&["revoke", &id]);
+    let st = poll(
+        "a failed revocation attempt",
+        Duration::from_secs(20),
+        || {
+            let st = bob.ok(&["status", &id]);
+            (st["credential_status"]["attempts"].as_u64() >= Some(1)).then_some(st)
+        },
+    );
+    assert_eq!(st["credential_status"]["revocation_pending"], true, "{st}");
+    assert!(
+        st["credential_status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("target down")
+    );
+    assert!(dir.path().join(format!("active-{id}")).exists());
+    std::fs::remove_file(dir.path().join("block")).unwrap();
+    poll("revocation confirmed", Duration::from_secs(30), || {
+        (bob.ok(&["status", &id])["credential_status"]["state"] == "revoked").then_some(())
+    });
+    assert!(!dir.path().join(format!("active-{id}")).exists());
+
+    // A target that cannot issue: no grant at all.
+    let otp = bob.otp();
+    let r = bob.run(&[
+        "request",
+        "k8s-broken",
+        "--reason",
+        "cluster admin needed",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(r.slug(), "target-failed", "{}", r.stdout);
+    assert!(r.stdout.contains("cluster unreachable"));
+    let list = bob.ok(&["status"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["resource"] != "k8s-broken")
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for k in [
+        "credential.issued",
+        "revocation.failed",
+        "credential.revoked",
+        "credential.issue_failed",
+    ] {
+        assert!(text.contains(k), "{k}");
+    }
+    assert!(
+        !text.contains("tok-"),
+        "credentials never reach the audit trail"
+    );
+}

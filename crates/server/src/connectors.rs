@@ -1,0 +1,190 @@
+//! Connectors: how a grant becomes a real credential at a target, and how that credential is
+//! revoked there. One trait in the domain's terms; the engine issues before the grant is
+//! recorded (so no grant exists without its credential) and revokes from a durable queue,
+//! retried with backoff until the target confirms ("revocation pending" meanwhile).
+//!
+//! Implemented here: `exec` (the operator's own grant/revoke programs). SSH certificates and
+//! PostgreSQL roles implement the same trait.
+
+use async_trait::async_trait;
+use breakglass_core::grant::GrantInfo;
+use breakglass_core::policy::{Resource, ResourceKind};
+use breakglass_core::time::{Timestamp, rfc3339};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What issuing produced.
+pub struct Issued {
+    /// Handed to the responder once, never stored or logged.
+    pub credential: Option<Value>,
+    /// A fingerprint for the audit trail (never the secret).
+    pub fingerprint: String,
+    /// What the connector needs later to revoke (stored; never a secret).
+    pub handle: Value,
+}
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Creates the credential at the target, valid until `expires_at`.
+    async fn issue(&self, grant: &GrantInfo, expires_at: Timestamp) -> Result<Issued, String>;
+    /// Revokes it at the target; Ok only once the target confirms.
+    async fn revoke(&self, handle: &Value) -> Result<(), String>;
+    /// Checks at the target that the credential no longer works.
+    async fn verify_revoked(&self, _handle: &Value) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
+/// The connector for a resource, if its kind has one.
+pub fn for_resource(r: &Resource) -> Result<Option<Box<dyn Connector>>, String> {
+    match r.kind {
+        ResourceKind::Exec => Ok(Some(Box::new(Exec::from_settings(&r.name, &r.settings)?))),
+        _ => Ok(None),
+    }
+}
+
+/// Runs operator programs: `grant` and `revoke` argv (no shell), a JSON document on stdin,
+/// a timeout; non-zero exit is failure; the grant program's stdout is the credential.
+pub struct Exec {
+    grant: Vec<String>,
+    revoke: Vec<String>,
+    timeout: Duration,
+}
+
+fn argv(
+    settings: &serde_json::Map<String, Value>,
+    key: &str,
+    resource: &str,
+) -> Result<Vec<String>, String> {
+    let v: Vec<String> = settings
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if v.is_empty() || !v[0].starts_with('/') {
+        return Err(format!(
+            "exec resource {resource}: `{key}` must be a list whose first item is an absolute program path, e.g. {key}: [\"/usr/local/bin/{resource}-{key}\"]"
+        ));
+    }
+    Ok(v)
+}
+
+impl Exec {
+    pub fn from_settings(
+        resource: &str,
+        settings: &serde_json::Map<String, Value>,
+    ) -> Result<Self, String> {
+        let timeout = settings
+            .get("timeout")
+            .and_then(Value::as_str)
+            .map(|t| {
+                breakglass_core::duration::parse(t)
+                    .map_err(|e| format!("exec resource {resource}: timeout: {e}"))
+            })
+            .transpose()?
+            .unwrap_or(Duration::from_secs(30));
+        Ok(Exec {
+            grant: argv(settings, "grant", resource)?,
+            revoke: argv(settings, "revoke", resource)?,
+            timeout,
+        })
+    }
+
+    async fn run(&self, argv: &[String], input: &Value) -> Result<String, String> {
+        let (prog, args) = argv.split_first().ok_or("empty command")?;
+        let mut child = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {prog}: {e}"))?;
+        let body = serde_json::to_vec(input).unwrap_or_default();
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&body).await;
+        }
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut stderr = child.stderr.take().ok_or("no stderr")?;
+        let work = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let mut so = (&mut stdout).take(64 * 1024);
+            let mut se = (&mut stderr).take(4 * 1024);
+            let (a, b) = tokio::join!(so.read_to_end(&mut out), se.read_to_end(&mut err));
+            a.and(b).map_err(|e| e.to_string())?;
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, out, err))
+        };
+        let (status, out, err) =
+            tokio::time::timeout(self.timeout, work)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "{prog} did not finish within {}",
+                        breakglass_core::duration::format(self.timeout)
+                    )
+                })??;
+        if !status.success() {
+            let e = String::from_utf8_lossy(&err);
+            return Err(format!(
+                "{prog} exited with {status}: {}",
+                e.trim().chars().take(500).collect::<String>()
+            ));
+        }
+        String::from_utf8(out).map_err(|_| format!("{prog} printed non-UTF-8 output"))
+    }
+}
+
+fn doc(action: &str, grant: &GrantInfo, expires_at: Timestamp) -> Value {
+    json!({
+        "action": action,
+        "grant_id": grant.id,
+        "user": grant.user,
+        "resource": grant.resource,
+        "reason": grant.reason,
+        "ticket": grant.ticket,
+        "expires_at": rfc3339(expires_at),
+        "expires_at_unix": expires_at.unix_secs(),
+    })
+}
+
+#[async_trait]
+impl Connector for Exec {
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+
+    async fn issue(&self, grant: &GrantInfo, expires_at: Timestamp) -> Result<Issued, String> {
+        let input = doc("grant", grant, expires_at);
+        let out = zeroize::Zeroizing::new(self.run(&self.grant, &input).await?);
+        let text = out.trim();
+        let credential = if text.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+        };
+        Ok(Issued {
+            credential,
+            fingerprint: format!(
+                "sha256:{}",
+                &hex::encode(Sha256::digest(text.as_bytes()))[..16]
+            ),
+            handle: input,
+        })
+    }
+
+    async fn revoke(&self, handle: &Value) -> Result<(), String> {
+        let mut input = handle.clone();
+        input["action"] = json!("revoke");
+        self.run(&self.revoke, &input).await.map(|_| ())
+    }
+}
