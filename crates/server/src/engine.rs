@@ -1126,14 +1126,13 @@ impl Engine {
             events.push(activation_event(now, &a.info, &a.state));
         }
         let mut issued = None;
-        if let AnyGrant::Active(a) = &g {
-            if let Some((change, ev, out)) =
+        if let AnyGrant::Active(a) = &g
+            && let Some((change, ev, out)) =
                 self.issue_credential(&a.info, a.state.expires_at).await?
-            {
-                changes.push(change);
-                events.push(ev);
-                issued = Some(out);
-            }
+        {
+            changes.push(change);
+            events.push(ev);
+            issued = Some(out);
         }
         changes.push(Change::InsertGrant(g.clone()));
         if let Err(e) = self.commit(changes, events).await {
