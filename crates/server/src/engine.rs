@@ -1127,8 +1127,11 @@ impl Engine {
         }
         let mut issued = None;
         if let AnyGrant::Active(a) = &g
-            && let Some((change, ev, out)) =
-                self.issue_credential(&a.info, a.state.expires_at).await?
+            && let Some((change, ev, out)) = self
+                .issue_credential(&a.info, a.state.expires_at)
+                .await
+                .or_else_spend_mfa(self, &changes, &events)
+                .await?
         {
             changes.push(change);
             events.push(ev);
@@ -1385,8 +1388,11 @@ impl Engine {
             events.push(activation_event(now, &a.info, &a.state));
             self.metrics.activations.inc();
             // The credential is issued, never shown to the approver (exec hooks deliver their own).
-            if let Some((change, ev, _)) =
-                self.issue_credential(&a.info, a.state.expires_at).await?
+            if let Some((change, ev, _)) = self
+                .issue_credential(&a.info, a.state.expires_at)
+                .await
+                .or_else_spend_mfa(self, &changes, &events)
+                .await?
             {
                 changes.push(change);
                 events.push(ev);
@@ -1791,4 +1797,41 @@ fn activation_event(now: Timestamp, info: &GrantInfo, a: &grant::Active) -> NewE
             "approvals": a.approvals.iter().map(|x| x.by.clone()).collect::<Vec<_>>(),
         }),
     )
+}
+
+/// On a failed action after a successful MFA check, the code is still spent: commit the MFA
+/// state and its audit event, then return the error.
+trait SpendMfaOnError<T> {
+    async fn or_else_spend_mfa(
+        self,
+        engine: &Engine,
+        changes: &[Change],
+        events: &[NewEvent],
+    ) -> Result<T, ApiError>;
+}
+
+impl<T> SpendMfaOnError<T> for Result<T, ApiError> {
+    async fn or_else_spend_mfa(
+        self,
+        engine: &Engine,
+        changes: &[Change],
+        events: &[NewEvent],
+    ) -> Result<T, ApiError> {
+        if self.is_err() {
+            let mfa_changes: Vec<Change> = changes
+                .iter()
+                .filter(|c| matches!(c, Change::PutMfaState { .. }))
+                .cloned()
+                .collect();
+            let mfa_events: Vec<NewEvent> = events
+                .iter()
+                .filter(|e| e.kind.starts_with("mfa."))
+                .cloned()
+                .collect();
+            if !mfa_changes.is_empty() {
+                engine.commit(mfa_changes, mfa_events).await?;
+            }
+        }
+        self
+    }
 }

@@ -648,6 +648,17 @@ fn exec_connector_issues_and_revokes_at_the_target_with_retries() {
     ]);
     assert_eq!(r.slug(), "target-failed", "{}", r.stdout);
     assert!(r.stdout.contains("cluster unreachable"));
+    // The code was spent even though the target failed.
+    let used = bob.used_code();
+    let r = bob.run(&[
+        "request",
+        "k8s-admin",
+        "--reason",
+        "cluster admin needed",
+        "--otp",
+        &used,
+    ]);
+    assert_eq!(r.slug(), "mfa-replayed", "{}", r.stdout);
     let list = bob.ok(&["status"]);
     assert!(
         list.as_array()
