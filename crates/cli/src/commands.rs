@@ -275,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             alert_lease,
             tls_cert,
             tls_key,
+            public_url,
         } => {
             let mut cfg =
                 breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
@@ -287,6 +288,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             cfg.alerts.base_backoff = duration::parse(alert_backoff).context("--alert-backoff")?;
             cfg.alerts.lease = duration::parse(alert_lease).context("--alert-lease")?;
             cfg.tls = tls_cert.clone().zip(tls_key.clone());
+            cfg.engine.public_url = public_url.clone();
             let scheme = if cfg.tls.is_some() { "https" } else { "http" };
             let running = breakglass_server::start(cfg).await?;
             let addr = running.addr;

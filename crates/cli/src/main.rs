@@ -62,6 +62,9 @@ pub enum Cmd {
         /// First alert retry delay (doubles each attempt, with jitter).
         #[arg(long, default_value = "2s")]
         alert_backoff: String,
+        /// Where people reach this server (used for links in alerts).
+        #[arg(long, env = "BREAKGLASS_PUBLIC_URL")]
+        public_url: Option<String>,
         /// Serve HTTPS: PEM certificate chain (with --tls-key).
         #[arg(long, requires = "tls_key", env = "BREAKGLASS_TLS_CERT")]
         tls_cert: Option<PathBuf>,

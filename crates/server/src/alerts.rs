@@ -84,6 +84,7 @@ fn pagerduty_action(kind: &str) -> Option<&'static str> {
 pub fn enqueue(
     policy: &PolicySet,
     origin: &str,
+    public_url: Option<&str>,
     changes: &[Change],
     events: &[NewEvent],
 ) -> Vec<Change> {
@@ -122,6 +123,7 @@ pub fn enqueue(
             "grant": grant_doc,
             "details": ev.data,
             "origin": origin,
+            "link": grant.and_then(|g| public_url.map(|u| format!("{}/api/v1/grants/{}", u.trim_end_matches('/'), g.id()))),
         });
         for sink in sinks {
             let Some(s) = policy.sink(&sink) else {
@@ -165,9 +167,13 @@ pub fn summary(doc: &Value) -> String {
             line.push_str(&format!(", until {e}"));
         }
         line.push_str(&format!(
-            " [grant {}, by {}]",
+            " [grant {}, by {}] — details: {}",
             s(&g["id"]),
-            doc["actor"].as_str().unwrap_or("system")
+            doc["actor"].as_str().unwrap_or("system"),
+            doc["link"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("`breakglass status {}`", s(&g["id"])))
         ));
         line
     } else {

@@ -58,6 +58,8 @@ pub struct EngineConfig {
     pub login_lockout: Duration,
     /// Wake the checkpointer after this many new audit events.
     pub checkpoint_every_events: u64,
+    /// Where people reach this server (links in alerts), e.g. https://breakglass.example.org.
+    pub public_url: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +70,7 @@ impl Default for EngineConfig {
             login_max_failures: 10,
             login_lockout: Duration::from_secs(300),
             checkpoint_every_events: 1000,
+            public_url: None,
         }
     }
 }
@@ -481,8 +484,13 @@ impl Engine {
         }
         let n = events.len() as u64;
         // Alerts go in the same transaction as the events they report: never lost.
-        let alerts =
-            crate::alerts::enqueue(&self.policy().set, &self.keys.origin, &changes, &events);
+        let alerts = crate::alerts::enqueue(
+            &self.policy().set,
+            &self.keys.origin,
+            self.config.public_url.as_deref(),
+            &changes,
+            &events,
+        );
         let alerted = !alerts.is_empty();
         changes.extend(alerts);
         self.store.commit(changes, events).await?;
