@@ -3,7 +3,8 @@
 //! line/column errors and hints, validated as a whole (every error reported at once), and
 //! evaluated purely: `evaluate(request) → Decision | Refusal`.
 
-mod raw;
+mod validate;
+mod yaml;
 
 use crate::time::{Timestamp, weekday_and_minute};
 use regex::Regex;
@@ -62,14 +63,32 @@ pub struct Hours {
     /// Minutes since midnight UTC; `from < to`.
     pub from: u32,
     pub to: u32,
+    /// As written, e.g. `mon,tue,wed,thu,fri 08:00-18:00`.
     pub source: String,
+}
+
+impl Hours {
+    /// Whether `t` falls inside the window (UTC).
+    pub fn contains(&self, t: Timestamp) -> bool {
+        let (wd, minute) = weekday_and_minute(t);
+        self.days.contains(&wd) && minute >= self.from && minute < self.to
+    }
+
+    fn hhmm(m: u32) -> String {
+        format!("{:02}:{:02}", m / 60, m % 60)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Require {
+    /// A fresh MFA verification is required (default true).
     pub mfa: bool,
+    /// The ticket must match this pattern (anchored only as written); `ticket.as_str()` is
+    /// the source. `None`: no ticket required.
     pub ticket: Option<Regex>,
+    /// Minimum reason length in characters, after trimming (default 0).
     pub min_reason: usize,
+    /// Requests are refused outside this UTC window.
     pub hours: Option<Hours>,
 }
 
@@ -297,7 +316,7 @@ fn fmt_d(d: Duration) -> String {
 impl PolicySet {
     /// Parses and validates a policy file, reporting every problem found.
     pub fn parse(yaml: &str) -> Result<PolicySet, PolicyErrors> {
-        raw::parse(yaml)
+        validate::parse(yaml)
     }
 
     pub fn resource(&self, name: &str) -> Option<&Resource> {
@@ -334,13 +353,16 @@ impl PolicySet {
     /// matches and whose conditions all pass wins; otherwise the first matching policy's refusal.
     pub fn evaluate(&self, req: &AccessRequest<'_>) -> Result<Decision, Refusal> {
         if self.resource(req.resource).is_none() {
-            return Err(refusal(
-                RefusalCode::UnknownResource,
-                format!("there is no resource {:?}", req.resource),
-                Some(
-                    "check the name: `breakglass` lists the policy's resources at GET /api/v1/policy",
-                ),
-            ));
+            let names: Vec<&str> = self.resources.iter().map(|r| r.name.as_str()).collect();
+            let hint = match validate::did_you_mean(req.resource, &names) {
+                Some(m) => format!("did you mean {m}?"),
+                None => "check the name; GET /api/v1/policy lists the declared resources".into(),
+            };
+            return Err(Refusal {
+                code: RefusalCode::UnknownResource,
+                message: format!("there is no resource {:?} in the policy", req.resource),
+                hint: Some(hint),
+            });
         }
         let covering: Vec<&Policy> = self
             .policies
@@ -353,22 +375,34 @@ impl PolicySet {
             .filter(|p| p.who.matches(req.user, req.groups))
             .collect();
         if matching.is_empty() {
+            if covering.is_empty() {
+                return Err(refusal(
+                    RefusalCode::NotAuthorised,
+                    format!("no policy allows break-glass access to {}", req.resource),
+                    Some("ask the security team to add a policy for this resource"),
+                ));
+            }
             let mut groups: Vec<&str> = covering
                 .iter()
                 .flat_map(|p| p.who.groups.iter().map(String::as_str))
                 .collect();
             groups.sort_unstable();
             groups.dedup();
+            let yours = if req.groups.is_empty() {
+                "you are in no groups".to_string()
+            } else {
+                format!("your groups: {}", req.groups.join(", "))
+            };
             return Err(refusal(
                 RefusalCode::NotAuthorised,
                 if groups.is_empty() {
                     format!(
-                        "{} is not authorised to break glass on {}",
+                        "{} is not authorised to break glass on {}: only named users may",
                         req.user, req.resource
                     )
                 } else {
                     format!(
-                        "{} is not authorised to break glass on {}: it is reserved for groups {}",
+                        "{} is not authorised to break glass on {}: it is reserved for groups {} ({yours})",
                         req.user,
                         req.resource,
                         groups.join(", ")
@@ -397,8 +431,13 @@ impl PolicySet {
         }))
     }
 
-    /// Re-evaluates an extension: the named policy must still cover the resource and the user,
-    /// must not deny, and the whole window (activation → new expiry) must stay within its max.
+    /// Re-evaluates an extension against the *policy that granted it* (not any policy for the
+    /// resource): that policy must still exist (after a reload), still cover the resource and
+    /// the user, not deny, and the whole window (activation → new expiry) must stay within its
+    /// `duration.max`. Binding to the granting policy keeps the approval, review and maximum
+    /// the grant was issued under; switching to a laxer policy would need a new request.
+    /// Ticket, reason and hours are not re-checked (they were checked at the request);
+    /// `now` is accepted for future rules and currently unused.
     #[allow(clippy::too_many_arguments)]
     pub fn check_extension(
         &self,
@@ -471,7 +510,12 @@ impl PolicySet {
                     "mfa": p.require.mfa,
                     "ticket": p.require.ticket.as_ref().map(|r| r.as_str()),
                     "min_reason": p.require.min_reason,
-                    "hours": p.require.hours.as_ref().map(|h| h.source.clone()),
+                    "hours": p.require.hours.as_ref().map(|h| json!({
+                    "days": h.days.iter().map(|d| ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].get(*d as usize).copied().unwrap_or("?")).collect::<Vec<_>>(),
+                    "from": Hours::hhmm(h.from),
+                    "to": Hours::hhmm(h.to),
+                    "text": h.source,
+                })),
                 },
                 "approval": match &p.approval {
                     Approval::Auto => json!({"mode": "auto"}),
@@ -537,15 +581,22 @@ fn check(p: &Policy, req: &AccessRequest<'_>) -> Result<Decision, Refusal> {
             Some("e.g. --reason \"orders table locked, checkout down\""),
         ));
     }
-    if let Some(h) = &p.require.hours {
+    if let Some(h) = &p.require.hours
+        && !h.contains(req.now)
+    {
         let (wd, minute) = weekday_and_minute(req.now);
-        if !h.days.contains(&wd) || minute < h.from || minute >= h.to {
-            return Err(refusal(
-                RefusalCode::OutsideHours,
-                format!("policy {} only allows requests {} (UTC)", p.name, h.source),
-                Some("use a policy meant for out-of-hours emergencies"),
-            ));
-        }
+        const DAY: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        return Err(refusal(
+            RefusalCode::OutsideHours,
+            format!(
+                "policy {} only allows requests {} UTC; it is now {} {} UTC",
+                p.name,
+                h.source,
+                DAY.get(wd as usize).copied().unwrap_or("?"),
+                Hours::hhmm(minute)
+            ),
+            Some("ask the security team which policy covers out-of-hours emergencies"),
+        ));
     }
     let duration = req.duration.unwrap_or(p.duration.default);
     if duration > p.duration.max {
