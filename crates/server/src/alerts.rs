@@ -477,6 +477,7 @@ pub async fn dispatcher(
             return;
         }
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
     loop {
         if *shutdown.borrow() {
             return;
@@ -486,7 +487,7 @@ pub async fn dispatcher(
             tracing::error!(error = %e, "cannot read the alert outbox");
             Vec::new()
         });
-        let mut tasks = Vec::new();
+        let mut started = false;
         for a in due {
             let lease = Change::LeaseAlert {
                 id: a.id,
@@ -496,16 +497,20 @@ pub async fn dispatcher(
             if engine.store.commit(vec![lease], vec![]).await.is_err() {
                 continue; // another node has it
             }
+            // Bounded concurrency; a slow sink holds only its own slot, never the loop.
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            started = true;
             let (engine, http, cfg) = (engine.clone(), http.clone(), cfg.clone());
-            tasks.push(tokio::spawn(async move {
-                attempt(&engine, &http, &cfg, a).await
-            }));
+            tokio::spawn(async move {
+                attempt(&engine, &http, &cfg, a).await;
+                drop(permit);
+                // Its next attempt may be due before whatever the loop sleeps to.
+                engine.alert_wake.notify_one();
+            });
         }
-        let busy = !tasks.is_empty();
-        for t in tasks {
-            let _ = t.await;
-        }
-        if busy {
+        if started {
             continue;
         }
         let wait = match engine.store.next_alert_at().await {
