@@ -155,17 +155,7 @@ fn alerts_are_signed_retried_and_delivered() {
     );
     let bob = s.user("bob", &["oncall"]);
     let sam = s.user("sam", &["security"]);
-    let otp = bob.otp();
-    let g = bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-4711",
-        "--otp",
-        &otp,
-    ]);
+    let g = bob.break_glass("prod-db", "INC-4711");
     poll(
         "both alerts delivered after failures",
         Duration::from_secs(60),
@@ -209,17 +199,7 @@ fn dead_letter_is_audited_listed_and_retryable() {
     );
     let bob = s.user("bob", &["oncall"]);
     let sam = s.user("sam", &["security"]);
-    let otp = bob.otp();
-    bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-1",
-        "--otp",
-        &otp,
-    ]);
+    bob.break_glass("prod-db", "INC-1");
     let failed = poll("dead letters", Duration::from_secs(60), || {
         let l = sam.ok(&["alerts", "--state", "failed"]);
         (l.as_array().unwrap().len() >= 2).then_some(l)
@@ -258,17 +238,7 @@ fn delivery_interrupted_by_a_crash_is_completed_after_restart_once_per_key() {
         &["--alert-backoff", "1s", "--alert-lease", "2s"],
     );
     let bob = s.user("bob", &["oncall"]);
-    let otp = bob.otp();
-    bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-1",
-        "--otp",
-        &otp,
-    ]);
+    bob.break_glass("prod-db", "INC-1");
     poll("a delivery in flight", Duration::from_secs(30), || {
         (!keys(&rx).is_empty()).then_some(())
     });
@@ -320,17 +290,7 @@ fn slack_and_pagerduty_formats() {
         &["--alert-backoff", "1s"],
     );
     let bob = s.user("bob", &["oncall"]);
-    let otp = bob.otp();
-    let g = bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-4711",
-        "--otp",
-        &otp,
-    ]);
+    let g = bob.break_glass("prod-db", "INC-4711");
     let id = g["id"].as_str().unwrap().to_string();
     bob.ok(&["revoke", &id]);
     let (pd, slack) = poll(
@@ -409,17 +369,7 @@ fn email_alerts_arrive_over_starttls() {
     );
     let s = Server::start_with(&policy, &[], &["--alert-backoff", "1s"]);
     let bob = s.user("bob", &["oncall"]);
-    let otp = bob.otp();
-    bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-4711",
-        "--otp",
-        &otp,
-    ]);
+    bob.break_glass("prod-db", "INC-4711");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
         let t = std::fs::read_to_string(&mail_log).unwrap_or_default();

@@ -410,6 +410,21 @@ impl User {
         }
     }
 
+    /// Breaks glass on `resource` with a valid reason, `ticket` and a fresh code; must succeed.
+    pub fn break_glass(&self, resource: &str, ticket: &str) -> Value {
+        let otp = self.otp();
+        self.ok(&[
+            "request",
+            resource,
+            "--reason",
+            "orders table locked, checkout down",
+            "--ticket",
+            ticket,
+            "--otp",
+            &otp,
+        ])
+    }
+
     /// A code that was already accepted (for replay tests).
     pub fn used_code(&self) -> String {
         let last = *self.last_step.lock().unwrap();

@@ -79,17 +79,7 @@ fn https_end_to_end() {
     s.cli_env
         .push(("BREAKGLASS_CA_FILE".into(), ca.display().to_string()));
     let bob = s.user("bob", &["oncall"]);
-    let otp = bob.otp();
-    let g = bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-1",
-        "--otp",
-        &otp,
-    ]);
+    let g = bob.break_glass("prod-db", "INC-1");
     assert_eq!(g["state"], "active");
     // Without the CA the client refuses the server.
     let out = std::process::Command::new(BIN)

@@ -10,17 +10,7 @@ fn review_opens_when_access_ends_and_report_is_verifiable() {
     let bob = s.user("bob", &["oncall"]);
     let sam = s.user("sam", &["security"]);
     let eve = s.user("eve", &["oncall"]);
-    let otp = bob.otp();
-    let g = bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-4711",
-        "--otp",
-        &otp,
-    ]);
+    let g = bob.break_glass("prod-db", "INC-4711");
     let id = g["id"].as_str().unwrap().to_string();
     sam.ok(&["revoke", &id, "--reason", "fixed"]);
     let reviews = sam.ok(&["review", "list"]);
@@ -169,17 +159,7 @@ fn overdue_reviews_escalate_once() {
     ));
     let bob = s.user("bob", &["oncall"]);
     let sam = s.user("sam", &["security"]);
-    let otp = bob.otp();
-    let g = bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-1",
-        "--otp",
-        &otp,
-    ]);
+    let g = bob.break_glass("prod-db", "INC-1");
     let id = g["id"].as_str().unwrap().to_string();
     bob.ok(&["revoke", &id]);
     let r = poll("escalation", Duration::from_secs(30), || {
@@ -209,17 +189,7 @@ fn period_summary_maps_evidence_to_controls() {
     let s = Server::start(POLICY);
     let bob = s.user("bob", &["oncall"]);
     let sam = s.user("sam", &["security"]);
-    let otp = bob.otp();
-    bob.ok(&[
-        "request",
-        "prod-db",
-        "--reason",
-        "orders table locked, checkout down",
-        "--ticket",
-        "INC-1",
-        "--otp",
-        &otp,
-    ]);
+    bob.break_glass("prod-db", "INC-1");
     let r = sam.ok(&["report", "--since", "2020-01-01", "--format", "json"]);
     assert_eq!(r["grants"], 1);
     assert_eq!(r["per_resource"]["prod-db"], 1);
