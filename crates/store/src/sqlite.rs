@@ -204,6 +204,36 @@ fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord> {
     })
 }
 
+/// The row whose key column equals `key`, mapped by `f`.
+async fn fetch_one_by<T>(
+    pool: &SqlitePool,
+    sql: &str,
+    key: &str,
+    f: fn(&SqliteRow) -> Result<T>,
+) -> Result<Option<T>> {
+    sqlx::query(sql)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(f)
+        .transpose()
+}
+
+/// Every row of a parameterless query, mapped by `f`.
+async fn fetch_all<T>(
+    pool: &SqlitePool,
+    sql: &str,
+    f: fn(&SqliteRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    sqlx::query(sql)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(f)
+        .collect()
+}
+
 fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
     v.try_into()
         .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
@@ -707,22 +737,22 @@ impl Store for SqliteStore {
     }
 
     async fn user(&self, name: &str) -> Result<Option<User>> {
-        sqlx::query("SELECT * FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        fetch_one_by(
+            &self.pool,
+            "SELECT * FROM users WHERE name = ?",
+            name,
+            user_from_row,
+        )
+        .await
     }
 
     async fn users(&self) -> Result<Vec<User>> {
-        sqlx::query("SELECT * FROM users ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(user_from_row)
-            .collect()
+        fetch_all(
+            &self.pool,
+            "SELECT * FROM users ORDER BY name",
+            user_from_row,
+        )
+        .await
     }
 
     async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>> {
@@ -762,13 +792,13 @@ impl Store for SqliteStore {
     }
 
     async fn grant(&self, id: &str) -> Result<Option<AnyGrant>> {
-        sqlx::query("SELECT doc FROM grants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(grant_from_row)
-            .transpose()
+        fetch_one_by(
+            &self.pool,
+            "SELECT doc FROM grants WHERE id = ?",
+            id,
+            grant_from_row,
+        )
+        .await
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<AnyGrant>> {
@@ -980,13 +1010,13 @@ impl Store for SqliteStore {
     }
 
     async fn review(&self, grant_id: &str) -> Result<Option<Review>> {
-        sqlx::query("SELECT * FROM reviews WHERE grant_id = ?")
-            .bind(grant_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(review_from_row)
-            .transpose()
+        fetch_one_by(
+            &self.pool,
+            "SELECT * FROM reviews WHERE grant_id = ?",
+            grant_id,
+            review_from_row,
+        )
+        .await
     }
 
     async fn reviews(&self, open_only: bool, limit: u32) -> Result<Vec<Review>> {
@@ -1033,13 +1063,13 @@ impl Store for SqliteStore {
     }
 
     async fn credential(&self, grant_id: &str) -> Result<Option<CredentialRecord>> {
-        sqlx::query("SELECT * FROM credentials WHERE grant_id = ?")
-            .bind(grant_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(credential_from_row)
-            .transpose()
+        fetch_one_by(
+            &self.pool,
+            "SELECT * FROM credentials WHERE grant_id = ?",
+            grant_id,
+            credential_from_row,
+        )
+        .await
     }
 
     async fn due_revocations(&self, now: Timestamp, limit: u32) -> Result<Vec<CredentialRecord>> {
@@ -1054,22 +1084,22 @@ impl Store for SqliteStore {
     }
 
     async fn secret(&self, resource: &str) -> Result<Option<SecretRecord>> {
-        sqlx::query("SELECT * FROM secrets WHERE resource = ?")
-            .bind(resource)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(secret_from_row)
-            .transpose()
+        fetch_one_by(
+            &self.pool,
+            "SELECT * FROM secrets WHERE resource = ?",
+            resource,
+            secret_from_row,
+        )
+        .await
     }
 
     async fn secrets(&self) -> Result<Vec<SecretRecord>> {
-        sqlx::query("SELECT * FROM secrets ORDER BY resource")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(secret_from_row)
-            .collect()
+        fetch_all(
+            &self.pool,
+            "SELECT * FROM secrets ORDER BY resource",
+            secret_from_row,
+        )
+        .await
     }
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
