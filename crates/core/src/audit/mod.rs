@@ -4,7 +4,7 @@
 
 pub mod export;
 pub mod merkle;
-mod note;
+pub mod note;
 mod verify;
 
 pub use note::{Checkpoint, key_id, public_key_pem};
@@ -68,12 +68,28 @@ pub struct DecodedEvent {
 pub enum AuditError {
     #[error("audit body is not canonical JSON: {0}")]
     Body(String),
-    #[error("checkpoint note: {0}")]
+    /// The note or checkpoint is malformed.
+    #[error("malformed note: {0}")]
     Note(String),
+    /// Well-formed, but no signature line by the expected key (name and key id).
+    #[error("not signed by the expected key {key_name} (key id {key_id})")]
+    NoSignature { key_name: String, key_id: String },
+    /// A signature by the expected key that does not verify.
+    #[error("signature invalid")]
+    BadSignature,
 }
 
 /// The canonical JSON value of an event: keys sorted (serde_json's map is a BTreeMap), compact.
+///
+/// `data` is normalised so every body can be re-encoded byte for byte by any JSON library:
+/// `null` becomes `{}`, any other non-object `x` becomes `{"value": x}`, and floating-point
+/// numbers (never produced by the engine) become strings of their JSON text.
 pub fn canonical_value(seq: u64, ev: &NewEvent) -> serde_json::Value {
+    let data = match no_floats(ev.data.clone()) {
+        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+        o @ serde_json::Value::Object(_) => o,
+        other => serde_json::json!({ "value": other }),
+    };
     serde_json::json!({
         "v": BODY_VERSION,
         "seq": seq,
@@ -82,8 +98,42 @@ pub fn canonical_value(seq: u64, ev: &NewEvent) -> serde_json::Value {
         "actor": ev.actor,
         "grant": ev.grant_id,
         "resource": ev.resource,
-        "data": ev.data,
+        "data": data,
     })
+}
+
+fn no_floats(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => Value::String(n.to_string()),
+        Value::Array(a) => Value::Array(a.into_iter().map(no_floats).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, no_floats(v))).collect()),
+        other => other,
+    }
+}
+
+/// The top-level `seq` of a canonical version-1 body, read from its fixed tail
+/// `,"seq":<n>,"ts":<n>,"v":1}` without parsing the JSON (the keys are sorted and `seq`, `ts`
+/// and `v` are the last three). `None` if the body does not end that way.
+pub fn body_seq(body: &[u8]) -> Option<u64> {
+    /// Splits `s` into (rest, trailing decimal digits with an optional leading minus).
+    fn trailing_int(s: &[u8], signed: bool) -> Option<(&[u8], &[u8])> {
+        let digits = s.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        let (mut rest, num) = s.split_at(s.len() - digits);
+        if digits == 0 || digits > 20 || (digits > 1 && num.first() == Some(&b'0')) {
+            return None;
+        }
+        if signed && let Some(r) = rest.strip_suffix(b"-") {
+            rest = r;
+        }
+        Some((rest, num))
+    }
+    let rest = body.strip_suffix(br#","v":1}"#)?;
+    let (rest, _ts) = trailing_int(rest, true)?;
+    let rest = rest.strip_suffix(br#","ts":"#)?;
+    let (rest, seq) = trailing_int(rest, false)?;
+    rest.strip_suffix(br#","seq":"#)?;
+    std::str::from_utf8(seq).ok()?.parse().ok()
 }
 
 /// Canonical bytes of a JSON value: compact, object keys sorted by code point.
@@ -190,5 +240,65 @@ mod tests {
         assert_eq!(b.seq, 2);
         assert_eq!(b.chain_hash, chain_hash(&a.chain_hash, &b.leaf_hash));
         assert_eq!(a.chain_hash, chain_hash(&[0; 32], &a.leaf_hash));
+    }
+
+    #[test]
+    fn data_is_normalised() {
+        let mut e = ev("x");
+        e.data = serde_json::Value::Null;
+        assert!(
+            String::from_utf8(seal(None, &e).body)
+                .unwrap()
+                .contains(r#""data":{}"#)
+        );
+        e.data = serde_json::json!([1, 2.5]);
+        let body = String::from_utf8(seal(None, &e).body).unwrap();
+        assert!(body.contains(r#""data":{"value":[1,"2.5"]}"#), "{body}");
+        e.data = serde_json::json!({"f": 1.0, "n": -3});
+        let body = String::from_utf8(seal(None, &e).body).unwrap();
+        assert!(body.contains(r#""data":{"f":"1.0","n":-3}"#), "{body}");
+    }
+
+    #[test]
+    fn body_seq_reads_the_tail() {
+        for (body, want) in [
+            (&br#"{"seq":5,"ts":1,"v":1}"#[..], None), // no comma before "seq": not ours
+            (br#"{"resource":null,"seq":5,"ts":-1,"v":1}"#, Some(5)),
+            (br#"{"a":1,"seq":0,"ts":0,"v":1}"#, Some(0)),
+            (
+                br#"{"a":1,"seq":18446744073709551615,"ts":0,"v":1}"#,
+                Some(u64::MAX),
+            ),
+            (br#"{"a":1,"seq":18446744073709551616,"ts":0,"v":1}"#, None),
+            (br#"{"a":1,"seq":05,"ts":0,"v":1}"#, None),
+            (br#"{"a":1,"seq":5,"ts":01,"v":1}"#, None),
+            (br#"{"a":1,"seq":-5,"ts":1,"v":1}"#, None),
+            (br#"{"a":1,"seq":5,"ts":1,"v":2}"#, None),
+            (br#"{"a":1,"seq":5,"ts":,"v":1}"#, None),
+            (br#"{"a":1,"seq":5,"ts":1,"v":1} "#, None),
+            (b"", None),
+        ] {
+            assert_eq!(body_seq(body), want, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn body_seq_agrees_with_decode(seq in 1u64.., ts: i64, s in ".*", k in "[a-z]{0,8}", n: i64) {
+            let e = NewEvent {
+                ts_ms: ts,
+                kind: s.clone(),
+                actor: Some(s.clone()),
+                grant_id: None,
+                resource: Some(format!(",\"seq\":{n},\"ts\":1,\"v\":1}}")),
+                data: serde_json::json!({ k: s, "seq": n, "v": [n] }),
+            };
+            let r = seal(Some(Head { seq: seq - 1, chain_hash: [0; 32] }), &e);
+            proptest::prop_assert_eq!(body_seq(&r.body), Some(seq));
+            let d = decode_body(&r.body).unwrap();
+            proptest::prop_assert_eq!((d.seq, d.ts_ms, d.kind), (seq, ts, s));
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            proptest::prop_assert_eq!(canonical_bytes(&v), r.body);
+        }
     }
 }
