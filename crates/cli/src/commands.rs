@@ -1,6 +1,6 @@
 //! What each subcommand does.
 
-use crate::SecretCmd;
+use crate::{SecretCmd, SshCmd};
 use crate::client::{self, Client, DEFAULT_SERVER, Problem, SavedSession};
 use crate::{
     AdminCmd, AlertsCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, ReviewCmd, TotpCmd, UserCmd,
@@ -161,6 +161,28 @@ fn grant_line(g: &Value) -> String {
     line
 }
 
+/// How to use the credential a request returned (shown once).
+fn credential_text(r: &Value) -> String {
+    let c = &r["credential"];
+    if let Some(url) = c["url"].as_str() {
+        format!("connect:       psql '{url}'\n(this password is shown once; it stops working at expiry)\n")
+    } else if let Some(p) = c["path"].as_str() {
+        format!(
+            "certificate    {p} (serial {})\nconnect:       breakglass ssh {}\n",
+            c["serial"],
+            r["id"].as_str().unwrap_or("")
+        )
+    } else if c["certificate"].is_string() {
+        "certificate    (no key file to write it beside: use --json to get it)\n".into()
+    } else if let Some(t) = c.as_str() {
+        format!("credential:    {t}\n")
+    } else if c.is_object() || c.is_array() {
+        format!("credential:    {c}\n")
+    } else {
+        String::new()
+    }
+}
+
 fn grant_detail(g: &Value) -> String {
     let s = |k: &str| g.get(k).and_then(Value::as_str).map(String::from);
     let mut o = String::new();
@@ -300,7 +322,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                  breakglass admin user add alice --group oncall --password-stdin --data-dir {}   (on this host)\n  \
                  breakglass --server {scheme}://{addr} login --user alice --password-stdin\n  \
                  breakglass mfa totp enroll && breakglass mfa totp confirm CODE\n  \
-                 breakglass request prod-db --reason \"orders table locked, checkout down\" --ticket INC-4711 --for 30m\n  \
+                 breakglass request bastion --reason \"orders table locked, checkout down\" --ticket INC-4711 --for 30m\n  \
+                 breakglass ssh GRANT_ID      (hosts trust `breakglass ssh ca-key` in sshd's TrustedUserCAKeys)\n  \
                  breakglass status",
                 policy.display(),
                 p.sha256,
@@ -433,14 +456,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             ticket,
             duration,
             otp,
+            ssh_key,
         } => {
             let c = authed(&cli)?;
-            let r = with_otp(otp.clone(), "this request", |otp| {
-                let body = json!({"resource": resource, "reason": reason, "ticket": ticket, "duration": duration, "otp": otp});
+            // The public key goes along when there is one; the server uses it only for SSH
+            // resources (and says so when one is needed and missing).
+            let key = crate::ssh::key_path(ssh_key.as_deref())?;
+            let pubkey = match &key {
+                Some(k) => Some(crate::ssh::read_public_key(k)?),
+                None => None,
+            };
+            let mut r = with_otp(otp.clone(), "this request", |otp| {
+                let body = json!({"resource": resource, "reason": reason, "ticket": ticket, "duration": duration, "otp": otp, "ssh_public_key": pubkey});
                 let c = &c;
                 async move { c.post("/grants", &body).await }
             })
             .await?;
+            if let Some(k) = &key {
+                crate::ssh::store_certificate(&mut r, k)?;
+            }
             out(j, &r, || {
                 let state = r["state"].as_str().unwrap_or("");
                 let head = match state {
@@ -458,11 +492,49 @@ pub async fn run(cli: Cli) -> Result<()> {
                     other => format!("grant is {other}"),
                 };
                 format!(
-                    "{head}\n{}\nwatch it: breakglass status {} --watch",
+                    "{head}\n{}{}watch it: breakglass status {} --watch",
                     grant_detail(&r),
+                    credential_text(&r),
                     r["id"].as_str().unwrap_or("")
                 )
             });
+        }
+        Cmd::Ssh {
+            cmd: Some(SshCmd::CaKey),
+            ..
+        } => {
+            let text = client(&cli)?.get_text("/ssh/ca-key").await?.text().await?;
+            out(j, &json!({"public_key": text.trim()}), || text.trim().to_string());
+        }
+        Cmd::Ssh {
+            cmd: Some(SshCmd::Krl { out: file }),
+            ..
+        } => {
+            let n = crate::ssh::fetch_krl(&client(&cli)?, file).await?;
+            out(j, &json!({"path": file.display().to_string(), "revoked": n}), || {
+                format!("{}: {n} revoked certificate(s)", file.display())
+            });
+        }
+        Cmd::Ssh {
+            cmd: None,
+            grant_id,
+            ssh_key,
+            login,
+            args,
+        } => {
+            let Some(id) = grant_id else {
+                bail!("give a grant id (`breakglass ssh GRANT_ID`), or `ssh ca-key` / `ssh krl --out FILE`");
+            };
+            crate::ssh::connect(&authed(&cli)?, id, ssh_key.as_deref(), login.as_deref(), args).await?;
+        }
+        Cmd::Session {
+            grant,
+            serial,
+            until,
+            krl,
+        } => {
+            let code = crate::session::run(grant, *serial, *until, krl.clone()).await?;
+            std::process::exit(code);
         }
         Cmd::Status {
             grant_id,
@@ -745,7 +817,26 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Policy(PolicyCmd::Check { file }) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            match breakglass_core::policy::PolicySet::parse(&text) {
+            let parsed = breakglass_core::policy::PolicySet::parse(&text);
+            if let Ok(set) = &parsed {
+                // Connector settings are checked as the server will (without touching targets).
+                let bad: Vec<String> = set
+                    .resources
+                    .iter()
+                    .filter_map(|r| breakglass_connectors::check(r).err().map(|e| e.to_string()))
+                    .collect();
+                if !bad.is_empty() {
+                    if j {
+                        println!("{}", json!({"valid": false, "file": file.display().to_string(), "errors": bad.iter().map(|m| json!({"message": m})).collect::<Vec<_>>()}));
+                    } else {
+                        for m in &bad {
+                            eprintln!("{}: {m}", file.display());
+                        }
+                    }
+                    std::process::exit(1);
+                }
+            }
+            match parsed {
                 Ok(set) => out(
                     j,
                     &json!({"valid": true, "file": file.display().to_string(), "resources": set.resources.len(), "policies": set.policies.len()}),
@@ -779,7 +870,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -5,6 +5,8 @@
 
 mod client;
 mod commands;
+mod session;
+mod ssh;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -115,6 +117,10 @@ pub enum Cmd {
         duration: Option<String>,
         #[arg(long)]
         otp: Option<String>,
+        /// Your SSH public key, for SSH resources (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub
+        /// or id_rsa.pub). The certificate is written beside it as `<key>-cert.pub`.
+        #[arg(long)]
+        ssh_key: Option<PathBuf>,
     },
     /// Show grants, or one grant with its countdown.
     Status {
@@ -151,6 +157,37 @@ pub enum Cmd {
         by: String,
         #[arg(long)]
         otp: Option<String>,
+    },
+    /// SSH: `ssh GRANT_ID [-- ssh args]` logs in with the grant's certificate; `ssh ca-key` and
+    /// `ssh krl --out FILE` are for the hosts (sshd's TrustedUserCAKeys and RevokedKeys).
+    #[command(args_conflicts_with_subcommands = true)]
+    Ssh {
+        #[command(subcommand)]
+        cmd: Option<SshCmd>,
+        grant_id: Option<String>,
+        /// The key the certificate was issued for (default: as for `request`).
+        #[arg(long)]
+        ssh_key: Option<PathBuf>,
+        /// Log in as this principal (default: the certificate's first).
+        #[arg(long)]
+        login: Option<String>,
+        /// Arguments passed to ssh after the destination (e.g. a command).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// On an SSH host, as the certificate's force-command: runs the shell (or the requested
+    /// command) and ends it at the grant's expiry, or as soon as the host's KRL revokes it.
+    Session {
+        #[arg(long)]
+        grant: String,
+        #[arg(long)]
+        serial: u64,
+        /// Expiry, Unix seconds (from the signed certificate).
+        #[arg(long)]
+        until: i64,
+        /// The host's KRL file (sshd's RevokedKeys), watched for this certificate's serial.
+        #[arg(long)]
+        krl: Option<PathBuf>,
     },
     /// Post-incident reviews: `review list`, or `review GRANT_ID --verdict V --notes TEXT`.
     #[command(args_conflicts_with_subcommands = true)]
@@ -209,6 +246,17 @@ pub enum SecretCmd {
     Show { grant_id: String },
     /// Secrets and their rotation state, never their values (admins).
     List,
+}
+
+#[derive(Subcommand)]
+pub enum SshCmd {
+    /// Print the CA public key line for sshd's TrustedUserCAKeys.
+    CaKey,
+    /// Fetch the revocation list for sshd's RevokedKeys (written atomically).
+    Krl {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

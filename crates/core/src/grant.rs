@@ -61,6 +61,10 @@ pub struct GrantInfo {
     /// Anomaly flags raised on this grant.
     #[serde(default)]
     pub flags: Vec<crate::anomaly::Flag>,
+    /// The requester's OpenSSH public key, for resources that issue SSH certificates (public,
+    /// kept so a certificate can be issued when approvers activate the grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
 }
 
 /// One approval of a pending grant.

@@ -94,6 +94,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/alerts/{id}/retry", post(retry_alert))
         .route("/audit/export", get(audit_export))
         .route("/audit/checkpoint", get(audit_checkpoint))
+        .route("/ssh/ca-key", get(ssh_ca_key))
+        .route("/ssh/krl", get(ssh_krl))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)
@@ -280,6 +282,28 @@ async fn audit_export(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Res
     }
     let body = crate::audit::export_body(e.clone());
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// The SSH CA's public line for sshd's TrustedUserCAKeys (public: hosts fetch it unauthenticated).
+async fn ssh_ca_key(State(e): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", e.keys.ssh_ca.public_line()),
+    )
+        .into_response()
+}
+
+/// The OpenSSH KRL for sshd's RevokedKeys (public: it lists serials only).
+async fn ssh_krl(State(e): State<AppState>) -> Result<Response, ApiError> {
+    let krl = e.ssh_krl().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        krl,
+    )
+        .into_response())
 }
 
 async fn audit_checkpoint(

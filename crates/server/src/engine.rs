@@ -280,6 +280,9 @@ pub struct RequestInput {
     pub duration: Option<String>,
     #[serde(default)]
     pub otp: Option<String>,
+    /// The requester's OpenSSH public key (used for `kind: ssh` resources, ignored otherwise).
+    #[serde(default)]
+    pub ssh_public_key: Option<String>,
 }
 
 // ---------- helpers ----------
@@ -393,6 +396,14 @@ fn to_grant_approval(a: &policy::Approval) -> Option<grant::Approval> {
 /// Parses and fingerprints a policy text.
 pub fn load_policy_text(text: &str, path: Option<PathBuf>) -> Result<LoadedPolicy, String> {
     let set = PolicySet::parse(text).map_err(|e| e.to_string())?;
+    let bad: Vec<String> = set
+        .resources
+        .iter()
+        .filter_map(|r| breakglass_connectors::check(r).err().map(|e| e.to_string()))
+        .collect();
+    if !bad.is_empty() {
+        return Err(bad.join("\n"));
+    }
     Ok(LoadedPolicy {
         set,
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
@@ -401,6 +412,18 @@ pub fn load_policy_text(text: &str, path: Option<PathBuf>) -> Result<LoadedPolic
 }
 
 impl Engine {
+    /// The connector for a resource (with the keys the server lends connectors).
+    pub fn connector(
+        &self,
+        resource: &policy::Resource,
+    ) -> Result<Option<Box<dyn breakglass_connectors::Connector>>, breakglass_connectors::ConnectorError>
+    {
+        let ctx = breakglass_connectors::Context {
+            ssh_ca: Some(self.keys.ssh_ca.clone()),
+        };
+        breakglass_connectors::for_resource(resource, &ctx)
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         keys: Keys,
@@ -547,7 +570,7 @@ impl Engine {
     }
 
     /// Records events that go with no change (refusals, failed logins).
-    async fn audit_only(&self, events: Vec<NewEvent>) -> Result<(), ApiError> {
+    pub(crate) async fn audit_only(&self, events: Vec<NewEvent>) -> Result<(), ApiError> {
         self.commit(vec![], events).await
     }
 
@@ -1063,6 +1086,21 @@ impl Engine {
             .await?;
             return Err(ApiError::Forbidden(msg));
         };
+        // Input the target needs is checked before the MFA code is spent.
+        let ssh_public_key = match policy.set.resource(&input.resource).map(|r| r.kind) {
+            Some(policy::ResourceKind::Ssh) => {
+                let text = input.ssh_public_key.as_deref().ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "{} is an SSH resource: send your public key (CLI: --ssh-key ~/.ssh/id_ed25519.pub)",
+                        input.resource
+                    ))
+                })?;
+                breakglass_connectors::ssh::parse_public_key(text)
+                    .map_err(|e| ApiError::bad(e.to_string()))?;
+                Some(text.trim().to_string())
+            }
+            _ => None,
+        };
         let (mut changes, mut events) = if decision.mfa_required {
             match self.verify_mfa(who, input.otp.as_deref(), "request").await {
                 Ok(x) => x,
@@ -1087,6 +1125,7 @@ impl Engine {
         let flags = self.request_flags(who, &input.resource, now).await?;
         let info = GrantInfo {
             flags,
+            ssh_public_key,
             id: new_grant_id(),
             user: who.name.clone(),
             resource: input.resource.clone(),
@@ -1146,6 +1185,11 @@ impl Engine {
             issued = Some(out);
         }
         changes.push(Change::InsertGrant(g.clone()));
+        // Test hook for the crash window between "credential created at the target" and "grant
+        // recorded" (the sweep must clean up after it). Never set in production.
+        if issued.is_some() && std::env::var_os("BREAKGLASS_TEST_ABORT_AFTER_ISSUE").is_some() {
+            std::process::abort();
+        }
         if let Err(e) = self.commit(changes, events).await {
             if let Some((connector, handle, _)) = issued {
                 // The grant was not recorded: take the credential back now (the sweep is the net).
@@ -1178,7 +1222,7 @@ impl Engine {
             Change,
             NewEvent,
             (
-                Box<dyn crate::connectors::Connector>,
+                Box<dyn breakglass_connectors::Connector>,
                 serde_json::Value,
                 Option<serde_json::Value>,
             ),
@@ -1189,13 +1233,19 @@ impl Engine {
         let Some(resource) = policy.set.resource(&info.resource) else {
             return Ok(None);
         };
-        let connector = match crate::connectors::for_resource(resource) {
+        let connector = match self.connector(resource) {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(ApiError::Target(e)),
+            Err(e) => return Err(ApiError::Target(e.to_string())),
         };
         let now = self.now();
-        match connector.issue(info, expires_at).await {
+        let req = breakglass_connectors::IssueRequest {
+            grant: info,
+            now,
+            expires_at,
+            ssh_public_key: info.ssh_public_key.as_deref(),
+        };
+        match connector.issue(&req).await {
             Ok(issued) => {
                 let kind = connector.kind();
                 let change = Change::RecordCredential(breakglass_store::CredentialRecord {
@@ -1230,7 +1280,7 @@ impl Engine {
                     "credential.issue_failed",
                     Some("system"),
                     Some(info),
-                    json!({"kind": connector.kind(), "error": e}),
+                    json!({"kind": connector.kind(), "error": e.to_string()}),
                 )])
                 .await?;
                 Err(ApiError::Target(format!(
@@ -1314,6 +1364,31 @@ impl Engine {
         self.policy().set.is_admin(&who.name, &who.groups)
     }
 
+    /// The OpenSSH KRL of certificates revoked before their natural expiry (certificates whose
+    /// `valid-before` passed more than five minutes ago are left out: sshd refuses them anyway).
+    pub async fn ssh_krl(&self) -> Result<Vec<u8>, ApiError> {
+        let now = self.now();
+        let horizon = now.unix_secs().saturating_sub(300);
+        let revoked = self.store.revoked_credentials("ssh").await?;
+        let serials: Vec<u64> = revoked
+            .iter()
+            .filter(|c| {
+                c.handle["valid_before"]
+                    .as_i64()
+                    .is_some_and(|vb| vb > horizon)
+            })
+            .filter_map(|c| c.handle["serial"].as_u64())
+            .collect();
+        let generated = u64::try_from(now.unix_secs()).unwrap_or(0);
+        Ok(breakglass_connectors::krl::encode(
+            &self.keys.ssh_ca.public_blob(),
+            &serials,
+            u64::try_from(now.0).unwrap_or(0),
+            generated,
+            &format!("breakglass {} revoked certificates", self.keys.origin),
+        ))
+    }
+
     pub async fn grant(&self, who: &Principal, id: &str) -> Result<GrantView, ApiError> {
         let g = self.load(id).await?;
         if !self.may_see(who, &g) {
@@ -1322,9 +1397,16 @@ impl Engine {
         let mut v = GrantView::of(&g, self.now());
         v.review = self.review_of(id).await?;
         v.credential_status = self.store.credential(id).await?.map(|c| {
-            json!({"kind": c.kind, "fingerprint": c.fingerprint, "state": c.state,
+            let mut v = json!({"kind": c.kind, "fingerprint": c.fingerprint, "state": c.state,
                    "revocation_pending": c.state == "revoking", "attempts": c.attempts,
-                   "last_error": c.last_error, "revoked_at": c.revoked_at.map(time::rfc3339)})
+                   "last_error": c.last_error, "revoked_at": c.revoked_at.map(time::rfc3339)});
+            // Public identifiers only (never a password or the hook's output).
+            for k in ["serial", "principals", "host", "port", "role"] {
+                if let Some(x) = c.handle.get(k) {
+                    v[k] = x.clone();
+                }
+            }
+            v
         });
         Ok(v)
     }

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 const META_SIGNING_KEY: &str = "audit_signing_key";
 const META_INSTALL_ID: &str = "install_id";
+const META_SSH_CA: &str = "ssh_ca_key";
 
 #[derive(Debug, Error)]
 pub enum KeyError {
@@ -122,6 +123,8 @@ pub struct Keys {
     pub audit_signing: SigningKey,
     /// Checkpoint origin line and signer name: `breakglass/<install id>`.
     pub origin: String,
+    /// The SSH user certificate authority.
+    pub ssh_ca: std::sync::Arc<breakglass_connectors::ssh::Ca>,
 }
 
 impl Keys {
@@ -138,6 +141,8 @@ pub struct InitReport {
     pub created_signing_key: bool,
     pub audit_public_key: String,
     pub origin: String,
+    /// The SSH CA's public line, for sshd's TrustedUserCAKeys.
+    pub ssh_ca_public_key: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -246,8 +251,41 @@ pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError>
         created_kek,
         created_signing_key,
         audit_public_key: pem,
+        ssh_ca_public_key: keys.ssh_ca.public_line(),
         origin: keys.origin,
     })
+}
+
+/// The SSH CA seed, created (sealed, audited) the first time a data directory needs it — at
+/// `init`, or at the first start of a data directory made before SSH support.
+async fn ssh_ca(store: &SqliteStore, kek: &Kek) -> Result<[u8; 32], KeyError> {
+    if let Some(sealed) = store.meta(META_SSH_CA).await? {
+        let seed = kek.open(META_SSH_CA, &sealed)?;
+        return seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::Unseal(META_SSH_CA.into()));
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(&mut seed[..]);
+    let ca = breakglass_connectors::ssh::Ca::from_seed(&seed);
+    store
+        .commit(
+            vec![Change::PutMeta {
+                key: META_SSH_CA.into(),
+                value: kek.seal(META_SSH_CA, &seed[..]),
+            }],
+            vec![audit::NewEvent {
+                ts_ms: crate::engine::Clock::now(&crate::engine::SystemClock).0,
+                kind: "ssh_ca.created".into(),
+                actor: Some("system".into()),
+                grant_id: None,
+                resource: None,
+                data: serde_json::json!({ "public_key": ca.public_line() }),
+            }],
+        )
+        .await?;
+    Ok(*seed)
 }
 
 async fn load_keys(store: &SqliteStore, kek: Kek) -> Result<Keys, KeyError> {
@@ -265,9 +303,11 @@ async fn load_keys(store: &SqliteStore, kek: Kek) -> Result<Keys, KeyError> {
         .await?
         .and_then(|v| String::from_utf8(v).ok())
         .unwrap_or_else(|| "breakglass".into());
+    let ca_seed = Zeroizing::new(ssh_ca(store, &kek).await?);
     Ok(Keys {
-        kek,
         audit_signing: SigningKey::from_bytes(&seed),
+        ssh_ca: std::sync::Arc::new(breakglass_connectors::ssh::Ca::from_seed(&ca_seed)),
+        kek,
         origin,
     })
 }

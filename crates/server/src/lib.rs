@@ -6,7 +6,6 @@
 pub mod alerts;
 pub mod api;
 pub mod audit;
-pub mod connectors;
 pub mod engine;
 pub mod error;
 pub mod keys;
@@ -37,6 +36,8 @@ pub struct ServeConfig {
     pub alerts: alerts::AlertConfig,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How often targets are swept for credentials no grant owns (also once at start-up).
+    pub sweep_every: Duration,
 }
 
 impl ServeConfig {
@@ -51,6 +52,7 @@ impl ServeConfig {
             engine: EngineConfig::default(),
             alerts: alerts::AlertConfig::default(),
             tls: None,
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -169,6 +171,7 @@ pub async fn start_with_clock(
             rx.clone(),
         )),
         tokio::spawn(tasks::revoker(engine.clone(), rx.clone())),
+        tokio::spawn(tasks::sweeper(engine.clone(), cfg.sweep_every, rx.clone())),
         tokio::spawn(tasks::policy_watcher(
             engine.clone(),
             cfg.policy_poll,

@@ -117,10 +117,10 @@ pub async fn policy_watcher(
 }
 
 /// Revokes credentials of ended grants at their targets, retrying with backoff until the target
-/// confirms. Each failure is audited (and alerted on the first and every fifth attempt).
+/// confirms. A revocation counts only once `verify_revoked` agrees. Each failure is audited (and
+/// alerted on the first and every fifth attempt). Up to 16 revocations run at once.
 pub async fn revoker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    use breakglass_store::Change;
-    use serde_json::json;
+    use futures_util::StreamExt;
     loop {
         if *shutdown.borrow() {
             return;
@@ -128,82 +128,147 @@ pub async fn revoker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         let now = engine.now();
         let due = engine
             .store
-            .due_revocations(now, 32)
+            .due_revocations(now, 256)
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot read pending revocations");
                 Vec::new()
             });
-        for cred in due {
-            let policy = engine.policy();
-            let connector = policy
-                .set
-                .resource(&cred.resource)
-                .ok_or_else(|| format!("resource {} is no longer in the policy", cred.resource))
-                .and_then(crate::connectors::for_resource)
-                .and_then(|c| {
-                    c.ok_or_else(|| format!("resource {} has no connector", cred.resource))
-                });
-            let result = match connector {
-                Ok(c) => c.revoke(&cred.handle).await,
-                Err(e) => Err(e),
-            };
-            let at = engine.now();
-            let attempts = cred.attempts + 1;
-            let grant = engine.store.grant(&cred.grant_id).await.ok().flatten();
-            let info = grant.as_ref().map(|g| g.info());
-            let (change, ev) = match &result {
-                Ok(()) => (
-                    Change::RevocationAttempt {
-                        grant_id: cred.grant_id.clone(),
-                        done: true,
-                        attempts,
-                        next_attempt_at: at,
-                        last_error: None,
-                        at,
-                    },
-                    Some(crate::engine::event(
-                        at,
-                        "credential.revoked",
-                        Some("system"),
-                        info,
-                        json!({"kind": cred.kind, "fingerprint": cred.fingerprint, "attempts": attempts}),
-                    )),
-                ),
-                Err(e) => {
-                    let backoff =
-                        Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
-                    tracing::warn!(grant = %cred.grant_id, attempts, error = %e, "revocation failed; will retry");
-                    let ev = (attempts == 1 || attempts % 5 == 0).then(|| {
-                        crate::engine::event(
-                            at,
-                            "revocation.failed",
-                            Some("system"),
-                            info,
-                            json!({"kind": cred.kind, "attempts": attempts, "error": e}),
-                        )
-                    });
-                    (
-                        Change::RevocationAttempt {
-                            grant_id: cred.grant_id.clone(),
-                            done: false,
-                            attempts,
-                            next_attempt_at: at.plus(backoff),
-                            last_error: Some(e.clone()),
-                            at,
-                        },
-                        ev,
-                    )
-                }
-            };
-            if let Err(e) = engine.commit(vec![change], ev.into_iter().collect()).await {
-                tracing::error!(grant = %cred.grant_id, error = %e, "cannot record a revocation attempt");
-            }
-        }
+        futures_util::stream::iter(due)
+            .for_each_concurrent(16, |cred| revoke_one(&engine, cred))
+            .await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = engine.revoke_wake.notified() => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
+    use breakglass_store::Change;
+    use serde_json::json;
+    let policy = engine.policy();
+    let connector = policy
+        .set
+        .resource(&cred.resource)
+        .ok_or_else(|| format!("resource {} is no longer in the policy", cred.resource))
+        .and_then(|r| engine.connector(r).map_err(|e| e.to_string()))
+        .and_then(|c| c.ok_or_else(|| format!("resource {} has no connector", cred.resource)));
+    let result = match connector {
+        Ok(c) => match c.revoke(&cred.handle).await {
+            Ok(()) => match c.verify_revoked(&cred.handle).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the target still accepts the credential after revocation".to_string()),
+                Err(e) => Err(format!("cannot verify the revocation: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e),
+    };
+    let at = engine.now();
+    let attempts = cred.attempts + 1;
+    let grant = engine.store.grant(&cred.grant_id).await.ok().flatten();
+    let info = grant.as_ref().map(|g| g.info());
+    let (change, ev) = match &result {
+        Ok(()) => (
+            Change::RevocationAttempt {
+                grant_id: cred.grant_id.clone(),
+                done: true,
+                attempts,
+                next_attempt_at: at,
+                last_error: None,
+                at,
+            },
+            Some(crate::engine::event(
+                at,
+                "credential.revoked",
+                Some("system"),
+                info,
+                json!({"kind": cred.kind, "fingerprint": cred.fingerprint, "attempts": attempts, "verified": true}),
+            )),
+        ),
+        Err(e) => {
+            let backoff = Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
+            tracing::warn!(grant = %cred.grant_id, attempts, error = %e, "revocation failed; will retry");
+            let ev = (attempts == 1 || attempts % 5 == 0).then(|| {
+                crate::engine::event(
+                    at,
+                    "revocation.failed",
+                    Some("system"),
+                    info,
+                    json!({"kind": cred.kind, "attempts": attempts, "error": e}),
+                )
+            });
+            (
+                Change::RevocationAttempt {
+                    grant_id: cred.grant_id.clone(),
+                    done: false,
+                    attempts,
+                    next_attempt_at: at.plus(backoff),
+                    last_error: Some(e.clone()),
+                    at,
+                },
+                ev,
+            )
+        }
+    };
+    if let Err(e) = engine.commit(vec![change], ev.into_iter().collect()).await {
+        tracing::error!(grant = %cred.grant_id, error = %e, "cannot record a revocation attempt");
+    }
+}
+
+/// Sweeps targets for credentials breakglass created that no open grant owns (a crash between
+/// "created at the target" and "grant recorded", a hand-restored database…) and removes them,
+/// audited as `credential.orphan_removed`. Runs at start-up and every `every`.
+pub async fn sweeper(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        sweep_once(&engine).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => { return; }
+        }
+    }
+}
+
+/// One sweep over every resource whose connector can sweep.
+pub async fn sweep_once(engine: &Engine) {
+    use serde_json::json;
+    let policy = engine.policy();
+    for r in &policy.set.resources {
+        let Ok(Some(c)) = engine.connector(r) else {
+            continue;
+        };
+        let owned = match engine.store.open_credentials(&r.name).await {
+            Ok(list) => list.into_iter().map(|c| c.handle).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::error!(error = %e, "sweep: cannot read open credentials");
+                return;
+            }
+        };
+        match c.sweep(&owned, engine.now()).await {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => {
+                let now = engine.now();
+                let events = found
+                    .iter()
+                    .map(|f| {
+                        let mut ev = crate::engine::event(
+                            now,
+                            "credential.orphan_removed",
+                            Some("system"),
+                            None,
+                            json!({"kind": c.kind(), "name": f.name, "note": f.note}),
+                        );
+                        ev.resource = Some(r.name.clone());
+                        ev
+                    })
+                    .collect();
+                if let Err(e) = engine.audit_only(events).await {
+                    tracing::error!(error = %e, "sweep: cannot audit removed orphans");
+                }
+            }
+            Err(e) => tracing::warn!(resource = %r.name, error = %e, "sweep failed; will retry"),
         }
     }
 }

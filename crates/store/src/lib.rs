@@ -322,6 +322,10 @@ pub trait Store: Send + Sync + 'static {
     async fn credential(&self, grant_id: &str) -> Result<Option<CredentialRecord>>;
     /// Credentials whose revocation attempt is due.
     async fn due_revocations(&self, now: Timestamp, limit: u32) -> Result<Vec<CredentialRecord>>;
+    /// Credentials at a resource not yet confirmed revoked (issued, or revocation pending).
+    async fn open_credentials(&self, resource: &str) -> Result<Vec<CredentialRecord>>;
+    /// Credentials of a kind whose revocation started (pending or confirmed).
+    async fn revoked_credentials(&self, kind: &str) -> Result<Vec<CredentialRecord>>;
     async fn secret(&self, resource: &str) -> Result<Option<SecretRecord>>;
     async fn secrets(&self) -> Result<Vec<SecretRecord>>;
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_reviews.sql")),
     (4, include_str!("../migrations/sqlite/0004_secrets.sql")),
     (5, include_str!("../migrations/sqlite/0005_credentials.sql")),
+    (6, include_str!("../migrations/sqlite/0006_credential_lookups.sql")),
 ];
 
 /// Most units of work committed together.
@@ -1076,6 +1077,26 @@ impl Store for SqliteStore {
         sqlx::query("SELECT * FROM credentials WHERE state = 'revoking' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?")
             .bind(now.0)
             .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(credential_from_row)
+            .collect()
+    }
+
+    async fn open_credentials(&self, resource: &str) -> Result<Vec<CredentialRecord>> {
+        sqlx::query("SELECT * FROM credentials WHERE resource = ? AND state <> 'revoked'")
+            .bind(resource)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(credential_from_row)
+            .collect()
+    }
+
+    async fn revoked_credentials(&self, kind: &str) -> Result<Vec<CredentialRecord>> {
+        sqlx::query("SELECT * FROM credentials WHERE kind = ? AND state IN ('revoking', 'revoked')")
+            .bind(kind)
             .fetch_all(&self.pool)
             .await?
             .iter()

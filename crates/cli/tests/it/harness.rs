@@ -14,15 +14,12 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub const POLICY: &str = r#"
 admins: { groups: [security] }
+# The flow tests need no target: exec hooks that succeed and print nothing.
 resources:
-  - name: prod-db
-    kind: postgres
-  - name: bastion
-    kind: ssh
-  - name: short
-    kind: ssh
-  - name: fallback
-    kind: ssh
+  - { name: prod-db, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+  - { name: bastion, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+  - { name: short, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+  - { name: fallback, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
 policies:
   - name: dba-emergency
     resources: [prod-db]

@@ -1,50 +1,16 @@
-//! Connectors: how a grant becomes a real credential at a target, and how that credential is
-//! revoked there. One trait in the domain's terms; the engine issues before the grant is
-//! recorded (so no grant exists without its credential) and revokes from a durable queue,
-//! retried with backoff until the target confirms ("revocation pending" meanwhile).
-//!
-//! Implemented here: `exec` (the operator's own grant/revoke programs). SSH certificates and
-//! PostgreSQL roles implement the same trait.
+//! `exec`: the operator's own programs for grant and revoke — argv without a shell, a JSON
+//! document on stdin (grant id, user, resource, reason, ticket, expiry), a timeout; non-zero exit
+//! is failure; the grant program's stdout is the credential handed to the responder once.
 
 use async_trait::async_trait;
 use breakglass_core::grant::GrantInfo;
-use breakglass_core::policy::{Resource, ResourceKind};
 use breakglass_core::time::{Timestamp, rfc3339};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What issuing produced.
-pub struct Issued {
-    /// Handed to the responder once, never stored or logged.
-    pub credential: Option<Value>,
-    /// A fingerprint for the audit trail (never the secret).
-    pub fingerprint: String,
-    /// What the connector needs later to revoke (stored; never a secret).
-    pub handle: Value,
-}
-
-#[async_trait]
-pub trait Connector: Send + Sync {
-    fn kind(&self) -> &'static str;
-    /// Creates the credential at the target, valid until `expires_at`.
-    async fn issue(&self, grant: &GrantInfo, expires_at: Timestamp) -> Result<Issued, String>;
-    /// Revokes it at the target; Ok only once the target confirms.
-    async fn revoke(&self, handle: &Value) -> Result<(), String>;
-    /// Checks at the target that the credential no longer works.
-    async fn verify_revoked(&self, _handle: &Value) -> Result<bool, String> {
-        Ok(true)
-    }
-}
-
-/// The connector for a resource, if its kind has one.
-pub fn for_resource(r: &Resource) -> Result<Option<Box<dyn Connector>>, String> {
-    match r.kind {
-        ResourceKind::Exec => Ok(Some(Box::new(Exec::from_settings(&r.name, &r.settings)?))),
-        _ => Ok(None),
-    }
-}
+use crate::{Connector, ConnectorError, IssueRequest, Issued, Result};
 
 /// Runs operator programs: `grant` and `revoke` argv (no shell), a JSON document on stdin,
 /// a timeout; non-zero exit is failure; the grant program's stdout is the credential.
@@ -58,21 +24,12 @@ fn argv(
     settings: &serde_json::Map<String, Value>,
     key: &str,
     resource: &str,
-) -> Result<Vec<String>, String> {
-    let v: Vec<String> = settings
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+) -> Result<Vec<String>> {
+    let v = crate::strings(resource, settings, key)?;
     if v.is_empty() || !v[0].starts_with('/') {
-        return Err(format!(
+        return Err(ConnectorError::Config { resource: resource.into(), message: format!(
             "exec resource {resource}: `{key}` must be a list whose first item is an absolute program path, e.g. {key}: [\"/usr/local/bin/{resource}-{key}\"]"
-        ));
+        )});
     }
     Ok(v)
 }
@@ -81,13 +38,13 @@ impl Exec {
     pub fn from_settings(
         resource: &str,
         settings: &serde_json::Map<String, Value>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         let timeout = settings
             .get("timeout")
             .and_then(Value::as_str)
             .map(|t| {
                 breakglass_core::duration::parse(t)
-                    .map_err(|e| format!("exec resource {resource}: timeout: {e}"))
+                    .map_err(|e| ConnectorError::Config { resource: resource.into(), message: format!("timeout: {e}") })
             })
             .transpose()?
             .unwrap_or(Duration::from_secs(30));
@@ -98,7 +55,11 @@ impl Exec {
         })
     }
 
-    async fn run(&self, argv: &[String], input: &Value) -> Result<String, String> {
+    async fn run(&self, argv: &[String], input: &Value) -> Result<String> {
+        self.run_inner(argv, input).await.map_err(ConnectorError::Target)
+    }
+
+    async fn run_inner(&self, argv: &[String], input: &Value) -> std::result::Result<String, String> {
         let (prog, args) = argv.split_first().ok_or("empty command")?;
         let mut child = tokio::process::Command::new(prog)
             .args(args)
@@ -163,8 +124,8 @@ impl Connector for Exec {
         "exec"
     }
 
-    async fn issue(&self, grant: &GrantInfo, expires_at: Timestamp) -> Result<Issued, String> {
-        let input = doc("grant", grant, expires_at);
+    async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued> {
+        let input = doc("grant", req.grant, req.expires_at);
         let out = zeroize::Zeroizing::new(self.run(&self.grant, &input).await?);
         let text = out.trim();
         let credential = if text.is_empty() {
@@ -182,7 +143,7 @@ impl Connector for Exec {
         })
     }
 
-    async fn revoke(&self, handle: &Value) -> Result<(), String> {
+    async fn revoke(&self, handle: &Value) -> Result<()> {
         let mut input = handle.clone();
         input["action"] = json!("revoke");
         self.run(&self.revoke, &input).await.map(|_| ())

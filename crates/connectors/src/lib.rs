@@ -1,0 +1,152 @@
+//! Connectors: how a grant becomes a real credential at a target, and how that credential is
+//! revoked there, verifiably.
+//!
+//! One trait in the domain's terms — [`Connector::issue`], [`Connector::revoke`],
+//! [`Connector::verify_revoked`], [`Connector::sweep`] — and one module per kind of target:
+//!
+//! - [`ssh`]: OpenSSH user certificates signed by breakglass's CA, with a KRL ([`krl`]) for
+//!   early revocation and a force-command that ends live sessions at expiry;
+//! - [`postgres`]: a unique login role per grant, dropped (backends killed) when it ends, and a
+//!   sweep that removes any role breakglass created that no grant owns;
+//! - [`exec`]: the operator's own programs, for everything else.
+//!
+//! The server issues before it records the grant (no grant exists without its credential) and
+//! revokes from a durable queue, retried with backoff until the target confirms. Credentials are
+//! handed to the responder once and never stored, logged or audited: the store keeps a
+//! fingerprint and a `handle` (what revocation needs, never a secret).
+
+pub mod exec;
+pub mod krl;
+pub mod postgres;
+pub mod ssh;
+
+use async_trait::async_trait;
+use breakglass_core::grant::GrantInfo;
+use breakglass_core::policy::{Resource, ResourceKind};
+use breakglass_core::time::Timestamp;
+use serde_json::Value;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConnectorError {
+    /// The resource's settings are wrong: the operator fixes the policy file.
+    #[error("resource {resource}: {message}")]
+    Config { resource: String, message: String },
+    /// What the requester sent cannot be used (e.g. not an SSH public key).
+    #[error("{0}")]
+    Input(String),
+    /// The target refused or could not be reached; retried where that makes sense.
+    #[error("{0}")]
+    Target(String),
+}
+
+pub type Result<T> = std::result::Result<T, ConnectorError>;
+
+/// What the server knows when a credential is issued.
+pub struct IssueRequest<'a> {
+    pub grant: &'a GrantInfo,
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+    /// The requester's OpenSSH public key (ssh resources).
+    pub ssh_public_key: Option<&'a str>,
+}
+
+/// What issuing produced.
+pub struct Issued {
+    /// Handed to the responder once, never stored or logged.
+    pub credential: Option<Value>,
+    /// A fingerprint for the audit trail (never the secret).
+    pub fingerprint: String,
+    /// What the connector needs later to revoke (stored; never a secret).
+    pub handle: Value,
+}
+
+/// Something the sweep found at a target that no grant owns, and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub name: String,
+    pub note: String,
+}
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Creates the credential at the target, valid until `req.expires_at`.
+    async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued>;
+    /// Revokes it at the target; Ok only once the target confirms.
+    async fn revoke(&self, handle: &Value) -> Result<()>;
+    /// Checks at the target that the credential no longer works.
+    async fn verify_revoked(&self, _handle: &Value) -> Result<bool> {
+        Ok(true)
+    }
+    /// Removes credentials this connector created at the target that no open grant owns
+    /// (`owned` holds the handles of credentials still issued or being revoked).
+    async fn sweep(&self, _owned: &[Value], _now: Timestamp) -> Result<Vec<Swept>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Keys and settings the server lends its connectors.
+#[derive(Clone, Default)]
+pub struct Context {
+    /// The SSH certificate authority (Ed25519 seed, unsealed at start-up).
+    pub ssh_ca: Option<Arc<ssh::Ca>>,
+}
+
+/// The connector for a resource, if its kind has one.
+pub fn for_resource(r: &Resource, ctx: &Context) -> Result<Option<Box<dyn Connector>>> {
+    Ok(match r.kind {
+        ResourceKind::Exec => Some(Box::new(exec::Exec::from_settings(&r.name, &r.settings)?)),
+        ResourceKind::Ssh => {
+            let ca = ctx.ssh_ca.clone().ok_or_else(|| ConnectorError::Config {
+                resource: r.name.clone(),
+                message: "no SSH CA key is loaded (run `breakglass init` on the data directory)"
+                    .into(),
+            })?;
+            Some(Box::new(ssh::SshCert::from_settings(
+                &r.name,
+                &r.settings,
+                ca,
+            )?))
+        }
+        ResourceKind::Postgres => Some(Box::new(postgres::Postgres::from_settings(
+            &r.name,
+            &r.settings,
+        )?)),
+        _ => None,
+    })
+}
+
+/// Reads a list of strings from resource settings (absent = empty).
+pub(crate) fn strings(
+    resource: &str,
+    settings: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Vec<String>> {
+    match settings.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(String::from).ok_or_else(|| ConnectorError::Config {
+                    resource: resource.into(),
+                    message: format!("`{key}` must be a list of strings"),
+                })
+            })
+            .collect(),
+        Some(_) => Err(ConnectorError::Config {
+            resource: resource.into(),
+            message: format!("`{key}` must be a list of strings, e.g. {key}: [a, b]"),
+        }),
+    }
+}
+
+/// Checks a resource's connector settings without touching the target (policy load and
+/// `breakglass policy check`).
+pub fn check(r: &Resource) -> Result<()> {
+    let ctx = Context {
+        ssh_ca: Some(Arc::new(ssh::Ca::from_seed(&[0u8; 32]))),
+    };
+    for_resource(r, &ctx).map(|_| ())
+}

@@ -1,0 +1,419 @@
+//! `postgres`: one login role per grant, created at activation and dropped when the grant ends.
+//!
+//! The role is `bg_<grant hex>`, tagged `breakglass:managed grant=… created=…` in its comment,
+//! `LOGIN` with a random password (sent to the server only as a SCRAM-SHA-256 verifier, so the
+//! clear password never reaches the server's statement log), `VALID UNTIL` the expiry, a
+//! connection limit, no attributes, and membership only in the resource's `grant_roles`.
+//!
+//! Revocation: `NOLOGIN`, terminate the role's backends and wait until they are gone, reassign
+//! what it owns to `reassign_to` (default: the admin user) and drop the rest of its privileges,
+//! `DROP ROLE`. It reports success only once the role no longer exists and no backend of it runs.
+//! The sweep drops tagged roles that no open credential owns once they are older than
+//! `sweep_grace` (so an issue in flight on another node is never swept).
+
+use crate::{Connector, ConnectorError, IssueRequest, Issued, Result, Swept};
+use async_trait::async_trait;
+use base64::Engine as _;
+use breakglass_core::time::{Timestamp, rfc3339};
+use hmac::{Hmac, Mac};
+use rand::{Rng, RngCore};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Every role breakglass creates starts with this and carries [`TAG`] in its comment.
+pub const ROLE_PREFIX: &str = "bg_";
+pub const TAG: &str = "breakglass:managed";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum AdminUrl {
+    Env(String),
+    File(String),
+}
+
+pub struct Postgres {
+    resource: String,
+    admin: AdminUrl,
+    grant_roles: Vec<String>,
+    connection_limit: i64,
+    database: Option<String>,
+    reassign_to: Option<String>,
+    connect_host: Option<String>,
+    connect_port: Option<u16>,
+    sweep_grace: Duration,
+}
+
+fn config(resource: &str, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Config {
+        resource: resource.into(),
+        message: message.into(),
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn target(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Target(format!("PostgreSQL: {e}"))
+}
+
+/// The role name for a grant (`g-<hex>` → `bg_<hex>`).
+pub fn role_for(grant_id: &str) -> String {
+    let tail: String = grant_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .skip_while(|c| *c == 'g')
+        .map(|c| c.to_ascii_lowercase())
+        .take(60)
+        .collect();
+    format!("{ROLE_PREFIX}{tail}")
+}
+
+/// A SCRAM-SHA-256 verifier for `password` (RFC 5802/7677, as PostgreSQL stores it).
+pub fn scram_verifier(password: &[u8], salt: &[u8], iterations: u32) -> String {
+    let mut salted = Zeroizing::new([0u8; 32]);
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted[..]);
+    let hmac = |key: &[u8], msg: &[u8]| -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+        m.update(msg);
+        m.finalize().into_bytes().into()
+    };
+    let client_key = Zeroizing::new(hmac(&salted[..], b"Client Key"));
+    let stored_key = Sha256::digest(&client_key[..]);
+    let server_key = hmac(&salted[..], b"Server Key");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        b64(salt),
+        b64(&stored_key),
+        b64(&server_key)
+    )
+}
+
+// HMAC accepts keys of any length; this cannot happen.
+fn unreachable_hmac() -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).unwrap_or_else(|_| unreachable_hmac())
+}
+
+fn random_password() -> Zeroizing<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rngs::OsRng;
+    Zeroizing::new(
+        (0..32)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect(),
+    )
+}
+
+impl Postgres {
+    pub fn from_settings(resource: &str, s: &Map<String, Value>) -> Result<Self> {
+        let string = |k: &str| s.get(k).and_then(Value::as_str).map(String::from);
+        let admin = match (string("admin_url_env"), string("admin_url_file")) {
+            (Some(e), None) => AdminUrl::Env(e),
+            (None, Some(f)) => AdminUrl::File(f),
+            (Some(_), Some(_)) => return Err(config(resource, "give either `admin_url_env` or `admin_url_file`, not both")),
+            (None, None) => {
+                if s.contains_key("admin_url") {
+                    return Err(config(resource, "`admin_url` would put a password in the policy file: use admin_url_env: VAR or admin_url_file: /path"));
+                }
+                return Err(config(resource, "a postgres resource needs `admin_url_env: VAR` or `admin_url_file: /path` (a postgres:// URL for an admin role)"));
+            }
+        };
+        let grant_roles = crate::strings(resource, s, "grant_roles")?;
+        if grant_roles.is_empty() {
+            return Err(config(resource, "a postgres resource needs `grant_roles`: the role(s) the temporary login becomes a member of, e.g. grant_roles: [app_admin]"));
+        }
+        if let Some(r) = grant_roles.iter().chain(string("reassign_to").iter()).find(|r| r.is_empty() || r.len() > 63 || r.contains('\0')) {
+            return Err(config(resource, format!("{r:?} is not a PostgreSQL role name")));
+        }
+        let connection_limit = match s.get("connection_limit") {
+            None => 2,
+            Some(v) => v
+                .as_i64()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| config(resource, "`connection_limit` must be a number from 1 to 10000"))?,
+        };
+        let connect_port = match s.get("connect_port") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or_else(|| config(resource, "`connect_port` must be a TCP port number"))?,
+            ),
+        };
+        let sweep_grace = match string("sweep_grace") {
+            None => Duration::from_secs(120),
+            Some(t) => breakglass_core::duration::parse(&t).map_err(|e| config(resource, format!("sweep_grace: {e}")))?,
+        };
+        Ok(Postgres {
+            resource: resource.into(),
+            admin,
+            grant_roles,
+            connection_limit,
+            database: string("database"),
+            reassign_to: string("reassign_to"),
+            connect_host: string("connect_host"),
+            connect_port,
+            sweep_grace,
+        })
+    }
+
+    fn admin_options(&self) -> Result<PgConnectOptions> {
+        let url = Zeroizing::new(match &self.admin {
+            AdminUrl::Env(v) => std::env::var(v).map_err(|_| {
+                config(&self.resource, format!("environment variable {v} (admin_url_env) is not set on the server"))
+            })?,
+            AdminUrl::File(f) => std::fs::read_to_string(f)
+                .map_err(|e| config(&self.resource, format!("cannot read admin_url_file {f}: {e}")))?,
+        });
+        PgConnectOptions::from_str(url.trim())
+            .map(|o| o.application_name("breakglass"))
+            .map_err(|_| config(&self.resource, "the admin URL is not a valid postgres:// URL"))
+    }
+
+    /// A one-connection pool for one operation (closed by the caller).
+    async fn connect(&self, database: Option<&str>) -> Result<PgPool> {
+        let mut opts = self
+            .admin_options()?
+            .options([("statement_timeout", "15s"), ("lock_timeout", "10s")]);
+        if let Some(db) = database {
+            opts = opts.database(db);
+        }
+        PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(target)
+    }
+
+    async fn backends(conn: &PgPool, role: &str) -> Result<i64> {
+        sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .fetch_one(conn)
+            .await
+            .map_err(target)?
+            .try_get::<i64, _>(0)
+            .map_err(target)
+    }
+
+    async fn exists(conn: &PgPool, role: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .bind(role)
+            .fetch_optional(conn)
+            .await
+            .map_err(target)?
+            .is_some())
+    }
+
+    /// Blocks login, kills the role's sessions, hands its objects over and drops it.
+    async fn drop_role(&self, role: &str) -> Result<()> {
+        let conn = self.connect(None).await?;
+        let q = quote_ident(role);
+        if Self::exists(&conn, role).await? {
+            sqlx::raw_sql(&format!("ALTER ROLE {q} NOLOGIN"))
+                .execute(&conn)
+                .await
+                .map_err(target)?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
+                    .bind(role)
+                    .execute(&conn)
+                    .await
+                    .map_err(target)?;
+                if Self::backends(&conn, role).await? == 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(target(format!("sessions of {role} are still running after pg_terminate_backend")));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let owner = self.reassign_to.as_deref().map(quote_ident).unwrap_or_else(|| "CURRENT_USER".into());
+            let cleanup = format!("REASSIGN OWNED BY {q} TO {owner}; DROP OWNED BY {q}");
+            let admin_db = self.admin_options()?.get_database().map(String::from);
+            if let Some(db) = self.database.as_deref().filter(|d| Some(*d) != admin_db.as_deref()) {
+                let other = self.connect(Some(db)).await?;
+                sqlx::raw_sql(&cleanup).execute(&other).await.map_err(target)?;
+                other.close().await;
+            }
+            sqlx::raw_sql(&format!("{cleanup}; DROP ROLE {q}"))
+                .execute(&conn)
+                .await
+                .map_err(target)?;
+        }
+        let gone = !Self::exists(&conn, role).await? && Self::backends(&conn, role).await? == 0;
+        conn.close().await;
+        if gone {
+            Ok(())
+        } else {
+            Err(target(format!("role {role} still exists after DROP ROLE")))
+        }
+    }
+}
+
+fn role_of(handle: &Value) -> Result<&str> {
+    handle
+        .get("role")
+        .and_then(Value::as_str)
+        .filter(|r| r.starts_with(ROLE_PREFIX))
+        .ok_or_else(|| ConnectorError::Target("credential record names no breakglass role".into()))
+}
+
+#[async_trait]
+impl Connector for Postgres {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued> {
+        let role = role_for(&req.grant.id);
+        let password = random_password();
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let verifier = scram_verifier(password.as_bytes(), &salt, 4096);
+        let q = quote_ident(&role);
+        let members: Vec<String> = self.grant_roles.iter().map(|r| quote_ident(r)).collect();
+        let comment = format!(
+            "{TAG} grant={} created={}",
+            req.grant.id,
+            req.now.unix_secs()
+        );
+        let sql = format!(
+            "BEGIN; \
+             CREATE ROLE {q} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT \
+               CONNECTION LIMIT {} VALID UNTIL '{}' PASSWORD '{verifier}' IN ROLE {}; \
+             COMMENT ON ROLE {q} IS '{comment}'; \
+             COMMIT;",
+            self.connection_limit,
+            rfc3339(req.expires_at),
+            members.join(", ")
+        );
+        let conn = self.connect(None).await?;
+        let res = sqlx::raw_sql(&sql).execute(&conn).await;
+        conn.close().await;
+        res.map_err(|e| target(format!("cannot create role {role}: {e}")))?;
+        let opts = self.admin_options()?;
+        let host = self.connect_host.clone().unwrap_or_else(|| opts.get_host().to_string());
+        let port = self.connect_port.unwrap_or_else(|| opts.get_port());
+        let db = self
+            .database
+            .clone()
+            .or_else(|| opts.get_database().map(String::from))
+            .unwrap_or_else(|| "postgres".into());
+        let host_part = if host.contains(':') { format!("[{host}]") } else { host };
+        let db_enc: String = db
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let url = format!("postgres://{role}:{}@{host_part}:{port}/{db_enc}", password.as_str());
+        Ok(Issued {
+            credential: Some(json!({
+                "url": url,
+                "psql": format!("psql '{url}'"),
+                "user": role,
+                "roles": self.grant_roles,
+                "valid_until": rfc3339(req.expires_at),
+            })),
+            fingerprint: format!("role:{role}"),
+            handle: json!({"role": role, "grant_id": req.grant.id}),
+        })
+    }
+
+    async fn revoke(&self, handle: &Value) -> Result<()> {
+        self.drop_role(role_of(handle)?).await
+    }
+
+    async fn verify_revoked(&self, handle: &Value) -> Result<bool> {
+        let role = role_of(handle)?;
+        let conn = self.connect(None).await?;
+        let gone = !Self::exists(&conn, role).await? && Self::backends(&conn, role).await? == 0;
+        conn.close().await;
+        Ok(gone)
+    }
+
+    async fn sweep(&self, owned: &[Value], now: Timestamp) -> Result<Vec<Swept>> {
+        let owned: Vec<&str> = owned.iter().filter_map(|h| role_of(h).ok()).collect();
+        let conn = self.connect(None).await?;
+        let rows = sqlx::query(
+            "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE starts_with(rolname, $1)",
+        )
+        .bind(ROLE_PREFIX)
+        .fetch_all(&conn)
+        .await
+        .map_err(target)?;
+        conn.close().await;
+        let grace = i64::try_from(self.sweep_grace.as_secs()).unwrap_or(i64::MAX);
+        let mut swept = Vec::new();
+        for row in rows {
+            let name: String = row.try_get(0).map_err(target)?;
+            let comment: Option<String> = row.try_get(1).map_err(target)?;
+            let Some(comment) = comment.filter(|c| c.starts_with(TAG)) else {
+                continue; // not ours: never touched
+            };
+            if owned.contains(&name.as_str()) {
+                continue;
+            }
+            let field = |k: &str| {
+                comment
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .map(String::from)
+            };
+            let created = field("created=").and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+            if now.unix_secs().saturating_sub(created) < grace {
+                continue; // may be an issue in flight
+            }
+            self.drop_role(&name).await?;
+            swept.push(Swept {
+                name,
+                note: format!("grant {}", field("grant=").unwrap_or_else(|| "?".into())),
+            });
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_matches_rfc7677() {
+        // RFC 7677 §3: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, i=4096.
+        let salt = base64::engine::general_purpose::STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let v = scram_verifier(b"pencil", &salt, 4096);
+        // ServerKey from the RFC's server signature derivation, StoredKey = H(ClientKey).
+        assert!(v.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"), "{v}");
+        assert_eq!(v.split('$').count(), 3);
+    }
+
+    #[test]
+    fn role_names_and_quoting() {
+        assert_eq!(role_for("g-00ff"), "bg_00ff");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert!(role_for(&"g-".repeat(100)).len() <= 63);
+    }
+
+    #[test]
+    fn settings_say_what_is_wrong() {
+        let s = |v: Value| v.as_object().cloned().unwrap();
+        for bad in [
+            json!({"grant_roles": ["a"]}),
+            json!({"admin_url": "postgres://u:p@h/db", "grant_roles": ["a"]}),
+            json!({"admin_url_env": "X"}),
+            json!({"admin_url_env": "X", "grant_roles": ["a"], "connection_limit": 0}),
+            json!({"admin_url_env": "X", "admin_url_file": "/f", "grant_roles": ["a"]}),
+        ] {
+            assert!(Postgres::from_settings("db", &s(bad.clone())).is_err(), "{bad}");
+        }
+        assert!(Postgres::from_settings("db", &s(json!({"admin_url_env": "X", "grant_roles": ["app_admin"], "connection_limit": 2}))).is_ok());
+    }
+}
