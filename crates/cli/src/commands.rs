@@ -1,10 +1,10 @@
 //! What each subcommand does.
 
-use crate::{SecretCmd, SshCmd};
 use crate::client::{self, Client, DEFAULT_SERVER, Problem, SavedSession};
 use crate::{
     AdminCmd, AlertsCmd, AuditCmd, Cli, Cmd, MfaCmd, PolicyCmd, ReviewCmd, TotpCmd, UserCmd,
 };
+use crate::{SecretCmd, SshCmd};
 use anyhow::{Context, Result, anyhow, bail};
 use breakglass_core::audit::NewEvent;
 use breakglass_core::{duration, time::Timestamp};
@@ -165,7 +165,9 @@ fn grant_line(g: &Value) -> String {
 fn credential_text(r: &Value) -> String {
     let c = &r["credential"];
     if let Some(url) = c["url"].as_str() {
-        format!("connect:       psql '{url}'\n(this password is shown once; it stops working at expiry)\n")
+        format!(
+            "connect:       psql '{url}'\n(this password is shown once; it stops working at expiry)\n"
+        )
     } else if let Some(p) = c["path"].as_str() {
         format!(
             "certificate    {p} (serial {})\nconnect:       breakglass ssh {}\n",
@@ -298,6 +300,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             public_url,
+            sweep_every,
         } => {
             let mut cfg =
                 breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
@@ -309,6 +312,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             cfg.alerts.max_attempts = (*alert_retries).max(1);
             cfg.alerts.base_backoff = duration::parse(alert_backoff).context("--alert-backoff")?;
             cfg.alerts.lease = duration::parse(alert_lease).context("--alert-lease")?;
+            cfg.sweep_every = duration::parse(sweep_every).context("--sweep-every")?;
             cfg.tls = tls_cert.clone().zip(tls_key.clone());
             cfg.engine.public_url = public_url.clone();
             let scheme = if cfg.tls.is_some() { "https" } else { "http" };
@@ -504,28 +508,43 @@ pub async fn run(cli: Cli) -> Result<()> {
             ..
         } => {
             let text = client(&cli)?.get_text("/ssh/ca-key").await?.text().await?;
-            out(j, &json!({"public_key": text.trim()}), || text.trim().to_string());
+            out(j, &json!({"public_key": text.trim()}), || {
+                text.trim().to_string()
+            });
         }
         Cmd::Ssh {
             cmd: Some(SshCmd::Krl { out: file }),
             ..
         } => {
             let n = crate::ssh::fetch_krl(&client(&cli)?, file).await?;
-            out(j, &json!({"path": file.display().to_string(), "revoked": n}), || {
-                format!("{}: {n} revoked certificate(s)", file.display())
-            });
+            out(
+                j,
+                &json!({"path": file.display().to_string(), "revoked": n}),
+                || format!("{}: {n} revoked certificate(s)", file.display()),
+            );
         }
         Cmd::Ssh {
             cmd: None,
             grant_id,
             ssh_key,
             login,
+            options,
             args,
         } => {
             let Some(id) = grant_id else {
-                bail!("give a grant id (`breakglass ssh GRANT_ID`), or `ssh ca-key` / `ssh krl --out FILE`");
+                bail!(
+                    "give a grant id (`breakglass ssh GRANT_ID`), or `ssh ca-key` / `ssh krl --out FILE`"
+                );
             };
-            crate::ssh::connect(&authed(&cli)?, id, ssh_key.as_deref(), login.as_deref(), args).await?;
+            crate::ssh::connect(
+                &authed(&cli)?,
+                id,
+                ssh_key.as_deref(),
+                login.as_deref(),
+                options,
+                args,
+            )
+            .await?;
         }
         Cmd::Session {
             grant,
@@ -827,7 +846,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .collect();
                 if !bad.is_empty() {
                     if j {
-                        println!("{}", json!({"valid": false, "file": file.display().to_string(), "errors": bad.iter().map(|m| json!({"message": m})).collect::<Vec<_>>()}));
+                        println!(
+                            "{}",
+                            json!({"valid": false, "file": file.display().to_string(), "errors": bad.iter().map(|m| json!({"message": m})).collect::<Vec<_>>()})
+                        );
                     } else {
                         for m in &bad {
                             eprintln!("{}: {m}", file.display());

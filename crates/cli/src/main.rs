@@ -76,6 +76,9 @@ pub enum Cmd {
         /// How long a node holds an alert it is delivering before it may be retried.
         #[arg(long, default_value = "60s")]
         alert_lease: String,
+        /// How often targets are swept for credentials no grant owns (also at start-up).
+        #[arg(long, default_value = "60s")]
+        sweep_every: String,
     },
     /// The alert outbox (admins): pending, delivered and dead-lettered alerts.
     Alerts {
@@ -171,6 +174,9 @@ pub enum Cmd {
         /// Log in as this principal (default: the certificate's first).
         #[arg(long)]
         login: Option<String>,
+        /// Extra ssh option, as for `ssh -o` (repeatable), e.g. -o StrictHostKeyChecking=accept-new.
+        #[arg(short = 'o', long = "option")]
+        options: Vec<String>,
         /// Arguments passed to ssh after the destination (e.g. a command).
         #[arg(last = true)]
         args: Vec<String>,

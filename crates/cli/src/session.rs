@@ -26,7 +26,7 @@ fn revoked(krl: Option<&Path>, serial: u64) -> bool {
     let Some(p) = krl else { return false };
     match std::fs::read(p) {
         Ok(bytes) => breakglass_connectors::krl::decode(&bytes)
-            .map(|k| k.certs.iter().any(|(_, r)| r.iter().any(|&(a, b)| a <= serial && serial <= b)))
+            .map(|k| k.revokes_serial(serial))
             .unwrap_or(false),
         Err(_) => false,
     }
@@ -94,7 +94,10 @@ pub async fn run(grant: &str, serial: u64, until: i64, krl: Option<PathBuf>) -> 
         }
     };
     eprintln!("\r\nbreakglass: grant {grant} {why}; closing the session.\r");
-    let pid = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw);
     if let Some(pid) = pid {
         let _ = kill(pid, Signal::SIGHUP);
     }

@@ -75,6 +75,7 @@ pub async fn connect(
     grant_id: &str,
     key: Option<&Path>,
     login: Option<&str>,
+    options: &[String],
     args: &[String],
 ) -> Result<()> {
     let g = c
@@ -91,7 +92,9 @@ pub async fn connect(
         bail!("grant {grant_id} is not for an SSH resource");
     }
     let Some(key) = key_path(key)? else {
-        bail!("no SSH key found in ~/.ssh: give the one the certificate was issued for with --ssh-key");
+        bail!(
+            "no SSH key found in ~/.ssh: give the one the certificate was issued for with --ssh-key"
+        );
     };
     let cert = cert_path(&key);
     let text = std::fs::read_to_string(&cert).with_context(|| {
@@ -126,6 +129,7 @@ pub async fn connect(
         .arg(format!("CertificateFile={}", cert.display()))
         .arg("-o")
         .arg("IdentitiesOnly=yes")
+        .args(options.iter().flat_map(|o| ["-o", o.as_str()]))
         .arg("-p")
         .arg(port.to_string())
         .arg(format!("{user}@{host}"))
@@ -172,10 +176,15 @@ pub async fn fetch_krl(c: &Client, out: &Path) -> Result<usize> {
     let krl = breakglass_connectors::krl::decode(&bytes)
         .context("the server sent something that is not a KRL")?;
     let n: usize = krl.certs.iter().map(|(_, r)| r.len()).sum();
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
-        out.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+        out.file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default()
     ));
     std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot replace {}", out.display()))?;

@@ -27,9 +27,12 @@ fn argv(
 ) -> Result<Vec<String>> {
     let v = crate::strings(resource, settings, key)?;
     if v.is_empty() || !v[0].starts_with('/') {
-        return Err(ConnectorError::Config { resource: resource.into(), message: format!(
-            "exec resource {resource}: `{key}` must be a list whose first item is an absolute program path, e.g. {key}: [\"/usr/local/bin/{resource}-{key}\"]"
-        )});
+        return Err(ConnectorError::Config {
+            resource: resource.into(),
+            message: format!(
+                "exec resource {resource}: `{key}` must be a list whose first item is an absolute program path, e.g. {key}: [\"/usr/local/bin/{resource}-{key}\"]"
+            ),
+        });
     }
     Ok(v)
 }
@@ -43,8 +46,10 @@ impl Exec {
             .get("timeout")
             .and_then(Value::as_str)
             .map(|t| {
-                breakglass_core::duration::parse(t)
-                    .map_err(|e| ConnectorError::Config { resource: resource.into(), message: format!("timeout: {e}") })
+                breakglass_core::duration::parse(t).map_err(|e| ConnectorError::Config {
+                    resource: resource.into(),
+                    message: format!("timeout: {e}"),
+                })
             })
             .transpose()?
             .unwrap_or(Duration::from_secs(30));
@@ -56,10 +61,16 @@ impl Exec {
     }
 
     async fn run(&self, argv: &[String], input: &Value) -> Result<String> {
-        self.run_inner(argv, input).await.map_err(ConnectorError::Target)
+        self.run_inner(argv, input)
+            .await
+            .map_err(ConnectorError::Target)
     }
 
-    async fn run_inner(&self, argv: &[String], input: &Value) -> std::result::Result<String, String> {
+    async fn run_inner(
+        &self,
+        argv: &[String],
+        input: &Value,
+    ) -> std::result::Result<String, String> {
         let (prog, args) = argv.split_first().ok_or("empty command")?;
         let mut child = tokio::process::Command::new(prog)
             .args(args)

@@ -36,14 +36,25 @@ pub struct Krl {
     pub generated: u64,
     pub comment: String,
     /// (CA public key blob, revoked serial ranges, inclusive).
-    pub certs: Vec<(Vec<u8>, Vec<(u64, u64)>)>,
+    pub certs: Vec<(Vec<u8>, SerialRanges)>,
 }
 
+/// Inclusive ranges of revoked certificate serials.
+pub type SerialRanges = Vec<(u64, u64)>;
+
 impl Krl {
+    /// Whether this serial is revoked under any CA (serials are random 64-bit numbers).
+    pub fn revokes_serial(&self, serial: u64) -> bool {
+        self.certs
+            .iter()
+            .any(|(_, r)| r.iter().any(|&(a, b)| a <= serial && serial <= b))
+    }
+
     /// Whether a certificate with this serial, signed by `ca_blob`, is revoked.
     pub fn revokes(&self, ca_blob: &[u8], serial: u64) -> bool {
         self.certs.iter().any(|(ca, ranges)| {
-            (ca.is_empty() || ca == ca_blob) && ranges.iter().any(|&(a, b)| a <= serial && serial <= b)
+            (ca.is_empty() || ca == ca_blob)
+                && ranges.iter().any(|&(a, b)| a <= serial && serial <= b)
         })
     }
 }
@@ -54,7 +65,13 @@ fn put_string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// A KRL revoking `serials` of certificates signed by the CA whose public key blob is `ca_blob`.
-pub fn encode(ca_blob: &[u8], serials: &[u64], version: u64, generated: u64, comment: &str) -> Vec<u8> {
+pub fn encode(
+    ca_blob: &[u8],
+    serials: &[u64],
+    version: u64,
+    generated: u64,
+    comment: &str,
+) -> Vec<u8> {
     let mut serials = serials.to_vec();
     serials.sort_unstable();
     serials.dedup();

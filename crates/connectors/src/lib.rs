@@ -129,10 +129,12 @@ pub(crate) fn strings(
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| {
-                v.as_str().map(String::from).ok_or_else(|| ConnectorError::Config {
-                    resource: resource.into(),
-                    message: format!("`{key}` must be a list of strings"),
-                })
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| ConnectorError::Config {
+                        resource: resource.into(),
+                        message: format!("`{key}` must be a list of strings"),
+                    })
             })
             .collect(),
         Some(_) => Err(ConnectorError::Config {

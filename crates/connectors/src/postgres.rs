@@ -80,7 +80,8 @@ pub fn scram_verifier(password: &[u8], salt: &[u8], iterations: u32) -> String {
     let mut salted = Zeroizing::new([0u8; 32]);
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted[..]);
     let hmac = |key: &[u8], msg: &[u8]| -> [u8; 32] {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
         m.update(msg);
         m.finalize().into_bytes().into()
     };
@@ -117,27 +118,53 @@ impl Postgres {
         let admin = match (string("admin_url_env"), string("admin_url_file")) {
             (Some(e), None) => AdminUrl::Env(e),
             (None, Some(f)) => AdminUrl::File(f),
-            (Some(_), Some(_)) => return Err(config(resource, "give either `admin_url_env` or `admin_url_file`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    resource,
+                    "give either `admin_url_env` or `admin_url_file`, not both",
+                ));
+            }
             (None, None) => {
                 if s.contains_key("admin_url") {
-                    return Err(config(resource, "`admin_url` would put a password in the policy file: use admin_url_env: VAR or admin_url_file: /path"));
+                    return Err(config(
+                        resource,
+                        "`admin_url` would put a password in the policy file: use admin_url_env: VAR or admin_url_file: /path",
+                    ));
                 }
-                return Err(config(resource, "a postgres resource needs `admin_url_env: VAR` or `admin_url_file: /path` (a postgres:// URL for an admin role)"));
+                return Err(config(
+                    resource,
+                    "a postgres resource needs `admin_url_env: VAR` or `admin_url_file: /path` (a postgres:// URL for an admin role)",
+                ));
             }
         };
         let grant_roles = crate::strings(resource, s, "grant_roles")?;
         if grant_roles.is_empty() {
-            return Err(config(resource, "a postgres resource needs `grant_roles`: the role(s) the temporary login becomes a member of, e.g. grant_roles: [app_admin]"));
+            return Err(config(
+                resource,
+                "a postgres resource needs `grant_roles`: the role(s) the temporary login becomes a member of, e.g. grant_roles: [app_admin]",
+            ));
         }
-        if let Some(r) = grant_roles.iter().chain(string("reassign_to").iter()).find(|r| r.is_empty() || r.len() > 63 || r.contains('\0')) {
-            return Err(config(resource, format!("{r:?} is not a PostgreSQL role name")));
+        if let Some(r) = grant_roles
+            .iter()
+            .chain(string("reassign_to").iter())
+            .find(|r| r.is_empty() || r.len() > 63 || r.contains('\0'))
+        {
+            return Err(config(
+                resource,
+                format!("{r:?} is not a PostgreSQL role name"),
+            ));
         }
         let connection_limit = match s.get("connection_limit") {
             None => 2,
             Some(v) => v
                 .as_i64()
                 .filter(|n| (1..=10_000).contains(n))
-                .ok_or_else(|| config(resource, "`connection_limit` must be a number from 1 to 10000"))?,
+                .ok_or_else(|| {
+                    config(
+                        resource,
+                        "`connection_limit` must be a number from 1 to 10000",
+                    )
+                })?,
         };
         let connect_port = match s.get("connect_port") {
             None => None,
@@ -149,7 +176,8 @@ impl Postgres {
         };
         let sweep_grace = match string("sweep_grace") {
             None => Duration::from_secs(120),
-            Some(t) => breakglass_core::duration::parse(&t).map_err(|e| config(resource, format!("sweep_grace: {e}")))?,
+            Some(t) => breakglass_core::duration::parse(&t)
+                .map_err(|e| config(resource, format!("sweep_grace: {e}")))?,
         };
         Ok(Postgres {
             resource: resource.into(),
@@ -167,14 +195,26 @@ impl Postgres {
     fn admin_options(&self) -> Result<PgConnectOptions> {
         let url = Zeroizing::new(match &self.admin {
             AdminUrl::Env(v) => std::env::var(v).map_err(|_| {
-                config(&self.resource, format!("environment variable {v} (admin_url_env) is not set on the server"))
+                config(
+                    &self.resource,
+                    format!("environment variable {v} (admin_url_env) is not set on the server"),
+                )
             })?,
-            AdminUrl::File(f) => std::fs::read_to_string(f)
-                .map_err(|e| config(&self.resource, format!("cannot read admin_url_file {f}: {e}")))?,
+            AdminUrl::File(f) => std::fs::read_to_string(f).map_err(|e| {
+                config(
+                    &self.resource,
+                    format!("cannot read admin_url_file {f}: {e}"),
+                )
+            })?,
         });
         PgConnectOptions::from_str(url.trim())
             .map(|o| o.application_name("breakglass"))
-            .map_err(|_| config(&self.resource, "the admin URL is not a valid postgres:// URL"))
+            .map_err(|_| {
+                config(
+                    &self.resource,
+                    "the admin URL is not a valid postgres:// URL",
+                )
+            })
     }
 
     /// A one-connection pool for one operation (closed by the caller).
@@ -232,16 +272,29 @@ impl Postgres {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    return Err(target(format!("sessions of {role} are still running after pg_terminate_backend")));
+                    return Err(target(format!(
+                        "sessions of {role} are still running after pg_terminate_backend"
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let owner = self.reassign_to.as_deref().map(quote_ident).unwrap_or_else(|| "CURRENT_USER".into());
+            let owner = self
+                .reassign_to
+                .as_deref()
+                .map(quote_ident)
+                .unwrap_or_else(|| "CURRENT_USER".into());
             let cleanup = format!("REASSIGN OWNED BY {q} TO {owner}; DROP OWNED BY {q}");
             let admin_db = self.admin_options()?.get_database().map(String::from);
-            if let Some(db) = self.database.as_deref().filter(|d| Some(*d) != admin_db.as_deref()) {
+            if let Some(db) = self
+                .database
+                .as_deref()
+                .filter(|d| Some(*d) != admin_db.as_deref())
+            {
                 let other = self.connect(Some(db)).await?;
-                sqlx::raw_sql(&cleanup).execute(&other).await.map_err(target)?;
+                sqlx::raw_sql(&cleanup)
+                    .execute(&other)
+                    .await
+                    .map_err(target)?;
                 other.close().await;
             }
             sqlx::raw_sql(&format!("{cleanup}; DROP ROLE {q}"))
@@ -301,19 +354,35 @@ impl Connector for Postgres {
         conn.close().await;
         res.map_err(|e| target(format!("cannot create role {role}: {e}")))?;
         let opts = self.admin_options()?;
-        let host = self.connect_host.clone().unwrap_or_else(|| opts.get_host().to_string());
+        let host = self
+            .connect_host
+            .clone()
+            .unwrap_or_else(|| opts.get_host().to_string());
         let port = self.connect_port.unwrap_or_else(|| opts.get_port());
         let db = self
             .database
             .clone()
             .or_else(|| opts.get_database().map(String::from))
             .unwrap_or_else(|| "postgres".into());
-        let host_part = if host.contains(':') { format!("[{host}]") } else { host };
+        let host_part = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         let db_enc: String = db
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
-        let url = format!("postgres://{role}:{}@{host_part}:{port}/{db_enc}", password.as_str());
+        let url = format!(
+            "postgres://{role}:{}@{host_part}:{port}/{db_enc}",
+            password.as_str()
+        );
         Ok(Issued {
             credential: Some(json!({
                 "url": url,
@@ -367,7 +436,9 @@ impl Connector for Postgres {
                     .find_map(|w| w.strip_prefix(k))
                     .map(String::from)
             };
-            let created = field("created=").and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+            let created = field("created=")
+                .and_then(|c| c.parse::<i64>().ok())
+                .unwrap_or(0);
             if now.unix_secs().saturating_sub(created) < grace {
                 continue; // may be an issue in flight
             }
@@ -388,10 +459,15 @@ mod tests {
     #[test]
     fn scram_matches_rfc7677() {
         // RFC 7677 §3: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, i=4096.
-        let salt = base64::engine::general_purpose::STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+            .unwrap();
         let v = scram_verifier(b"pencil", &salt, 4096);
         // ServerKey from the RFC's server signature derivation, StoredKey = H(ClientKey).
-        assert!(v.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"), "{v}");
+        assert!(
+            v.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"),
+            "{v}"
+        );
         assert_eq!(v.split('$').count(), 3);
     }
 
@@ -412,7 +488,10 @@ mod tests {
             json!({"admin_url_env": "X", "grant_roles": ["a"], "connection_limit": 0}),
             json!({"admin_url_env": "X", "admin_url_file": "/f", "grant_roles": ["a"]}),
         ] {
-            assert!(Postgres::from_settings("db", &s(bad.clone())).is_err(), "{bad}");
+            assert!(
+                Postgres::from_settings("db", &s(bad.clone())).is_err(),
+                "{bad}"
+            );
         }
         assert!(Postgres::from_settings("db", &s(json!({"admin_url_env": "X", "grant_roles": ["app_admin"], "connection_limit": 2}))).is_ok());
     }

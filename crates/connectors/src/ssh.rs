@@ -53,7 +53,8 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey> {
     let text = text.trim();
     if text.len() > 16 * 1024 {
         return Err(ConnectorError::Input(
-            "the SSH public key is larger than 16 KiB; pass the .pub file of an ordinary key".into(),
+            "the SSH public key is larger than 16 KiB; pass the .pub file of an ordinary key"
+                .into(),
         ));
     }
     if text.contains("-cert-v01@openssh.com") {
@@ -115,7 +116,10 @@ impl SshCert {
             .iter()
             .find(|p| p.is_empty() || p.len() > 255 || p.contains([',', ' ', '\n']))
         {
-            return Err(config(resource, format!("principal {p:?} is not a valid login name")));
+            return Err(config(
+                resource,
+                format!("principal {p:?} is not a valid login name"),
+            ));
         }
         let mut extensions = vec!["permit-pty"];
         for e in crate::strings(resource, s, "extensions")? {
@@ -129,13 +133,20 @@ impl SshCert {
             extensions.push(name);
         }
         let string = |k: &str| s.get(k).and_then(Value::as_str).map(String::from);
-        let end_sessions = s.get("end_sessions").and_then(Value::as_bool).unwrap_or(true);
+        let end_sessions = s
+            .get("end_sessions")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let session_command = end_sessions
             .then(|| string("session_command").unwrap_or_else(|| DEFAULT_SESSION_COMMAND.into()));
-        let host_krl = end_sessions.then(|| string("host_krl").unwrap_or_else(|| DEFAULT_HOST_KRL.into()));
+        let host_krl =
+            end_sessions.then(|| string("host_krl").unwrap_or_else(|| DEFAULT_HOST_KRL.into()));
         for v in session_command.iter().chain(host_krl.iter()) {
             if !v.starts_with('/') || !safe_arg(v) {
-                return Err(config(resource, format!("{v:?} must be an absolute path without spaces or shell characters")));
+                return Err(config(
+                    resource,
+                    format!("{v:?} must be an absolute path without spaces or shell characters"),
+                ));
             }
         }
         let port = match s.get("port") {
@@ -147,8 +158,14 @@ impl SshCert {
                 .ok_or_else(|| config(resource, "`port` must be a TCP port number"))?,
         };
         let source_address = crate::strings(resource, s, "source_address")?;
-        if let Some(a) = source_address.iter().find(|a| !safe_arg(a) || a.contains('=')) {
-            return Err(config(resource, format!("source_address {a:?} is not an address or CIDR block")));
+        if let Some(a) = source_address
+            .iter()
+            .find(|a| !safe_arg(a) || a.contains('='))
+        {
+            return Err(config(
+                resource,
+                format!("source_address {a:?} is not an address or CIDR block"),
+            ));
         }
         Ok(SshCert {
             resource: resource.into(),
@@ -193,13 +210,20 @@ impl Connector for SshCert {
             "breakglass grant={} user={} resource={}",
             req.grant.id, req.grant.user, req.grant.resource
         );
-        let err = |e: ssh_key::Error| ConnectorError::Target(format!("cannot sign the certificate: {e}"));
-        let mut b = Builder::new_with_random_nonce(&mut rng, subject.key_data().clone(), valid_after, valid_before)
-            .map_err(err)?;
+        let err =
+            |e: ssh_key::Error| ConnectorError::Target(format!("cannot sign the certificate: {e}"));
+        let mut b = Builder::new_with_random_nonce(
+            &mut rng,
+            subject.key_data().clone(),
+            valid_after,
+            valid_before,
+        )
+        .map_err(err)?;
         b.serial(serial).map_err(err)?;
         b.cert_type(CertType::User).map_err(err)?;
         b.key_id(key_id.clone()).map_err(err)?;
-        b.comment(format!("breakglass {}", req.grant.id)).map_err(err)?;
+        b.comment(format!("breakglass {}", req.grant.id))
+            .map_err(err)?;
         for p in &self.principals {
             b.valid_principal(p.clone()).map_err(err)?;
         }
@@ -217,7 +241,8 @@ impl Connector for SshCert {
             b.critical_option("force-command", fc).map_err(err)?;
         }
         if !self.source_address.is_empty() {
-            b.critical_option("source-address", self.source_address.join(",")).map_err(err)?;
+            b.critical_option("source-address", self.source_address.join(","))
+                .map_err(err)?;
         }
         let cert = b.sign(&self.ca.key).map_err(err)?;
         let text = cert.to_openssh().map_err(err)?;
@@ -256,7 +281,9 @@ impl Connector for SshCert {
             .get("serial")
             .and_then(Value::as_u64)
             .map(|_| ())
-            .ok_or_else(|| ConnectorError::Target("credential record has no certificate serial".into()))
+            .ok_or_else(|| {
+                ConnectorError::Target("credential record has no certificate serial".into())
+            })
     }
 }
 
@@ -273,16 +300,42 @@ mod tests {
     #[tokio::test]
     async fn certificate_carries_the_grant() {
         let ca = Arc::new(Ca::from_seed(&[7u8; 32]));
-        let c = SshCert::from_settings("bastion", &settings(json!({"principals": ["root"], "extensions": ["port-forwarding"]})), ca.clone()).unwrap();
+        let c = SshCert::from_settings(
+            "bastion",
+            &settings(json!({"principals": ["root"], "extensions": ["port-forwarding"]})),
+            ca.clone(),
+        )
+        .unwrap();
         let user = PrivateKey::from(Ed25519Keypair::from_seed(&[1u8; 32]));
         let pubkey = user.public_key().to_openssh().unwrap();
-        let grant = GrantInfo { id: "g-1".into(), user: "alice".into(), resource: "bastion".into(), policy: "p".into(), reason: "r".into(), ticket: None, requested_at: Timestamp(0), duration_ms: 0, max_ms: 0, review_by: vec![], review_within_ms: None, notify: vec![], flags: vec![], ssh_public_key: None };
+        let grant = GrantInfo {
+            id: "g-1".into(),
+            user: "alice".into(),
+            resource: "bastion".into(),
+            policy: "p".into(),
+            reason: "r".into(),
+            ticket: None,
+            requested_at: Timestamp(0),
+            duration_ms: 0,
+            max_ms: 0,
+            review_by: vec![],
+            review_within_ms: None,
+            notify: vec![],
+            flags: vec![],
+            ssh_public_key: None,
+        };
         let out = c
-            .issue(&IssueRequest { grant: &grant, now: Timestamp(1_000_000_000_000), expires_at: Timestamp(1_000_000_900_000), ssh_public_key: Some(&pubkey) })
+            .issue(&IssueRequest {
+                grant: &grant,
+                now: Timestamp(1_000_000_000_000),
+                expires_at: Timestamp(1_000_000_900_000),
+                ssh_public_key: Some(&pubkey),
+            })
             .await
             .unwrap();
         let cred = out.credential.unwrap();
-        let cert = ssh_key::Certificate::from_openssh(cred["certificate"].as_str().unwrap()).unwrap();
+        let cert =
+            ssh_key::Certificate::from_openssh(cred["certificate"].as_str().unwrap()).unwrap();
         assert_eq!(cert.valid_before(), 1_000_000_900);
         assert_eq!(cert.valid_principals(), ["root".to_string()]);
         assert!(cert.key_id().contains("grant=g-1") && cert.key_id().contains("user=alice"));
@@ -290,10 +343,17 @@ mod tests {
         assert!(cert.extensions().contains_key("permit-port-forwarding"));
         assert!(!cert.extensions().contains_key("permit-agent-forwarding"));
         let fc = &cert.critical_options()["force-command"];
-        assert!(fc.starts_with("/usr/local/bin/breakglass session --grant g-1 --serial "), "{fc}");
+        assert!(
+            fc.starts_with("/usr/local/bin/breakglass session --grant g-1 --serial "),
+            "{fc}"
+        );
         assert_eq!(cert.serial(), out.handle["serial"].as_u64().unwrap());
         assert!(!out.fingerprint.contains("AAAA"));
-        cert.validate_at(1_000_000_100, [&ca.key.public_key().fingerprint(HashAlg::Sha256)]).unwrap();
+        cert.validate_at(
+            1_000_000_100,
+            [&ca.key.public_key().fingerprint(HashAlg::Sha256)],
+        )
+        .unwrap();
     }
 
     #[test]
@@ -302,8 +362,18 @@ mod tests {
         assert!(parse_public_key(&"A".repeat(20_000)).is_err());
         assert!(parse_public_key("ssh-ed25519-cert-v01@openssh.com AAAA").is_err());
         let ca = Arc::new(Ca::from_seed(&[7u8; 32]));
-        for bad in [json!({}), json!({"principals": []}), json!({"principals": ["a b"]}), json!({"principals": ["r"], "extensions": ["root-shell"]}), json!({"principals": ["r"], "session_command": "breakglass; rm"}), json!({"principals": ["r"], "port": 70000})] {
-            assert!(SshCert::from_settings("b", &settings(bad.clone()), ca.clone()).is_err(), "{bad}");
+        for bad in [
+            json!({}),
+            json!({"principals": []}),
+            json!({"principals": ["a b"]}),
+            json!({"principals": ["r"], "extensions": ["root-shell"]}),
+            json!({"principals": ["r"], "session_command": "breakglass; rm"}),
+            json!({"principals": ["r"], "port": 70000}),
+        ] {
+            assert!(
+                SshCert::from_settings("b", &settings(bad.clone()), ca.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

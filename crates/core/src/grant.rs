@@ -463,6 +463,7 @@ mod tests {
             review_within_ms: None,
             notify: vec![],
             flags: vec![],
+            ssh_public_key: None,
         }
     }
 

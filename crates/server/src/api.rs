@@ -509,6 +509,7 @@ mod tests {
             kek: Kek::generate(),
             audit_signing: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
             origin: "breakglass/test".into(),
+            ssh_ca: Arc::new(breakglass_connectors::ssh::Ca::from_seed(&[2; 32])),
         };
         let policy =
             load_policy_text(include_str!("../../../examples/demo-policy.yaml"), None).unwrap();

@@ -416,8 +416,10 @@ impl Engine {
     pub fn connector(
         &self,
         resource: &policy::Resource,
-    ) -> Result<Option<Box<dyn breakglass_connectors::Connector>>, breakglass_connectors::ConnectorError>
-    {
+    ) -> Result<
+        Option<Box<dyn breakglass_connectors::Connector>>,
+        breakglass_connectors::ConnectorError,
+    > {
         let ctx = breakglass_connectors::Context {
             ssh_ca: Some(self.keys.ssh_ca.clone()),
         };

@@ -159,7 +159,9 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
         Ok(c) => match c.revoke(&cred.handle).await {
             Ok(()) => match c.verify_revoked(&cred.handle).await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err("the target still accepts the credential after revocation".to_string()),
+                Ok(false) => {
+                    Err("the target still accepts the credential after revocation".to_string())
+                }
                 Err(e) => Err(format!("cannot verify the revocation: {e}")),
             },
             Err(e) => Err(e.to_string()),
@@ -189,9 +191,10 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
             )),
         ),
         Err(e) => {
-            let backoff = Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
+            let backoff =
+                Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
             tracing::warn!(grant = %cred.grant_id, attempts, error = %e, "revocation failed; will retry");
-            let ev = (attempts == 1 || attempts % 5 == 0).then(|| {
+            let ev = (attempts == 1 || attempts.is_multiple_of(5)).then(|| {
                 crate::engine::event(
                     at,
                     "revocation.failed",

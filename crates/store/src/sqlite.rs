@@ -27,7 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_reviews.sql")),
     (4, include_str!("../migrations/sqlite/0004_secrets.sql")),
     (5, include_str!("../migrations/sqlite/0005_credentials.sql")),
-    (6, include_str!("../migrations/sqlite/0006_credential_lookups.sql")),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_credential_lookups.sql"),
+    ),
 ];
 
 /// Most units of work committed together.

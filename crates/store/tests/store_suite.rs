@@ -34,6 +34,7 @@ fn info(id: &str, user: &str) -> GrantInfo {
         review_within_ms: None,
         notify: vec![],
         flags: vec![],
+        ssh_public_key: None,
     }
 }
 

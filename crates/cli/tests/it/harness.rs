@@ -16,7 +16,10 @@ pub const POLICY: &str = r#"
 admins: { groups: [security] }
 # The flow tests need no target: exec hooks that succeed and print nothing.
 resources:
-  - { name: prod-db, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+  - name: prod-db
+    kind: exec
+    grant: ["/bin/true"]
+    revoke: ["/bin/true"]
   - { name: bastion, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
   - { name: short, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
   - { name: fallback, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
@@ -192,6 +195,30 @@ impl Server {
                 .status();
             let _ = c.wait();
         }
+    }
+
+    /// Sets (or with `None` removes) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
+    /// Whether the server process has exited by itself within `timeout`.
+    pub fn exited_within(&mut self, timeout: Duration) -> bool {
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn restart(&mut self) {

@@ -6,4 +6,6 @@ mod audit;
 mod flow;
 mod harness;
 mod hostile;
+mod pg;
 mod review;
+mod ssh;

@@ -1,0 +1,355 @@
+//! SSH certificates against a real OpenSSH server (Debian's openssh-server) on a loopback port:
+//! sshd trusts breakglass's CA and reads breakglass's KRL; logins work during the grant, are
+//! refused after expiry and after early revocation once the host refreshed its KRL, and a live
+//! session is closed at expiry by the certificate's force-command (`breakglass session`).
+
+use crate::harness::*;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+struct Sshd {
+    child: Child,
+    port: u16,
+    krl: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+}
+
+/// Starts sshd trusting `ca_pub`, reading revocations from `krl` (which must exist).
+fn start_sshd(dir: &Path, ca_pub: &str, krl: &Path, port: u16) -> Sshd {
+    assert!(
+        Path::new(SSHD).exists(),
+        "openssh-server is needed for the tests (apt-get install openssh-server)"
+    );
+    if is_root() {
+        // Privilege separation directory (Debian creates it at service start, not at install).
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+    }
+    let host_key = dir.join("host_ed25519");
+    keygen(&host_key);
+    std::fs::write(dir.join("ca.pub"), ca_pub).unwrap();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {dir}/sshd.pid\n\
+             TrustedUserCAKeys {dir}/ca.pub\nRevokedKeys {krl}\nAuthorizedKeysFile none\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+            hk = host_key.display(),
+            dir = dir.display(),
+            krl = krl.display(),
+        ),
+    )
+    .unwrap();
+    let t = Command::new(SSHD)
+        .arg("-t")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        t.status.success(),
+        "sshd -t: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+    let child = Command::new(SSHD)
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("start sshd");
+    poll("sshd to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    Sshd {
+        child,
+        port,
+        krl: krl.to_path_buf(),
+    }
+}
+
+fn is_root() -> bool {
+    whoami() == "root"
+}
+
+/// `ssh` with the certificate beside `key`, non-interactive, running `cmd`.
+fn ssh_cmd(sshd: &Sshd, key: &Path, user: &str, cmd: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}-cert.pub", key.display()))
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+        ])
+        .arg(sshd.port.to_string())
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(cmd)
+        .stdin(Stdio::null());
+    c
+}
+
+fn ssh(sshd: &Sshd, key: &Path, user: &str, cmd: &str) -> Output {
+    ssh_cmd(sshd, key, user, cmd).output().expect("run ssh")
+}
+
+fn request(u: &User, key: &Path, dur: &str) -> serde_json::Value {
+    u.ok(&[
+        "request",
+        "bastion",
+        "--reason",
+        "root shell needed to restart the stuck replica",
+        "--for",
+        dur,
+        "--ssh-key",
+        &format!("{}.pub", key.display()),
+    ])
+}
+
+/// What the host's cron/timer does: `breakglass ssh krl --out FILE`.
+fn refresh_krl(u: &User, krl: &Path) {
+    u.ok(&["ssh", "krl", "--out", &krl.display().to_string()]);
+}
+
+#[test]
+fn ssh_certificates_work_during_the_grant_and_not_after() {
+    let user = whoami();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let krl = dir.join("revoked.krl");
+    let policy = format!(
+        r#"
+admins: {{ groups: [security] }}
+resources:
+  - name: bastion
+    kind: ssh
+    principals: [{user}]
+    host: 127.0.0.1
+    port: {port}
+    session_command: {BIN}
+    host_krl: {krl}
+policies:
+  - name: bastion-emergency
+    resources: [bastion]
+    who: {{ groups: [oncall] }}
+    require: {{ mfa: false }}
+    approval: {{ mode: auto }}
+    duration: {{ default: 30m, max: 2h }}
+"#,
+        krl = krl.display()
+    );
+    let server = Server::start(&policy);
+    let alice = server.user("alice", &["oncall"]);
+    let sec = server.user("sam", &["security"]);
+    // The host: CA key and an (empty) KRL from the server, as the docs tell operators to do.
+    let ca = alice.ok(&["ssh", "ca-key"]);
+    let ca_line = ca["public_key"].as_str().unwrap().to_string();
+    assert!(ca_line.starts_with("ssh-ed25519 "), "{ca_line}");
+    refresh_krl(&alice, &krl);
+    let sshd = start_sshd(dir, &format!("{ca_line}\n"), &krl, port);
+
+    // An SSH resource without a key says how to give one, and grants nothing.
+    let r = alice.run(&[
+        "request",
+        "bastion",
+        "--reason",
+        "root shell needed to restart the stuck replica",
+        "--ssh-key",
+        "/nonexistent/id.pub",
+    ]);
+    assert!(
+        !r.ok && (r.stderr + &r.stdout).contains("--ssh-key"),
+        "{}",
+        r.stdout
+    );
+
+    // 1. Login works during the grant; the certificate is written beside the key.
+    let k1 = dir.join("id1");
+    keygen(&k1);
+    let g1 = request(&alice, &k1, "1h");
+    let id1 = g1["id"].as_str().unwrap().to_string();
+    let cred = &g1["credential"];
+    assert_eq!(
+        cred["path"].as_str().unwrap(),
+        format!("{}-cert.pub", k1.display())
+    );
+    assert!(
+        cred["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519-cert-v01@openssh.com ")
+    );
+    let info = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(format!("{}-cert.pub", k1.display()))
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains(&format!("grant={id1}")) && info.contains("user=alice"),
+        "{info}"
+    );
+    assert!(
+        info.contains("permit-pty") && !info.contains("permit-agent-forwarding"),
+        "{info}"
+    );
+    assert!(info.contains("force-command"), "{info}");
+    let out = ssh(
+        &sshd,
+        &k1,
+        &user,
+        "echo logged-in-as-$(id -un) grant=$BREAKGLASS_GRANT",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("logged-in-as-{user} grant={id1}")),
+        "login during the grant failed: {stdout}{}\nsshd: {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+    );
+    // Status shows the serial, never the certificate.
+    let st = alice.ok(&["status", &id1]);
+    assert_eq!(st["credential_status"]["serial"], cred["serial"]);
+    assert!(st.get("credential").is_none() || st["credential"].is_null());
+    // `breakglass ssh GRANT -- cmd` runs ssh with the grant's certificate.
+    let out = Command::new(BIN)
+        .args(["--server", &server.url, "ssh", &id1, "--ssh-key"])
+        .arg(format!("{}.pub", k1.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["--", "echo", "via-breakglass-ssh"])
+        .env("XDG_CONFIG_HOME", alice.config.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("via-breakglass-ssh"),
+        "breakglass ssh: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 2. Early revocation: refused once the host has refreshed its KRL; others unaffected.
+    let k2 = dir.join("id2");
+    keygen(&k2);
+    let g2 = request(&alice, &k2, "1h");
+    let id2 = g2["id"].as_str().unwrap().to_string();
+    assert!(ssh(&sshd, &k2, &user, "true").status.success());
+    sec.login();
+    alice.ok(&["revoke", &id2, "--reason", "done early"]);
+    poll(
+        "the revocation to be confirmed",
+        Duration::from_secs(20),
+        || (alice.ok(&["status", &id2])["credential_status"]["state"] == "revoked").then_some(()),
+    );
+    refresh_krl(&alice, &sshd.krl);
+    let q = Command::new("ssh-keygen")
+        .arg("-Q")
+        .arg("-f")
+        .arg(&krl)
+        .arg(format!("{}-cert.pub", k2.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("REVOKED"),
+        "ssh-keygen -Q: {}",
+        String::from_utf8_lossy(&q.stdout)
+    );
+    let out = ssh(&sshd, &k2, &user, "true");
+    assert!(!out.status.success(), "a revoked certificate still logs in");
+    assert!(
+        ssh(&sshd, &k1, &user, "true").status.success(),
+        "an unrevoked certificate was refused"
+    );
+
+    // 3. A live session is closed at expiry; logins are refused afterwards.
+    let k3 = dir.join("id3");
+    keygen(&k3);
+    let g3 = request(&alice, &k3, "6s");
+    let id3 = g3["id"].as_str().unwrap().to_string();
+    let mut live = ssh_cmd(&sshd, &k3, &user, "echo session-open; sleep 600")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = poll(
+        "the live session to be closed at expiry",
+        Duration::from_secs(30),
+        || live.try_wait().unwrap(),
+    );
+    let out = live.wait_with_output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        o.contains("session-open"),
+        "the session never opened: {o}{e}"
+    );
+    assert!(
+        !status.success() && e.contains(&format!("grant {id3} expired")),
+        "{status:?} {o}{e}"
+    );
+    assert!(
+        unix_now() >= g3["expires_at_ms"].as_i64().unwrap_or(0) / 1000,
+        "closed before expiry"
+    );
+    let out = ssh(&sshd, &k3, &user, "true");
+    assert!(
+        !out.status.success(),
+        "an expired certificate still logs in"
+    );
+    let _ = id3;
+}
