@@ -29,6 +29,8 @@ policies:
     duration: { default: 30m, max: 2h }
 "#;
 
+mod targets;
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -37,20 +39,25 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    engine: Arc<Engine>,
-    secret: Vec<u8>,
+pub(crate) struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub engine: Arc<Engine>,
+    pub secret: Vec<u8>,
 }
 
 /// A data dir with `users` responders, each with a confirmed TOTP secret (the same secret for
 /// all, so codes can be computed here) and a session token `tok-<i>`.
 async fn fixture(users: usize) -> Result<Fixture> {
+    fixture_with(users, POLICY).await
+}
+
+/// As [`fixture`], with another policy.
+async fn fixture_with(users: usize, policy_text: &str) -> Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let dd = DataDir::new(dir.path().join("data"));
     keys::init(&dd, SystemClock.now()).await?;
     let (store, keys) = keys::open(&dd).await?;
-    let policy = engine::load_policy_text(POLICY, None).map_err(anyhow::Error::msg)?;
+    let policy = engine::load_policy_text(policy_text, None).map_err(anyhow::Error::msg)?;
     let hash = engine::hash_password("benchmark-password-1").map_err(|e| anyhow::anyhow!("{e}"))?;
     let secret = b"bench-secret-20bytes".to_vec();
     let now = SystemClock.now();
@@ -87,7 +94,7 @@ async fn fixture(users: usize) -> Result<Fixture> {
         EngineConfig::default(),
     ));
     Ok(Fixture {
-        _dir: dir,
+        dir,
         engine,
         secret,
     })
@@ -303,5 +310,11 @@ async fn main() -> Result<()> {
     activations_per_sec(8, 8000).await?;
     expiry_lag(1000).await?;
     verify_rate(events).await?;
+    if args.iter().any(|a| a == "--no-targets") {
+        return Ok(());
+    }
+    targets::ssh_time_to_credential(1000).await?;
+    targets::postgres(200, 100).await?;
+    targets::ssh_session_end(100).await?;
     Ok(())
 }

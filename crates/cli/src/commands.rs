@@ -489,9 +489,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                         fmt_remaining(r["remaining_secs"].as_u64().unwrap_or(0))
                     ),
                     "pending" => format!(
-                        "request pending approval ({} needed from {}); you will get access when approved",
+                        "request pending approval ({} needed from {}); once approved, `breakglass credential {}` hands you the credential",
                         r["approvals_needed"].as_u64().unwrap_or(0),
-                        r["approvers_from"]
+                        r["approvers_from"],
+                        r["id"].as_str().unwrap_or("")
                     ),
                     other => format!("grant is {other}"),
                 };
@@ -545,6 +546,23 @@ pub async fn run(cli: Cli) -> Result<()> {
                 args,
             )
             .await?;
+        }
+        Cmd::Credential { grant_id, ssh_key } => {
+            let c = authed(&cli)?;
+            let mut r = c
+                .post(
+                    &format!("/grants/{}/credential", urlencode(grant_id)),
+                    &json!({}),
+                )
+                .await?;
+            r["id"] = json!(grant_id);
+            if r["credential"]["certificate"].is_string() {
+                let Some(k) = crate::ssh::key_path(ssh_key.as_deref())? else {
+                    bail!("no SSH key found in ~/.ssh: give the one you requested with --ssh-key");
+                };
+                crate::ssh::store_certificate(&mut r, &k)?;
+            }
+            out(j, &r, || credential_text(&r));
         }
         Cmd::Session {
             grant,

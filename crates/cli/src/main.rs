@@ -161,6 +161,13 @@ pub enum Cmd {
         #[arg(long)]
         otp: Option<String>,
     },
+    /// Pick up, once, the credential issued when approvers activated your grant.
+    Credential {
+        grant_id: String,
+        /// For SSH grants: the key the certificate is for (it is written beside it).
+        #[arg(long)]
+        ssh_key: Option<PathBuf>,
+    },
     /// SSH: `ssh GRANT_ID [-- ssh args]` logs in with the grant's certificate; `ssh ca-key` and
     /// `ssh krl --out FILE` are for the hosts (sshd's TrustedUserCAKeys and RevokedKeys).
     #[command(args_conflicts_with_subcommands = true)]

@@ -69,8 +69,13 @@ pub async fn run(grant: &str, serial: u64, until: i64, krl: Option<PathBuf>) -> 
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {shell}"))?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let until_ms = u128::try_from(until).unwrap_or(0) * 1000;
     let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(u64::try_from(until - unix_now()).unwrap_or(0));
+        + Duration::from_millis(u64::try_from(until_ms.saturating_sub(now_ms)).unwrap_or(0));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let why = loop {
         tokio::select! {

@@ -90,6 +90,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/secrets", get(list_secrets))
         .route("/secrets/{resource}", post(put_secret))
         .route("/grants/{id}/secret", get(show_secret))
+        .route("/grants/{id}/credential", post(pickup_credential))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{id}/retry", post(retry_alert))
         .route("/audit/export", get(audit_export))
@@ -455,6 +456,26 @@ async fn show_secret(
     let body = zeroize::Zeroizing::new(
         serde_json::to_vec(&json!({"grant": id, "version": version, "secret": value.as_str()}))
             .unwrap_or_default(),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_vec(),
+    )
+        .into_response())
+}
+
+/// The credential of an approver-activated grant, once, to its holder.
+async fn pickup_credential(
+    State(e): State<AppState>,
+    Auth(p, _): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let credential = e.pickup_credential(&p, &id).await?;
+    let body = zeroize::Zeroizing::new(
+        serde_json::to_vec(&json!({"grant": id, "credential": credential})).unwrap_or_default(),
     );
     Ok((
         [

@@ -393,6 +393,11 @@ fn to_grant_approval(a: &policy::Approval) -> Option<grant::Approval> {
     }
 }
 
+/// What a sealed credential awaiting pickup is bound to.
+fn pickup_aad(grant_id: &str) -> String {
+    format!("credential-pickup:{grant_id}")
+}
+
 /// Parses and fingerprints a policy text.
 pub fn load_policy_text(text: &str, path: Option<PathBuf>) -> Result<LoadedPolicy, String> {
     let set = PolicySet::parse(text).map_err(|e| e.to_string())?;
@@ -1177,7 +1182,7 @@ impl Engine {
         let mut issued = None;
         if let AnyGrant::Active(a) = &g
             && let Some((change, ev, out)) = self
-                .issue_credential(&a.info, a.state.expires_at)
+                .issue_credential(&a.info, a.state.expires_at, false)
                 .await
                 .or_else_spend_mfa(self, &changes, &events)
                 .await?
@@ -1219,6 +1224,7 @@ impl Engine {
         &self,
         info: &GrantInfo,
         expires_at: Timestamp,
+        for_pickup: bool,
     ) -> Result<
         Option<(
             Change,
@@ -1262,6 +1268,11 @@ impl Engine {
                     next_attempt_at: None,
                     last_error: None,
                     revoked_at: None,
+                    // Activated by someone else: sealed until the holder picks it up once.
+                    pickup: issued.credential.as_ref().filter(|_| for_pickup).map(|c| {
+                        let bytes = zeroize::Zeroizing::new(c.to_string().into_bytes());
+                        self.keys.kek.seal(&pickup_aad(&info.id), &bytes)
+                    }),
                 });
                 let ev = event(
                     now,
@@ -1364,6 +1375,60 @@ impl Engine {
 
     pub fn is_admin(&self, who: &Principal) -> bool {
         self.policy().set.is_admin(&who.name, &who.groups)
+    }
+
+    /// Hands the holder of an active grant the credential issued when approvers activated it,
+    /// once: sealed in the store until now, audited before it leaves, then gone.
+    pub async fn pickup_credential(
+        &self,
+        who: &Principal,
+        grant_id: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let g = self.load(grant_id).await?;
+        if g.info().user != who.name {
+            return Err(ApiError::NotFound(format!(
+                "no grant {grant_id:.64} of yours"
+            )));
+        }
+        let AnyGrant::Active(a) = &g else {
+            return Err(ApiError::Conflict(format!(
+                "grant {grant_id} is {}: credentials are handed out only while it is active",
+                g.state_name()
+            )));
+        };
+        let Some(rec) = self.store.credential(grant_id).await? else {
+            return Err(ApiError::NotFound(format!(
+                "grant {grant_id} has no target credential ({} issues none)",
+                a.info.resource
+            )));
+        };
+        let Some(sealed) = rec.pickup else {
+            return Err(ApiError::Conflict(format!(
+                "no credential is waiting for grant {grant_id}: it was shown with the request's answer, or picked up already"
+            )));
+        };
+        let plain = self
+            .keys
+            .kek
+            .open(&pickup_aad(grant_id), &sealed)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(&plain)
+            .map_err(|_| ApiError::Internal("sealed credential is not JSON".into()))?;
+        // Fail closed: the pickup is durable (and cannot happen twice) before the value leaves.
+        self.commit(
+            vec![Change::TakeCredentialPickup {
+                grant_id: grant_id.to_string(),
+            }],
+            vec![event(
+                self.now(),
+                "credential.picked_up",
+                Some(&who.name),
+                Some(&a.info),
+                json!({"kind": rec.kind, "fingerprint": rec.fingerprint}),
+            )],
+        )
+        .await?;
+        Ok(value)
     }
 
     /// The OpenSSH KRL of certificates revoked before their natural expiry (certificates whose
@@ -1479,9 +1544,10 @@ impl Engine {
         if let AnyGrant::Active(a) = &next {
             events.push(activation_event(now, &a.info, &a.state));
             self.metrics.activations.inc();
-            // The credential is issued, never shown to the approver (exec hooks deliver their own).
+            // The credential is issued, never shown to the approver: sealed for the holder's
+            // one-time pickup (`breakglass credential GRANT_ID`).
             if let Some((change, ev, _)) = self
-                .issue_credential(&a.info, a.state.expires_at)
+                .issue_credential(&a.info, a.state.expires_at, true)
                 .await
                 .or_else_spend_mfa(self, &changes, &events)
                 .await?
@@ -1779,7 +1845,10 @@ impl Engine {
                                     activation_event(now, &a.info, &a.state),
                                 ];
                                 let mut changes = Vec::new();
-                                match self.issue_credential(&a.info, a.state.expires_at).await {
+                                match self
+                                    .issue_credential(&a.info, a.state.expires_at, true)
+                                    .await
+                                {
                                     Ok(Some((change, ev, _))) => {
                                         changes.push(change);
                                         events.push(ev);

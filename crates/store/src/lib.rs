@@ -149,6 +149,10 @@ pub enum Change {
     },
     /// Records a credential issued at the target for a grant.
     RecordCredential(CredentialRecord),
+    /// The holder picked up the sealed credential: clear it (a conflict if already taken).
+    TakeCredentialPickup {
+        grant_id: String,
+    },
     /// The grant ended: revoke its credential (no-op when it has none).
     StartRevocation {
         grant_id: String,
@@ -180,6 +184,8 @@ pub struct CredentialRecord {
     pub next_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub revoked_at: Option<Timestamp>,
+    /// The credential sealed under the KEK, waiting for its holder (approver-activated grants).
+    pub pickup: Option<Vec<u8>>,
 }
 
 /// A sealed secret's metadata and ciphertext.

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/sqlite/0006_credential_lookups.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_credential_pickup.sql"),
+    ),
 ];
 
 /// Most units of work committed together.
@@ -194,6 +198,7 @@ fn credential_from_row(row: &SqliteRow) -> Result<CredentialRecord> {
             .map(Timestamp),
         last_error: row.try_get("last_error")?,
         revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+        pickup: row.try_get("pickup")?,
     })
 }
 
@@ -531,7 +536,7 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
         }
         Change::RecordCredential(c) => {
             sqlx::query(
-                "INSERT INTO credentials (grant_id, resource, kind, fingerprint, handle, issued_at, state) VALUES (?, ?, ?, ?, ?, ?, 'issued')",
+                "INSERT INTO credentials (grant_id, resource, kind, fingerprint, handle, issued_at, state, pickup) VALUES (?, ?, ?, ?, ?, ?, 'issued', ?)",
             )
             .bind(&c.grant_id)
             .bind(&c.resource)
@@ -539,15 +544,29 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
             .bind(&c.fingerprint)
             .bind(to_json(&c.handle)?)
             .bind(c.issued_at.0)
+            .bind(&c.pickup)
             .execute(&mut *conn)
             .await?;
         }
         Change::StartRevocation { grant_id, at } => {
-            sqlx::query("UPDATE credentials SET state = 'revoking', next_attempt_at = ? WHERE grant_id = ? AND state = 'issued'")
+            sqlx::query("UPDATE credentials SET state = 'revoking', next_attempt_at = ?, pickup = NULL WHERE grant_id = ? AND state = 'issued'")
                 .bind(at.0)
                 .bind(&grant_id)
                 .execute(&mut *conn)
                 .await?;
+        }
+        Change::TakeCredentialPickup { grant_id } => {
+            let r = sqlx::query(
+                "UPDATE credentials SET pickup = NULL WHERE grant_id = ? AND pickup IS NOT NULL",
+            )
+            .bind(&grant_id)
+            .execute(&mut *conn)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "the credential of {grant_id} was picked up already"
+                )));
+            }
         }
         Change::RevocationAttempt {
             grant_id,

@@ -685,3 +685,56 @@ fn exec_connector_issues_and_revokes_at_the_target_with_retries() {
         "credentials never reach the audit trail"
     );
 }
+
+/// A grant activated by its approver: the credential is issued then, sealed, and handed to the
+/// requester once with `breakglass credential GRANT_ID` — never to the approver, never twice.
+#[test]
+fn approver_activated_credential_is_picked_up_once_by_the_holder() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("grant");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat >/dev/null\necho 'kube-token-s3cr3t'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = POLICY.replace(
+        "{ name: bastion, kind: exec, grant: [\"/bin/true\"]",
+        &format!(
+            "{{ name: bastion, kind: exec, grant: [\"{}\"]",
+            hook.display()
+        ),
+    );
+    assert_ne!(policy, POLICY, "the harness policy changed shape");
+    let s = Server::start(&policy);
+    let alice = s.user("alice", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let g = alice.break_glass("bastion", "INC-9");
+    assert_eq!(g["state"], "pending");
+    let id = g["id"].as_str().unwrap().to_string();
+    // Nothing to pick up while pending.
+    let r = alice.run(&["credential", &id]);
+    assert!(!r.ok && r.slug() == "conflict", "{}{}", r.stdout, r.stderr);
+    let otp = sam.otp();
+    let approved = sam.ok(&["approve", &id, "--otp", &otp]);
+    assert_eq!(approved["state"], "active");
+    assert!(
+        !approved.to_string().contains("kube-token"),
+        "the approver saw the credential"
+    );
+    // Not for anyone else; once for the holder; never again; never in status or audit.
+    assert!(!sam.run(&["credential", &id]).ok);
+    let c = alice.ok(&["credential", &id]);
+    assert_eq!(c["credential"], "kube-token-s3cr3t");
+    let again = alice.run(&["credential", &id]);
+    assert!(!again.ok && again.slug() == "conflict", "{}", again.stdout);
+    assert!(
+        !alice
+            .ok(&["status", &id])
+            .to_string()
+            .contains("kube-token")
+    );
+    let audit = sam.run(&["audit", "export"]).stdout;
+    assert!(audit.contains("credential.picked_up") && !audit.contains("kube-token"));
+}

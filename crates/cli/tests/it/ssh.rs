@@ -4,138 +4,11 @@
 //! session is closed at expiry by the certificate's force-command (`breakglass session`).
 
 use crate::harness::*;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use breakglass_testkit::sshd::{Sshd, keygen};
+use breakglass_testkit::{free_port, whoami};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-struct Sshd {
-    child: Child,
-    port: u16,
-    krl: PathBuf,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id -un");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-}
-
-/// Starts sshd trusting `ca_pub`, reading revocations from `krl` (which must exist).
-fn start_sshd(dir: &Path, ca_pub: &str, krl: &Path, port: u16) -> Sshd {
-    assert!(
-        Path::new(SSHD).exists(),
-        "openssh-server is needed for the tests (apt-get install openssh-server)"
-    );
-    if is_root() {
-        // Privilege separation directory (Debian creates it at service start, not at install).
-        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-    }
-    let host_key = dir.join("host_ed25519");
-    keygen(&host_key);
-    std::fs::write(dir.join("ca.pub"), ca_pub).unwrap();
-    let config = dir.join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {dir}/sshd.pid\n\
-             TrustedUserCAKeys {dir}/ca.pub\nRevokedKeys {krl}\nAuthorizedKeysFile none\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
-            hk = host_key.display(),
-            dir = dir.display(),
-            krl = krl.display(),
-        ),
-    )
-    .unwrap();
-    let t = Command::new(SSHD)
-        .arg("-t")
-        .arg("-f")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        t.status.success(),
-        "sshd -t: {}",
-        String::from_utf8_lossy(&t.stderr)
-    );
-    let child = Command::new(SSHD)
-        .args(["-D", "-e", "-f"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
-        .spawn()
-        .expect("start sshd");
-    poll("sshd to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    Sshd {
-        child,
-        port,
-        krl: krl.to_path_buf(),
-    }
-}
-
-fn is_root() -> bool {
-    whoami() == "root"
-}
-
-/// `ssh` with the certificate beside `key`, non-interactive, running `cmd`.
-fn ssh_cmd(sshd: &Sshd, key: &Path, user: &str, cmd: &str) -> Command {
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(key)
-        .arg("-o")
-        .arg(format!("CertificateFile={}-cert.pub", key.display()))
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-            "-p",
-        ])
-        .arg(sshd.port.to_string())
-        .arg(format!("{user}@127.0.0.1"))
-        .arg(cmd)
-        .stdin(Stdio::null());
-    c
-}
-
-fn ssh(sshd: &Sshd, key: &Path, user: &str, cmd: &str) -> Output {
-    ssh_cmd(sshd, key, user, cmd).output().expect("run ssh")
-}
 
 fn request(u: &User, key: &Path, dur: &str) -> serde_json::Value {
     u.ok(&[
@@ -191,7 +64,7 @@ policies:
     let ca_line = ca["public_key"].as_str().unwrap().to_string();
     assert!(ca_line.starts_with("ssh-ed25519 "), "{ca_line}");
     refresh_krl(&alice, &krl);
-    let sshd = start_sshd(dir, &format!("{ca_line}\n"), &krl, port);
+    let sshd = Sshd::start(dir, &ca_line, &krl, port);
 
     // An SSH resource without a key says how to give one, and grants nothing.
     let r = alice.run(&[
@@ -240,8 +113,7 @@ policies:
         "{info}"
     );
     assert!(info.contains("force-command"), "{info}");
-    let out = ssh(
-        &sshd,
+    let out = sshd.ssh(
         &k1,
         &user,
         "echo logged-in-as-$(id -un) grant=$BREAKGLASS_GRANT",
@@ -251,7 +123,7 @@ policies:
         out.status.success() && stdout.contains(&format!("logged-in-as-{user} grant={id1}")),
         "login during the grant failed: {stdout}{}\nsshd: {}",
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        std::fs::read_to_string(&sshd.log).unwrap_or_default()
     );
     // Status shows the serial, never the certificate.
     let st = alice.ok(&["status", &id1]);
@@ -286,7 +158,7 @@ policies:
     keygen(&k2);
     let g2 = request(&alice, &k2, "1h");
     let id2 = g2["id"].as_str().unwrap().to_string();
-    assert!(ssh(&sshd, &k2, &user, "true").status.success());
+    assert!(sshd.ssh(&k2, &user, "true").status.success());
     sec.login();
     alice.ok(&["revoke", &id2, "--reason", "done early"]);
     poll(
@@ -307,10 +179,10 @@ policies:
         "ssh-keygen -Q: {}",
         String::from_utf8_lossy(&q.stdout)
     );
-    let out = ssh(&sshd, &k2, &user, "true");
+    let out = sshd.ssh(&k2, &user, "true");
     assert!(!out.status.success(), "a revoked certificate still logs in");
     assert!(
-        ssh(&sshd, &k1, &user, "true").status.success(),
+        sshd.ssh(&k1, &user, "true").status.success(),
         "an unrevoked certificate was refused"
     );
 
@@ -319,7 +191,8 @@ policies:
     keygen(&k3);
     let g3 = request(&alice, &k3, "6s");
     let id3 = g3["id"].as_str().unwrap().to_string();
-    let mut live = ssh_cmd(&sshd, &k3, &user, "echo session-open; sleep 600")
+    let mut live = sshd
+        .ssh_cmd(&k3, &user, "echo session-open; sleep 600")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -346,7 +219,7 @@ policies:
         unix_now() >= g3["expires_at_ms"].as_i64().unwrap_or(0) / 1000,
         "closed before expiry"
     );
-    let out = ssh(&sshd, &k3, &user, "true");
+    let out = sshd.ssh(&k3, &user, "true");
     assert!(
         !out.status.success(),
         "an expired certificate still logs in"

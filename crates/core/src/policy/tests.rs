@@ -176,7 +176,8 @@ fn demo_policy_loads() {
         serde_json::json!(["root"])
     );
     assert!(p.policy("dba-emergency").is_some());
-    assert!(p.policy("bastion-with-approval").is_some());
+    assert!(p.policy("bastion-emergency").is_some());
+    assert!(p.policy("cloud-root-with-approval").is_some());
 }
 
 #[test]

@@ -1,0 +1,126 @@
+//! OpenSSH's sshd on a loopback port with a test-owned config: trusts one user CA
+//! (`TrustedUserCAKeys`), reads one KRL (`RevokedKeys`), no passwords, no authorized_keys.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    pub krl: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh-keygen -t ed25519` without a passphrase.
+pub fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+impl Sshd {
+    /// Starts sshd in `dir` on `port` trusting `ca_line`, reading revocations from `krl`
+    /// (which must exist: sshd refuses every key when it cannot read it).
+    pub fn start(dir: &Path, ca_line: &str, krl: &Path, port: u16) -> Sshd {
+        assert!(
+            Path::new(SSHD).exists(),
+            "openssh-server is needed (apt-get install openssh-server)"
+        );
+        if crate::is_root() {
+            // The privilege separation directory (Debian makes it at service start only).
+            std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        }
+        let host_key = dir.join("host_ed25519");
+        keygen(&host_key);
+        std::fs::write(dir.join("ca.pub"), format!("{}\n", ca_line.trim())).expect("ca.pub");
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {dir}/sshd.pid\n\
+                 TrustedUserCAKeys {dir}/ca.pub\nRevokedKeys {krl}\nAuthorizedKeysFile none\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\n\
+                 MaxStartups 200\nMaxSessions 200\n",
+                hk = host_key.display(),
+                dir = dir.display(),
+                krl = krl.display(),
+            ),
+        )
+        .expect("sshd_config");
+        let t = Command::new(SSHD)
+            .arg("-t")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .expect("sshd -t");
+        assert!(
+            t.status.success(),
+            "sshd -t: {}",
+            String::from_utf8_lossy(&t.stderr)
+        );
+        let log = dir.join("sshd.log");
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("sshd.log"))
+            .spawn()
+            .expect("start sshd");
+        crate::wait_for("sshd to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Sshd {
+            child,
+            port,
+            krl: krl.to_path_buf(),
+            log,
+        }
+    }
+
+    /// `ssh` as `user` with the certificate beside `key`, non-interactive, running `cmd`.
+    pub fn ssh_cmd(&self, key: &Path, user: &str, cmd: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-i")
+            .arg(key)
+            .arg("-o")
+            .arg(format!("CertificateFile={}-cert.pub", key.display()))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(cmd)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn ssh(&self, key: &Path, user: &str, cmd: &str) -> Output {
+        self.ssh_cmd(key, user, cmd).output().expect("run ssh")
+    }
+}
