@@ -306,6 +306,9 @@ async fn main() -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    if args.iter().any(|a| a == "--ssh-sessions-only") {
+        return targets::ssh_session_end(100).await;
+    }
     time_to_grant(2000).await?;
     activations_per_sec(8, 8000).await?;
     expiry_lag(1000).await?;

@@ -259,13 +259,14 @@ pub async fn ssh_session_end(n: usize) -> Result<()> {
         port,
     );
     let (key, public) = user_key(tmp.path())?;
-    let code = code(&f);
     let mut sessions = Vec::new();
     for i in 0..n {
-        let dur = format!("{}s", 6 + i % 5);
+        // Sessions are opened one after another (the login shell's rc files may take a lock), all
+        // live at once when their deadlines come.
+        let dur = format!("{}s", 10 + i % 5);
         let g = f
             .engine
-            .request(&who(i), input("bastion", &code, &dur, Some(&public)))
+            .request(&who(i), input("bastion", &code(&f), &dur, Some(&public)))
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let cred = g.credential.context("certificate")?;
@@ -274,11 +275,26 @@ pub async fn ssh_session_end(n: usize) -> Result<()> {
         let k = tmp.path().join(format!("c{i}"));
         std::fs::copy(&key, &k)?;
         let valid_before = g.expires_at_ms.context("expiry")? / 1000 * 1000;
-        let mut cmd = tokio::process::Command::from(sshd.ssh_cmd(&k, &user, "sleep 600"));
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        let mut cmd =
+            tokio::process::Command::from(sshd.ssh_cmd(&k, &user, "echo open; sleep 600"));
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = lines.next_line().await?;
+        let opened = now_ms();
         sessions.push(tokio::spawn(async move {
+            if first.as_deref() != Some("open") || opened >= valid_before {
+                let out = child.wait_with_output().await?;
+                anyhow::bail!(
+                    "a session did not open before its deadline ({first:?} at {} ms to the deadline): {}",
+                    valid_before - opened,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            while lines.next_line().await?.is_some() {}
             child.wait().await?;
             Ok::<_, anyhow::Error>((now_ms() - valid_before) as f64)
         }));
@@ -286,6 +302,9 @@ pub async fn ssh_session_end(n: usize) -> Result<()> {
     let mut lags = Vec::new();
     for s in sessions {
         lags.push(s.await??);
+    }
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("session end lags (ms, in request order): {lags:?}");
     }
     ensure!(
         lags.iter().all(|l| *l >= 0.0),

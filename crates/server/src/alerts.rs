@@ -62,6 +62,8 @@ pub const ALERTING: &[&str] = &[
     "secret.must_rotate",
     "revocation.failed",
     "credential.issue_failed",
+    "credential.orphan_removed",
+    "sweep.failed",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when

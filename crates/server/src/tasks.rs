@@ -225,8 +225,9 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
 /// "created at the target" and "grant recorded", a hand-restored database…) and removes them,
 /// audited as `credential.orphan_removed`. Runs at start-up and every `every`.
 pub async fn sweeper(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut failing = std::collections::HashSet::new();
     loop {
-        sweep_once(&engine).await;
+        sweep_once(&engine, &mut failing).await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => { return; }
@@ -234,8 +235,9 @@ pub async fn sweeper(engine: Arc<Engine>, every: Duration, mut shutdown: watch::
     }
 }
 
-/// One sweep over every resource whose connector can sweep.
-pub async fn sweep_once(engine: &Engine) {
+/// One sweep over every resource whose connector can sweep. A failure is audited once per
+/// resource until a sweep there succeeds again (`failing` remembers which).
+pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet<String>) {
     use serde_json::json;
     let policy = engine.policy();
     for r in &policy.set.resources {
@@ -249,7 +251,11 @@ pub async fn sweep_once(engine: &Engine) {
                 return;
             }
         };
-        match c.sweep(&owned, engine.now()).await {
+        let result = c.sweep(&owned, engine.now()).await;
+        if result.is_ok() {
+            failing.remove(&r.name);
+        }
+        match result {
             Ok(found) if found.is_empty() => {}
             Ok(found) => {
                 let now = engine.now();
@@ -271,7 +277,22 @@ pub async fn sweep_once(engine: &Engine) {
                     tracing::error!(error = %e, "sweep: cannot audit removed orphans");
                 }
             }
-            Err(e) => tracing::warn!(resource = %r.name, error = %e, "sweep failed; will retry"),
+            Err(e) => {
+                tracing::warn!(resource = %r.name, error = %e, "sweep failed; will retry");
+                if failing.insert(r.name.clone()) {
+                    let mut ev = crate::engine::event(
+                        engine.now(),
+                        "sweep.failed",
+                        Some("system"),
+                        None,
+                        json!({"kind": c.kind(), "error": e.to_string()}),
+                    );
+                    ev.resource = Some(r.name.clone());
+                    if let Err(e) = engine.audit_only(vec![ev]).await {
+                        tracing::error!(error = %e, "sweep: cannot audit a failure");
+                    }
+                }
+            }
         }
     }
 }

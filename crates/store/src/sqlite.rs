@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_credential_pickup.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_grants_by_resource.sql"),
+    ),
 ];
 
 /// Most units of work committed together.

@@ -193,11 +193,135 @@ async fn suite(store: &dyn Store) {
     assert_eq!(v.finish().unwrap().events, 4);
 }
 
+/// Credentials: recorded, listed while open, revoked with retries, a sealed pickup taken once.
+async fn credentials_suite(store: &dyn Store) {
+    use breakglass_store::CredentialRecord;
+    let rec = |id: &str, kind: &str, pickup: Option<Vec<u8>>| CredentialRecord {
+        grant_id: id.into(),
+        resource: "prod-db".into(),
+        kind: kind.into(),
+        fingerprint: format!("fp-{id}"),
+        handle: serde_json::json!({"role": format!("bg_{id}"), "serial": 7}),
+        issued_at: Timestamp(10),
+        state: "issued".into(),
+        attempts: 0,
+        next_attempt_at: None,
+        last_error: None,
+        revoked_at: None,
+        pickup,
+    };
+    store
+        .commit(
+            vec![
+                Change::RecordCredential(rec("c1", "postgres", None)),
+                Change::RecordCredential(rec("c2", "ssh", Some(vec![1, 2, 3]))),
+            ],
+            vec![ev("credential.issued")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.open_credentials("prod-db").await.unwrap().len(), 2);
+    assert!(store.revoked_credentials("ssh").await.unwrap().is_empty());
+    // The pickup is handed out once; a second take is a conflict that changes nothing.
+    assert_eq!(
+        store.credential("c2").await.unwrap().unwrap().pickup,
+        Some(vec![1, 2, 3])
+    );
+    let take = || Change::TakeCredentialPickup {
+        grant_id: "c2".into(),
+    };
+    store
+        .commit(vec![take()], vec![ev("credential.picked_up")])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .credential("c2")
+            .await
+            .unwrap()
+            .unwrap()
+            .pickup
+            .is_none()
+    );
+    let head = store.audit_head().await.unwrap().map(|h| h.seq);
+    assert!(matches!(
+        store
+            .commit(vec![take()], vec![ev("credential.picked_up")])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.audit_head().await.unwrap().map(|h| h.seq), head);
+    // Revocation: queued, a failed attempt, then confirmed.
+    store
+        .commit(
+            vec![Change::StartRevocation {
+                grant_id: "c2".into(),
+                at: Timestamp(20),
+            }],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.revoked_credentials("ssh").await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .due_revocations(Timestamp(20), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .due_revocations(Timestamp(19), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let attempt = |done: bool, at: i64| Change::RevocationAttempt {
+        grant_id: "c2".into(),
+        done,
+        attempts: 1,
+        next_attempt_at: Timestamp(at + 1000),
+        last_error: (!done).then(|| "target down".to_string()),
+        at: Timestamp(at),
+    };
+    store
+        .commit(vec![attempt(false, 21)], vec![])
+        .await
+        .unwrap();
+    let c = store.credential("c2").await.unwrap().unwrap();
+    assert_eq!(
+        (c.state.as_str(), c.last_error.as_deref()),
+        ("revoking", Some("target down"))
+    );
+    assert!(
+        store
+            .due_revocations(Timestamp(500), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .commit(vec![attempt(true, 1100)], vec![])
+        .await
+        .unwrap();
+    let c = store.credential("c2").await.unwrap().unwrap();
+    assert_eq!(
+        (c.state.as_str(), c.revoked_at),
+        ("revoked", Some(Timestamp(1100)))
+    );
+    let open = store.open_credentials("prod-db").await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].grant_id, "c1");
+}
+
 #[tokio::test]
 async fn sqlite_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
     suite(&store).await;
+    credentials_suite(&store).await;
 }
 
 #[tokio::test]
