@@ -102,7 +102,7 @@ pub async fn ssh_time_to_credential(n: usize) -> Result<()> {
     );
     let policy = f.engine.policy();
     let r = policy.set.resource("bastion").context("bastion")?;
-    let c = f.engine.connector(r)?.context("connector")?;
+    let c = f.engine.connector(r).await?.context("connector")?;
     let g = f
         .engine
         .store

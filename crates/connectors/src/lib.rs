@@ -92,6 +92,8 @@ pub trait Connector: Send + Sync {
 pub struct Context {
     /// The SSH certificate authority (Ed25519 seed, unsealed at start-up).
     pub ssh_ca: Option<Arc<ssh::Ca>>,
+    /// The unsealed admin URL of a postgres resource with `admin_url_sealed: true`, if stored.
+    pub sealed_admin_url: Option<zeroize::Zeroizing<String>>,
 }
 
 /// The connector for a resource, if its kind has one.
@@ -113,6 +115,7 @@ pub fn for_resource(r: &Resource, ctx: &Context) -> Result<Option<Box<dyn Connec
         ResourceKind::Postgres => Some(Box::new(postgres::Postgres::from_settings(
             &r.name,
             &r.settings,
+            ctx.sealed_admin_url.clone(),
         )?)),
         _ => None,
     })
@@ -149,6 +152,7 @@ pub(crate) fn strings(
 pub fn check(r: &Resource) -> Result<()> {
     let ctx = Context {
         ssh_ca: Some(Arc::new(ssh::Ca::from_seed(&[0u8; 32]))),
+        sealed_admin_url: None,
     };
     for_resource(r, &ctx).map(|_| ())
 }

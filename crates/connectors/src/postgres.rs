@@ -33,6 +33,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 enum AdminUrl {
     Env(String),
     File(String),
+    /// Stored sealed in breakglass (`breakglass secret put RESOURCE`); `None` until stored.
+    Sealed(Option<Zeroizing<String>>),
+}
+
+/// The policy setting that keeps the admin URL sealed in breakglass's own store.
+pub const ADMIN_URL_SEALED: &str = "admin_url_sealed";
+
+/// Whether a postgres resource's admin URL is stored sealed in breakglass.
+pub fn admin_url_is_sealed(s: &Map<String, Value>) -> bool {
+    s.get(ADMIN_URL_SEALED).and_then(Value::as_bool) == Some(true)
+}
+
+/// Checks a value offered as a sealed admin URL (before it is stored): a postgres:// URL.
+pub fn check_admin_url(resource: &str, url: &str) -> Result<()> {
+    let url = url.trim();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(config(
+            resource,
+            "the admin URL must be a postgres:// URL, e.g. postgres://breakglass_admin:PASSWORD@db.internal:5432/postgres",
+        ));
+    }
+    PgConnectOptions::from_str(url)
+        .map(|_| ())
+        .map_err(|_| config(resource, "the admin URL is not a valid postgres:// URL"))
 }
 
 pub struct Postgres {
@@ -113,18 +137,25 @@ fn random_password() -> Zeroizing<String> {
 }
 
 impl Postgres {
-    pub fn from_settings(resource: &str, s: &Map<String, Value>) -> Result<Self> {
+    /// `sealed_admin_url` is the unsealed value stored for this resource, if any (used only
+    /// with `admin_url_sealed: true`).
+    pub fn from_settings(
+        resource: &str,
+        s: &Map<String, Value>,
+        sealed_admin_url: Option<Zeroizing<String>>,
+    ) -> Result<Self> {
         let string = |k: &str| s.get(k).and_then(Value::as_str).map(String::from);
-        let admin = match (string("admin_url_env"), string("admin_url_file")) {
-            (Some(e), None) => AdminUrl::Env(e),
-            (None, Some(f)) => AdminUrl::File(f),
-            (Some(_), Some(_)) => {
-                return Err(config(
-                    resource,
-                    "give either `admin_url_env` or `admin_url_file`, not both",
-                ));
-            }
-            (None, None) => {
+        if s.get(ADMIN_URL_SEALED)
+            .is_some_and(|v| !matches!(v, Value::Bool(_)))
+        {
+            return Err(config(resource, "`admin_url_sealed` is true or false"));
+        }
+        let sealed = admin_url_is_sealed(s);
+        let admin = match (string("admin_url_env"), string("admin_url_file"), sealed) {
+            (Some(e), None, false) => AdminUrl::Env(e),
+            (None, Some(f), false) => AdminUrl::File(f),
+            (None, None, true) => AdminUrl::Sealed(sealed_admin_url),
+            (None, None, false) => {
                 if s.contains_key("admin_url") {
                     return Err(config(
                         resource,
@@ -133,7 +164,13 @@ impl Postgres {
                 }
                 return Err(config(
                     resource,
-                    "a postgres resource needs `admin_url_env: VAR` or `admin_url_file: /path` (a postgres:// URL for an admin role)",
+                    "a postgres resource needs `admin_url_env: VAR`, `admin_url_file: /path` or `admin_url_sealed: true` (a postgres:// URL for an admin role)",
+                ));
+            }
+            _ => {
+                return Err(config(
+                    resource,
+                    "give one of `admin_url_env`, `admin_url_file` and `admin_url_sealed: true`, not several",
                 ));
             }
         };
@@ -206,6 +243,16 @@ impl Postgres {
                     format!("cannot read admin_url_file {f}: {e}"),
                 )
             })?,
+            AdminUrl::Sealed(Some(u)) => u.to_string(),
+            AdminUrl::Sealed(None) => {
+                return Err(config(
+                    &self.resource,
+                    format!(
+                        "no admin URL is stored for {r}: an admin runs `breakglass secret put {r}` with the postgres:// URL on standard input",
+                        r = self.resource
+                    ),
+                ));
+            }
         });
         PgConnectOptions::from_str(url.trim())
             .map(|o| o.application_name("breakglass"))
@@ -489,10 +536,37 @@ mod tests {
             json!({"admin_url_env": "X", "admin_url_file": "/f", "grant_roles": ["a"]}),
         ] {
             assert!(
-                Postgres::from_settings("db", &s(bad.clone())).is_err(),
+                Postgres::from_settings("db", &s(bad.clone()), None).is_err(),
                 "{bad}"
             );
         }
-        assert!(Postgres::from_settings("db", &s(json!({"admin_url_env": "X", "grant_roles": ["app_admin"], "connection_limit": 2}))).is_ok());
+        assert!(Postgres::from_settings("db", &s(json!({"admin_url_env": "X", "grant_roles": ["app_admin"], "connection_limit": 2})), None).is_ok());
+        assert!(
+            Postgres::from_settings(
+                "db",
+                &s(json!({"admin_url_sealed": true, "grant_roles": ["a"]})),
+                None
+            )
+            .is_ok()
+        );
+        for bad in [
+            json!({"admin_url_sealed": "yes", "grant_roles": ["a"]}),
+            json!({"admin_url_sealed": true, "admin_url_env": "X", "grant_roles": ["a"]}),
+            json!({"admin_url_sealed": false, "grant_roles": ["a"]}),
+        ] {
+            assert!(
+                Postgres::from_settings("db", &s(bad.clone()), None).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(check_admin_url("db", "postgres://u:p@127.0.0.1:5432/postgres").is_ok());
+        for bad in [
+            "",
+            "mysql://u:p@h/db",
+            "u:p@h",
+            "postgres://u:p@h:notaport/db",
+        ] {
+            assert!(check_admin_url("db", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -418,15 +418,28 @@ pub fn load_policy_text(text: &str, path: Option<PathBuf>) -> Result<LoadedPolic
 
 impl Engine {
     /// The connector for a resource (with the keys the server lends connectors).
-    pub fn connector(
+    pub async fn connector(
         &self,
         resource: &policy::Resource,
     ) -> Result<
         Option<Box<dyn breakglass_connectors::Connector>>,
         breakglass_connectors::ConnectorError,
     > {
+        let sealed_admin_url = if resource.kind == policy::ResourceKind::Postgres
+            && breakglass_connectors::postgres::admin_url_is_sealed(&resource.settings)
+        {
+            self.unseal_connector_secret(&resource.name)
+                .await
+                .map_err(|e| breakglass_connectors::ConnectorError::Config {
+                    resource: resource.name.clone(),
+                    message: format!("cannot read its sealed admin URL: {e}"),
+                })?
+        } else {
+            None
+        };
         let ctx = breakglass_connectors::Context {
             ssh_ca: Some(self.keys.ssh_ca.clone()),
+            sealed_admin_url,
         };
         breakglass_connectors::for_resource(resource, &ctx)
     }
@@ -1241,7 +1254,7 @@ impl Engine {
         let Some(resource) = policy.set.resource(&info.resource) else {
             return Ok(None);
         };
-        let connector = match self.connector(resource) {
+        let connector = match self.connector(resource).await {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(None),
             Err(e) => return Err(ApiError::Target(e.to_string())),

@@ -20,11 +20,30 @@ fn aad(resource: &str) -> String {
 }
 
 impl Engine {
+    /// The unsealed connector secret stored for a resource (a postgres resource's admin URL
+    /// with `admin_url_sealed: true`), if any.
+    pub(crate) async fn unseal_connector_secret(
+        &self,
+        resource: &str,
+    ) -> Result<Option<Zeroizing<String>>, ApiError> {
+        let Some(rec) = self.store.secret(resource).await? else {
+            return Ok(None);
+        };
+        let plain = self
+            .keys
+            .kek
+            .open(&aad(resource), &rec.sealed)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        String::from_utf8(plain.to_vec())
+            .map(|s| Some(Zeroizing::new(s)))
+            .map_err(|_| ApiError::Internal("sealed admin URL is not UTF-8".into()))
+    }
+
     fn secret_resource(&self, resource: &str) -> Result<(), ApiError> {
         match self.policy().set.resource(resource) {
             Some(r) if r.kind == ResourceKind::Secret => Ok(()),
             Some(r) => Err(ApiError::bad(format!(
-                "resource {resource} is of kind {}, not secret",
+                "resource {resource} is of kind {}, not secret: its credential is issued by its connector, never released as a stored secret",
                 r.kind.as_str()
             ))),
             None => Err(ApiError::NotFound(format!(
@@ -45,7 +64,22 @@ impl Engine {
                 "storing secrets is for admins (policy `admins`)".into(),
             ));
         }
-        self.secret_resource(resource)?;
+        // A postgres resource with `admin_url_sealed: true` keeps its admin URL here too (never
+        // released by `secret show`, never flagged for rotation by a grant).
+        let admin_url_for = self.policy().set.resource(resource).is_some_and(|r| {
+            r.kind == ResourceKind::Postgres
+                && breakglass_connectors::postgres::admin_url_is_sealed(&r.settings)
+        });
+        if admin_url_for {
+            breakglass_connectors::postgres::check_admin_url(resource, value).map_err(|e| {
+                ApiError::bad_hint(
+                    e.to_string(),
+                    "pipe the admin role's URL on standard input: breakglass secret put RESOURCE < url-file",
+                )
+            })?;
+        } else {
+            self.secret_resource(resource)?;
+        }
         if value.is_empty() || value.len() > MAX_SECRET {
             return Err(ApiError::bad_hint(
                 "the secret must be 1 byte to 64 KiB",

@@ -149,12 +149,14 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
     use breakglass_store::Change;
     use serde_json::json;
     let policy = engine.policy();
-    let connector = policy
-        .set
-        .resource(&cred.resource)
-        .ok_or_else(|| format!("resource {} is no longer in the policy", cred.resource))
-        .and_then(|r| engine.connector(r).map_err(|e| e.to_string()))
-        .and_then(|c| c.ok_or_else(|| format!("resource {} has no connector", cred.resource)));
+    let connector = match policy.set.resource(&cred.resource) {
+        None => Err(format!(
+            "resource {} is no longer in the policy",
+            cred.resource
+        )),
+        Some(r) => engine.connector(r).await.map_err(|e| e.to_string()),
+    }
+    .and_then(|c| c.ok_or_else(|| format!("resource {} has no connector", cred.resource)));
     let result = match connector {
         Ok(c) => match c.revoke(&cred.handle).await {
             Ok(()) => match c.verify_revoked(&cred.handle).await {
@@ -241,7 +243,7 @@ pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet
     use serde_json::json;
     let policy = engine.policy();
     for r in &policy.set.resources {
-        let Ok(Some(c)) = engine.connector(r) else {
+        let Ok(Some(c)) = engine.connector(r).await else {
             continue;
         };
         let owned = match engine.store.open_credentials(&r.name).await {

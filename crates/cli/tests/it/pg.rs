@@ -235,3 +235,79 @@ fn postgres_revocation_waits_for_the_database_and_crashes_leave_no_orphans() {
     let mine = alice.ok(&["status"]);
     assert_eq!(mine.as_array().map(|a| a.len()), Some(1), "{mine}");
 }
+
+#[test]
+fn postgres_admin_url_can_be_sealed_in_breakglass_instead_of_env_or_file() {
+    let pg = Pg::start();
+    setup_db(&pg);
+    let admin_url = pg.admin_url();
+    let admin_password = breakglass_testkit::pg::ADMIN_PASSWORD;
+    let policy = policy("").replace(
+        "admin_url_env: BREAKGLASS_PG_ADMIN_URL",
+        "admin_url_sealed: true",
+    );
+    let server = Server::start(&policy);
+    let alice = server.user("alice", &["oncall"]);
+    let sam = server.user("sam", &["security"]);
+
+    // Not stored yet: the request fails, says how to fix it, and leaves no grant.
+    let r = alice.run(&["request", "prod-db", "--reason", "orders table locked"]);
+    assert_eq!(r.slug(), "target-failed", "{}", r.stdout);
+    assert!(
+        r.stdout.contains("breakglass secret put prod-db"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(alice.ok(&["status"]).as_array().map(Vec::len), Some(0));
+
+    // Only admins store it, and only a postgres:// URL is accepted.
+    assert_eq!(
+        alice
+            .run_stdin(&["secret", "put", "prod-db"], Some(&admin_url))
+            .slug(),
+        "forbidden"
+    );
+    let bad = sam.run_stdin(&["secret", "put", "prod-db"], Some("hunter2"));
+    assert_eq!(bad.slug(), "invalid-request", "{}", bad.stdout);
+    assert!(bad.stdout.contains("postgres://"), "{}", bad.stdout);
+    let put = sam.run_stdin(&["secret", "put", "prod-db"], Some(&admin_url));
+    assert!(put.ok, "{}{}", put.stdout, put.stderr);
+
+    // Now the connector unseals it for each operation: the role is created and works.
+    let g = request(&alice, "30m");
+    let id = g["id"].as_str().unwrap().to_string();
+    let dsn = g["credential"]["url"].as_str().unwrap().to_string();
+    let role = g["credential"]["user"].as_str().unwrap().to_string();
+    let (ok, out) = psql(&dsn, "SELECT count(*) FROM orders");
+    assert!(ok, "psql during the grant: {out}");
+
+    // The admin URL is never released to a responder, nor written anywhere in clear.
+    let show = alice.run(&["secret", "show", &id]);
+    assert!(
+        !show.ok && !show.stdout.contains(admin_password),
+        "{}",
+        show.stdout
+    );
+    let audit = sam.run(&["audit", "export"]);
+    assert!(audit.ok && !audit.stdout.contains(admin_password));
+    assert!(!server.log.lock().unwrap().contains(admin_password));
+    for f in ["breakglass.db", "breakglass.db-wal"] {
+        let db = std::fs::read(server.data_dir().join(f)).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&db).contains(admin_password),
+            "the admin password is in {f} in clear"
+        );
+    }
+
+    // Revocation also unseals it: the role is dropped, and the resource is never flagged
+    // "must rotate" (that is for released secrets).
+    sam.ok(&["revoke", &id, "--reason", "incident over"]);
+    poll(
+        "the revocation to be confirmed",
+        Duration::from_secs(20),
+        || (alice.ok(&["status", &id])["credential_status"]["state"] == "revoked").then_some(()),
+    );
+    assert_eq!(role_count(&pg, &role), "0");
+    let secrets = sam.ok(&["secret", "list"]);
+    assert_eq!(secrets[0]["must_rotate"], false, "{secrets}");
+}
