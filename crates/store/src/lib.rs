@@ -269,6 +269,9 @@ pub struct StoredCheckpoint {
     pub created_at: Timestamp,
 }
 
+/// Where [`Store::grant_stats`] stops counting (anomaly thresholds are far below it).
+pub const GRANT_STATS_CAP: u64 = 1000;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
@@ -283,7 +286,8 @@ pub trait Store: Send + Sync + 'static {
     async fn grant(&self, id: &str) -> Result<Option<AnyGrant>>;
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<AnyGrant>>;
     /// For anomaly flags: the user's grants since `user_since`, the resource's grants since
-    /// `resource_since`, and whether the user ever had a grant on the resource.
+    /// `resource_since`, and whether the user ever had a grant on the resource. Counts stop at
+    /// [`GRANT_STATS_CAP`] so the cost of a request stays bounded however busy the window.
     async fn grant_stats(
         &self,
         user: &str,

@@ -863,14 +863,16 @@ impl Store for SqliteStore {
         resource_since: Timestamp,
     ) -> Result<(u64, u64, bool)> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM grants WHERE user_name = ? AND created_at >= ?) AS u,
-                    (SELECT COUNT(*) FROM grants WHERE resource = ? AND created_at >= ?) AS r,
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE user_name = ? AND created_at >= ? LIMIT ?)) AS u,
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE resource = ? AND created_at >= ? LIMIT ?)) AS r,
                     EXISTS(SELECT 1 FROM grants WHERE user_name = ? AND resource = ?) AS e",
         )
         .bind(user)
         .bind(user_since.0)
+        .bind(crate::GRANT_STATS_CAP as i64)
         .bind(resource)
         .bind(resource_since.0)
+        .bind(crate::GRANT_STATS_CAP as i64)
         .bind(user)
         .bind(resource)
         .fetch_one(&self.pool)

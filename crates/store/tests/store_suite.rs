@@ -316,12 +316,59 @@ async fn credentials_suite(store: &dyn Store) {
     assert_eq!(open[0].grant_id, "c1");
 }
 
+/// Anomaly facts: windowed counts per user and per resource, capped, and "ever had it".
+async fn stats_suite(store: &dyn Store) {
+    let n = breakglass_store::GRANT_STATS_CAP + 5;
+    let grants = (0..n)
+        .map(|i| {
+            let mut inf = info(&format!("s-{i}"), "carol");
+            inf.resource = "stats-db".into();
+            inf.requested_at = Timestamp(10_000 + i as i64);
+            Change::InsertGrant(grant::request(
+                inf,
+                &Approval::Auto,
+                Timestamp(10_000 + i as i64),
+            ))
+        })
+        .collect();
+    store.commit(grants, vec![ev("bulk")]).await.unwrap();
+    let cap = breakglass_store::GRANT_STATS_CAP;
+    assert_eq!(
+        store
+            .grant_stats("carol", "stats-db", Timestamp(0), Timestamp(0))
+            .await
+            .unwrap(),
+        (cap, cap, true)
+    );
+    let recent = Timestamp(10_000 + n as i64 - 2);
+    assert_eq!(
+        store
+            .grant_stats(
+                "carol",
+                "stats-db",
+                recent,
+                Timestamp(10_000 + n as i64 - 3)
+            )
+            .await
+            .unwrap(),
+        (2, 3, true)
+    );
+    assert_eq!(
+        store
+            .grant_stats("dave", "stats-db", Timestamp(0), recent)
+            .await
+            .unwrap(),
+        (0, 2, false)
+    );
+}
+
 #[tokio::test]
 async fn sqlite_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
     suite(&store).await;
     credentials_suite(&store).await;
+    stats_suite(&store).await;
 }
 
 #[tokio::test]
