@@ -76,23 +76,39 @@ fn user_key(dir: &Path) -> Result<(PathBuf, String)> {
     Ok((key, public.trim().to_string()))
 }
 
+/// Milliseconds each of `n` sequential requests on `resource` took (users 0..n), each answered
+/// with a credential.
+async fn time_requests(
+    f: &Fixture,
+    n: usize,
+    resource: &str,
+    code: &str,
+    ssh_key: Option<&str>,
+) -> Result<Vec<f64>> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let g = f
+            .engine
+            .request(&who(i), input(resource, code, "30m", ssh_key))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        ensure!(
+            g.credential.is_some(),
+            "{resource}: no credential in the answer"
+        );
+    }
+    Ok(lat)
+}
+
 /// Server-side time to an SSH certificate: the whole request (policy, TOTP, certificate signed,
 /// grant + audit committed durably) and the signing alone.
 pub async fn ssh_time_to_credential(n: usize) -> Result<()> {
     let f = fixture_with(n, &ssh_policy("root", "")).await?;
     let (_, public) = user_key(f.dir.path())?;
     let code = code(&f);
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        let g = f
-            .engine
-            .request(&who(i), input("bastion", &code, "30m", Some(&public)))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        ensure!(g.credential.is_some(), "no certificate");
-    }
+    let lat = time_requests(&f, n, "bastion", &code, Some(&public)).await?;
     println!(
         "{}",
         summary(
@@ -161,17 +177,7 @@ policies:
     );
     let f = fixture_with(n + lag_n, &policy).await?;
     let code = code(&f);
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        let g = f
-            .engine
-            .request(&who(i), input("prod-db", &code, "30m", None))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        ensure!(g.credential.is_some(), "no URL");
-    }
+    let lat = time_requests(&f, n, "prod-db", &code, None).await?;
     println!(
         "{}",
         summary(

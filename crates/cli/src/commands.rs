@@ -857,11 +857,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let parsed = breakglass_core::policy::PolicySet::parse(&text);
             if let Ok(set) = &parsed {
                 // Connector settings are checked as the server will (without touching targets).
-                let bad: Vec<String> = set
-                    .resources
-                    .iter()
-                    .filter_map(|r| breakglass_connectors::check(r).err().map(|e| e.to_string()))
-                    .collect();
+                let bad = breakglass_connectors::check_all(&set.resources);
                 if !bad.is_empty() {
                     if j {
                         println!(

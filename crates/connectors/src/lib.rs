@@ -156,3 +156,11 @@ pub fn check(r: &Resource) -> Result<()> {
     };
     for_resource(r, &ctx).map(|_| ())
 }
+
+/// [`check`] over every resource of a policy: one message per resource whose settings are wrong.
+pub fn check_all(resources: &[Resource]) -> Vec<String> {
+    resources
+        .iter()
+        .filter_map(|r| check(r).err().map(|e| e.to_string()))
+        .collect()
+}

@@ -401,11 +401,7 @@ fn pickup_aad(grant_id: &str) -> String {
 /// Parses and fingerprints a policy text.
 pub fn load_policy_text(text: &str, path: Option<PathBuf>) -> Result<LoadedPolicy, String> {
     let set = PolicySet::parse(text).map_err(|e| e.to_string())?;
-    let bad: Vec<String> = set
-        .resources
-        .iter()
-        .filter_map(|r| breakglass_connectors::check(r).err().map(|e| e.to_string()))
-        .collect();
+    let bad = breakglass_connectors::check_all(&set.resources);
     if !bad.is_empty() {
         return Err(bad.join("\n"));
     }
