@@ -1349,6 +1349,15 @@ impl Engine {
         ))
     }
 
+    /// A grant held by `who` (anyone else's is reported as not found, revealing nothing).
+    pub(crate) async fn load_own(&self, who: &Principal, id: &str) -> Result<AnyGrant, ApiError> {
+        let g = self.load(id).await?;
+        if g.info().user != who.name {
+            return Err(ApiError::NotFound(format!("no grant {id:.64} of yours")));
+        }
+        Ok(g)
+    }
+
     pub(crate) async fn load(&self, id: &str) -> Result<AnyGrant, ApiError> {
         if id.len() > 64 {
             return Err(ApiError::NotFound(format!("no grant {id:.64}")));
@@ -1393,12 +1402,7 @@ impl Engine {
         who: &Principal,
         grant_id: &str,
     ) -> Result<serde_json::Value, ApiError> {
-        let g = self.load(grant_id).await?;
-        if g.info().user != who.name {
-            return Err(ApiError::NotFound(format!(
-                "no grant {grant_id:.64} of yours"
-            )));
-        }
+        let g = self.load_own(who, grant_id).await?;
         let AnyGrant::Active(a) = &g else {
             return Err(ApiError::Conflict(format!(
                 "grant {grant_id} is {}: credentials are handed out only while it is active",

@@ -124,12 +124,7 @@ impl Engine {
         who: &Principal,
         grant_id: &str,
     ) -> Result<(Zeroizing<String>, i64), ApiError> {
-        let g = self.load(grant_id).await?;
-        if g.info().user != who.name {
-            return Err(ApiError::NotFound(format!(
-                "no grant {grant_id:.64} of yours"
-            )));
-        }
+        let g = self.load_own(who, grant_id).await?;
         let AnyGrant::Active(a) = &g else {
             return Err(ApiError::Forbidden(format!(
                 "grant {grant_id} is {}: secrets are released only under an active grant",

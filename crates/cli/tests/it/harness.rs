@@ -59,16 +59,7 @@ pub fn unix_now() -> i64 {
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
-pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use breakglass_testkit::wait_for as poll;
 
 pub struct Server {
     pub dir: tempfile::TempDir,
