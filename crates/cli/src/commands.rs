@@ -249,14 +249,87 @@ async fn open_dir(dir: &Path) -> Result<(breakglass_store::sqlite::SqliteStore, 
     Ok(keys::open(&DataDir::new(dir)).await?)
 }
 
-fn admin_event(kind: &str, user: &str, data: Value) -> NewEvent {
+/// Who runs an admin command on the server host, as the audit trail names them.
+fn operator() -> String {
     let actor = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "operator".into());
+    format!("operator:{actor}")
+}
+
+/// Disables a user through the engine (so their grants end with revocation, reviews and alerts,
+/// exactly as when the server ends them). Returns the grants it ended.
+async fn disable_user(name: &str, data_dir: &Path, policy: Option<&Path>) -> Result<Vec<String>> {
+    let (store, keys) = open_dir(data_dir).await?;
+    let path = match policy {
+        Some(p) => Some(p.to_path_buf()),
+        None => store
+            .meta(breakglass_server::POLICY_PATH_META)
+            .await?
+            .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(&v).into_owned())),
+    };
+    let Some(path) = path else {
+        // The server never ran here, so nobody holds a grant: disabling is all there is to do.
+        let open = store
+            .grants(&breakglass_store::GrantFilter {
+                user: Some(name.to_string()),
+                states: vec!["pending".into(), "active".into()],
+                limit: 1,
+            })
+            .await?;
+        if !open.is_empty() {
+            bail!(
+                "{name} holds grants but the policy the server runs with is unknown: pass --policy FILE"
+            );
+        }
+        store
+            .commit(
+                vec![
+                    Change::SetUserDisabled {
+                        name: name.to_string(),
+                        disabled: true,
+                    },
+                    Change::DeleteUserSessions {
+                        user: name.to_string(),
+                    },
+                ],
+                vec![admin_event("admin.user_disabled", name, json!({}))],
+            )
+            .await
+            .map_err(|e| match e {
+                breakglass_store::StoreError::NotFound(_) => {
+                    anyhow!("no user {name}: see `breakglass admin user list`")
+                }
+                e => e.into(),
+            })?;
+        return Ok(vec![]);
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the policy {} (pass --policy FILE with the one the server runs with)",
+            path.display()
+        )
+    })?;
+    let loaded = engine::load_policy_text(&text, Some(path.clone()))
+        .map_err(|e| anyhow!("the policy {} is invalid: {e}", path.display()))?;
+    let engine = engine::Engine::new(
+        std::sync::Arc::new(store),
+        keys,
+        loaded,
+        std::sync::Arc::new(SystemClock),
+        engine::EngineConfig::default(),
+    );
+    engine
+        .disable_user(name, &operator())
+        .await
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn admin_event(kind: &str, user: &str, data: Value) -> NewEvent {
     NewEvent {
         ts_ms: now().0,
         kind: kind.into(),
-        actor: Some(format!("operator:{actor}")),
+        actor: Some(operator()),
         grant_id: None,
         resource: None,
         data: json!({"user": user, "details": data}),
@@ -1055,29 +1128,23 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
                     .unwrap_or_default()
             });
         }
-        UserCmd::Disable { name, dir } => {
-            let (store, _) = open_dir(&dir.data_dir).await?;
-            store
-                .commit(
-                    vec![
-                        Change::SetUserDisabled {
-                            name: name.clone(),
-                            disabled: true,
-                        },
-                        Change::DeleteUserSessions { user: name.clone() },
-                    ],
-                    vec![admin_event("admin.user_disabled", name, json!({}))],
-                )
-                .await
-                .map_err(|e| match e {
-                    breakglass_store::StoreError::NotFound(_) => {
-                        anyhow!("no user {name}: see `breakglass admin user list`")
+        UserCmd::Disable { name, dir, policy } => {
+            let ended = disable_user(name, &dir.data_dir, policy.as_deref()).await?;
+            out(
+                j,
+                &json!({"user": name, "disabled": true, "ended_grants": ended}),
+                || {
+                    let mut line = format!("user {name} disabled; their sessions are ended");
+                    if !ended.is_empty() {
+                        line.push_str(&format!(
+                            "\n{} grant(s) ended: {}\ntheir credentials are revoked at the targets by the server (within a second while it runs, else as it starts); follow with `breakglass status`",
+                            ended.len(),
+                            ended.join(", ")
+                        ));
                     }
-                    e => e.into(),
-                })?;
-            out(j, &json!({"user": name, "disabled": true}), || {
-                format!("user {name} disabled; their sessions are ended")
-            });
+                    line
+                },
+            );
         }
         UserCmd::ResetMfa { name, dir } | UserCmd::Unlock { name, dir } => {
             let reset = matches!(u, UserCmd::ResetMfa { .. });
@@ -1085,10 +1152,16 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
             if store.user(name).await?.is_none() {
                 bail!("no user {name}: see `breakglass admin user list`");
             }
-            let mut state = store.mfa(name).await?.state;
+            let rec = store.mfa(name).await?;
+            let mut state = rec.state;
             state.locked_until = None;
             state.failures = 0;
-            let mut changes = vec![];
+            // The state first: its compare-and-swap names the version just read.
+            let mut changes = vec![Change::PutMfaState {
+                user: name.clone(),
+                expected_version: rec.version,
+                state,
+            }];
             if reset {
                 changes.push(Change::PutTotp {
                     user: name.clone(),
@@ -1096,10 +1169,6 @@ async fn admin_user(u: &UserCmd, j: bool) -> Result<()> {
                     confirmed: false,
                 });
             }
-            changes.push(Change::PutMfaState {
-                user: name.clone(),
-                state,
-            });
             store
                 .commit(
                     changes,

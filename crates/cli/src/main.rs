@@ -308,11 +308,15 @@ pub enum UserCmd {
         #[command(flatten)]
         dir: DataDirArg,
     },
-    /// Disable a user and end their sessions.
+    /// Disable a user: end their sessions and every grant they hold (credentials revoked at
+    /// the targets by the server).
     Disable {
         name: String,
         #[command(flatten)]
         dir: DataDirArg,
+        /// The policy the server runs with (default: the one it last started with).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Remove a user's authenticator so they can enrol again.
     ResetMfa {

@@ -309,6 +309,7 @@ mod tests {
         let user = PrivateKey::from(Ed25519Keypair::from_seed(&[1u8; 32]));
         let pubkey = user.public_key().to_openssh().unwrap();
         let grant = GrantInfo {
+            rev: 0,
             id: "g-1".into(),
             user: "alice".into(),
             resource: "bastion".into(),

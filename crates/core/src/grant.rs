@@ -65,6 +65,10 @@ pub struct GrantInfo {
     /// kept so a certificate can be issued when approvers activate the grant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_public_key: Option<String>,
+    /// How many times the stored grant was changed: the store's optimistic concurrency check
+    /// (a change computed from revision n is applied only while the stored grant is at n).
+    #[serde(default)]
+    pub rev: u64,
 }
 
 /// One approval of a pending grant.
@@ -398,6 +402,24 @@ impl AnyGrant {
             AnyGrant::Ended(g) => &g.info,
         }
     }
+
+    /// Everyone who approved the grant (they may not review it: separation of duties).
+    pub fn approvers(&self) -> Vec<&str> {
+        let list = match self {
+            AnyGrant::Pending(g) => &g.state.approvals,
+            AnyGrant::Active(g) => &g.state.approvals,
+            AnyGrant::Ended(g) => &g.state.approvals,
+        };
+        list.iter().map(|a| a.by.as_str()).collect()
+    }
+
+    pub fn info_mut(&mut self) -> &mut GrantInfo {
+        match self {
+            AnyGrant::Pending(g) => &mut g.info,
+            AnyGrant::Active(g) => &mut g.info,
+            AnyGrant::Ended(g) => &mut g.info,
+        }
+    }
     pub fn id(&self) -> &str {
         &self.info().id
     }
@@ -450,6 +472,7 @@ mod tests {
 
     fn info() -> GrantInfo {
         GrantInfo {
+            rev: 0,
             id: "g1".into(),
             user: "bob".into(),
             resource: "bastion".into(),

@@ -3,7 +3,7 @@
 //! core, and commits the change together with its audit events in one transaction. A refusal is
 //! audited too. If the audit write fails, the action fails and nothing changes.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, MFA_CONFLICT};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use breakglass_core::audit::NewEvent;
@@ -98,6 +98,10 @@ pub struct Engine {
     /// Wakes the revoker when credentials are queued for revocation.
     pub revoke_wake: Notify,
     login_failures: Mutex<HashMap<String, (u32, Timestamp)>>,
+    /// One lock per user, held from reading their MFA state to committing the action it
+    /// allows: requests of one user on this node take turns (the store's compare-and-swap on
+    /// the state guards against other nodes).
+    mfa_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Fingerprint of the last policy text (or read error) that failed to load, so a broken
     /// file is audited once, not at every poll.
     last_policy_failure: Mutex<Option<String>>,
@@ -287,6 +291,24 @@ pub struct RequestInput {
 
 // ---------- helpers ----------
 
+/// Held by a use case from reading the user's MFA state until its action is committed (or
+/// refused): see [`Engine::mfa_lock`]. Dropping it lets the user's next request in.
+#[must_use = "keep the MFA lock until the action it allows is committed"]
+pub struct MfaLock(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
+
+impl MfaLock {
+    /// For actions that need no MFA.
+    pub fn none() -> Self {
+        MfaLock(None)
+    }
+}
+
+/// A verified code: the MFA state change and evidence to commit WITH the action, and the lock.
+pub type MfaPass = (Vec<Change>, Vec<NewEvent>, MfaLock);
+
+/// How often a use case re-reads a state that another node changed under it before giving up.
+const CAS_RETRIES: usize = 8;
+
 /// SHA-256 of a session token (tokens are 256-bit random, so a fast hash is enough).
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -459,6 +481,7 @@ impl Engine {
             alert_wake: Notify::new(),
             revoke_wake: Notify::new(),
             login_failures: Mutex::new(HashMap::new()),
+            mfa_locks: Mutex::new(HashMap::new()),
             last_policy_failure: Mutex::new(None),
             dummy_hash: hash_password("breakglass-dummy-password").unwrap_or_default(),
         }
@@ -466,6 +489,21 @@ impl Engine {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Waits for `user`'s MFA lock. Locks nobody holds are dropped from the map as it grows.
+    pub async fn mfa_lock(&self, user: &str) -> MfaLock {
+        let lock = {
+            let mut map = match self.mfa_locks.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            if map.len() >= 1024 {
+                map.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            map.entry(user.to_string()).or_default().clone()
+        };
+        MfaLock(Some(lock.lock_owned().await))
     }
 
     pub fn policy(&self) -> Arc<LoadedPolicy> {
@@ -754,10 +792,12 @@ impl Engine {
         let mfa_rec = self.store.mfa(user).await?;
         let mut changes = Vec::new();
         let mut events = Vec::new();
+        let mut _mfa = MfaLock::none();
         if let Some(code) = otp {
-            let (c, e) = self.verify_mfa(&principal, Some(code), "login").await?;
+            let (c, e, lock) = self.verify_mfa(&principal, Some(code), "login").await?;
             changes.extend(c);
             events.extend(e);
+            _mfa = lock;
         }
         let token = random_token();
         let expires_at = now.plus(self.config.session_ttl);
@@ -853,6 +893,7 @@ impl Engine {
     }
 
     pub async fn totp_confirm(&self, who: &Principal, code: &str) -> Result<(), ApiError> {
+        let lock = self.mfa_lock(&who.name).await;
         let rec = self.store.mfa(&who.name).await?;
         if rec.totp_sealed.is_none() {
             return Err(ApiError::bad_hint(
@@ -863,16 +904,16 @@ impl Engine {
         if rec.totp_confirmed {
             return Err(ApiError::Conflict("TOTP is already confirmed".into()));
         }
-        let (mut changes, mut events) = self.check_code(who, &rec, code, "enrol").await?;
-        // Confirming keeps the guessing state just written (so the code cannot be reused).
-        changes.insert(
-            0,
-            Change::PutTotp {
-                user: who.name.clone(),
-                sealed: rec.totp_sealed.clone(),
-                confirmed: true,
-            },
-        );
+        let sealed = rec.totp_sealed.clone();
+        let (mut changes, mut events, _lock) =
+            self.check_code(who, rec, code, "enrol", lock).await?;
+        // Confirming keeps the guessing state just written (so the code cannot be reused); it
+        // comes after the state's compare-and-swap, which names the version read above.
+        changes.push(Change::PutTotp {
+            user: who.name.clone(),
+            sealed,
+            confirmed: true,
+        });
         events.push(event(
             self.now(),
             "mfa.totp_enrolled",
@@ -884,13 +925,17 @@ impl Engine {
     }
 
     /// Verifies a fresh TOTP code. On success returns the state change and audit event to commit
-    /// WITH the action; on failure commits the failure (state + audit) itself and returns an error.
+    /// WITH the action, and the user's MFA lock to hold until then; on failure commits the
+    /// failure (state + audit) itself and returns an error. Under any concurrency a code is
+    /// accepted once and every wrong code is counted: the user's requests take turns on this
+    /// node, and the store applies the state only at the version it was computed from.
     pub async fn verify_mfa(
         &self,
         who: &Principal,
         otp: Option<&str>,
         purpose: &str,
-    ) -> Result<(Vec<Change>, Vec<NewEvent>), ApiError> {
+    ) -> Result<MfaPass, ApiError> {
+        let lock = self.mfa_lock(&who.name).await;
         let rec = self.store.mfa(&who.name).await?;
         if !rec.totp_confirmed {
             self.audit_only(vec![event(
@@ -916,10 +961,36 @@ impl Engine {
                 hint: Some("pass --otp CODE (or run on a terminal to be prompted)".into()),
             });
         };
-        self.check_code(who, &rec, code, purpose).await
+        self.check_code(who, rec, code, purpose, lock).await
     }
 
     async fn check_code(
+        &self,
+        who: &Principal,
+        mut rec: breakglass_store::MfaRecord,
+        code: &str,
+        purpose: &str,
+        lock: MfaLock,
+    ) -> Result<MfaPass, ApiError> {
+        let mut attempt = 0;
+        loop {
+            match self.check_code_once(who, &rec, code, purpose).await {
+                Ok((changes, events)) => return Ok((changes, events, lock)),
+                // Another node wrote the state between our read and our write: judge the code
+                // again against what is stored now.
+                Err(ApiError::Mfa { slug, .. })
+                    if slug == MFA_CONFLICT && attempt < CAS_RETRIES =>
+                {
+                    attempt += 1;
+                    rec = self.store.mfa(&who.name).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Judges one code against one read of the state; commits a failure with a compare-and-swap.
+    async fn check_code_once(
         &self,
         who: &Principal,
         rec: &breakglass_store::MfaRecord,
@@ -936,6 +1007,7 @@ impl Engine {
         let (outcome, state) = mfa::check_totp(&secret, code, now, &rec.state, &self.config.mfa);
         let change = Change::PutMfaState {
             user: who.name.clone(),
+            expected_version: rec.version,
             state,
         };
         let (kind, err) = match outcome {
@@ -1117,7 +1189,7 @@ impl Engine {
             }
             _ => None,
         };
-        let (mut changes, mut events) = if decision.mfa_required {
+        let (mut changes, mut events, _mfa) = if decision.mfa_required {
             match self.verify_mfa(who, input.otp.as_deref(), "request").await {
                 Ok(x) => x,
                 Err(e) => {
@@ -1136,10 +1208,11 @@ impl Engine {
                 }
             }
         } else {
-            (vec![], vec![])
+            (vec![], vec![], MfaLock::none())
         };
         let flags = self.request_flags(who, &input.resource, now).await?;
         let info = GrantInfo {
+            rev: 0,
             flags,
             ssh_public_key,
             id: new_grant_id(),
@@ -1517,6 +1590,34 @@ impl Engine {
         id: &str,
         otp: Option<&str>,
     ) -> Result<GrantView, ApiError> {
+        let p = self.pending_for(who, id).await?;
+        // Approvers always pass MFA.
+        let (changes, events, _mfa) = self.verify_mfa(who, otp, "approve").await?;
+        let mut p = p;
+        let mut attempt = 0;
+        loop {
+            match self.apply_approval(who, p, &changes, &events).await {
+                // Another approval (or the time-out) changed the grant since we read it: read it
+                // again and apply this approval on top, so approvals never overwrite each other.
+                Err(ApiError::Conflict(_)) if attempt < CAS_RETRIES => {
+                    attempt += 1;
+                    p = self
+                        .pending_for(who, id)
+                        .await
+                        .or_else_spend_mfa(self, &changes, &events)
+                        .await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The pending grant `who` may approve (a refusal is audited).
+    async fn pending_for(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<grant::Grant<grant::Pending>, ApiError> {
         let g = self.load(id).await?;
         let AnyGrant::Pending(p) = g else {
             return Err(ApiError::Conflict(format!(
@@ -1536,13 +1637,26 @@ impl Engine {
             .await?;
             return Err(ApiError::Forbidden(e.to_string()));
         }
-        // Approvers always pass MFA.
-        let (mut changes, mut events) = self.verify_mfa(who, otp, "approve").await?;
+        Ok(p)
+    }
+
+    /// Adds one approval (activating the grant at quorum) and commits it with the MFA evidence.
+    async fn apply_approval(
+        &self,
+        who: &Principal,
+        p: grant::Grant<grant::Pending>,
+        mfa_changes: &[Change],
+        mfa_events: &[NewEvent],
+    ) -> Result<GrantView, ApiError> {
+        let mut changes = mfa_changes.to_vec();
+        let mut events = mfa_events.to_vec();
         let now = self.now();
         let info = p.info.clone();
         let next: AnyGrant = match p
             .approve(&who.name, &who.groups, now)
-            .map_err(|e| ApiError::Forbidden(e.to_string()))?
+            .map_err(|e| ApiError::Forbidden(e.to_string()))
+            .or_else_spend_mfa(self, &changes, &events)
+            .await?
         {
             Approved::StillPending(p) => p.into(),
             Approved::Activated(a) => a.into(),
@@ -1554,12 +1668,12 @@ impl Engine {
             Some(&info),
             json!({}),
         ));
+        let mut issued = None;
         if let AnyGrant::Active(a) = &next {
             events.push(activation_event(now, &a.info, &a.state));
-            self.metrics.activations.inc();
             // The credential is issued, never shown to the approver: sealed for the holder's
             // one-time pickup (`breakglass credential GRANT_ID`).
-            if let Some((change, ev, _)) = self
+            if let Some((change, ev, out)) = self
                 .issue_credential(&a.info, a.state.expires_at, true)
                 .await
                 .or_else_spend_mfa(self, &changes, &events)
@@ -1567,13 +1681,25 @@ impl Engine {
             {
                 changes.push(change);
                 events.push(ev);
+                issued = Some(out);
             }
         }
         changes.push(Change::UpdateGrant {
             expected_state: "pending",
             grant: next.clone(),
         });
-        self.commit(changes, events).await?;
+        if let Err(e) = self.commit(changes, events).await {
+            if let Some((connector, handle, _)) = issued {
+                // Not recorded: take the credential back now (the sweep is the net).
+                if let Err(re) = connector.revoke(&handle).await {
+                    tracing::error!(grant = %next.id(), error = %re, "could not revoke a credential whose approval failed to record");
+                }
+            }
+            return Err(e);
+        }
+        if matches!(next, AnyGrant::Active(_)) {
+            self.metrics.activations.inc();
+        }
         self.wake.notify_one();
         Ok(GrantView::of(&next, now))
     }
@@ -1748,10 +1874,10 @@ impl Engine {
             .policy(&a.info.policy)
             .map(|p| p.require.mfa)
             .unwrap_or(true);
-        let (mut changes, mut events) = if mfa_required {
+        let (mut changes, mut events, _mfa) = if mfa_required {
             self.verify_mfa(who, otp, "extend").await?
         } else {
-            (vec![], vec![])
+            (vec![], vec![], MfaLock::none())
         };
         let info = a.info.clone();
         let old = a.state.expires_at;
@@ -1900,6 +2026,90 @@ impl Engine {
     }
 
     /// Alerts for admins: the outbox, newest first.
+    /// Disables a user: no new login, their sessions end, and every grant they hold ends now,
+    /// in one transaction — active grants are revoked (their target credentials queued for
+    /// revocation, reviews opened, alerts queued by [`Engine::commit`]), pending ones cancelled.
+    /// Returns the ids of the grants it ended.
+    pub async fn disable_user(&self, name: &str, actor: &str) -> Result<Vec<String>, ApiError> {
+        let mut attempt = 0;
+        loop {
+            if self.store.user(name).await?.is_none() {
+                return Err(ApiError::NotFound(format!(
+                    "no user {name}: see `breakglass admin user list`"
+                )));
+            }
+            let open = self
+                .store
+                .grants(&GrantFilter {
+                    user: Some(name.to_string()),
+                    states: vec!["pending".into(), "active".into()],
+                    limit: 10_000,
+                })
+                .await?;
+            let now = self.now();
+            let mut changes = vec![
+                Change::SetUserDisabled {
+                    name: name.to_string(),
+                    disabled: true,
+                },
+                Change::DeleteUserSessions {
+                    user: name.to_string(),
+                },
+            ];
+            let mut events = Vec::new();
+            let mut ended = Vec::new();
+            for g in open {
+                let info = g.info().clone();
+                let (expected, next, kind) = match g {
+                    AnyGrant::Active(a) => (
+                        "active",
+                        AnyGrant::from(a.revoke(actor, Some("user disabled".into()), now)),
+                        "grant.revoked",
+                    ),
+                    AnyGrant::Pending(p) => (
+                        "pending",
+                        AnyGrant::from(p.cancel(actor, now)),
+                        "grant.cancelled",
+                    ),
+                    AnyGrant::Ended(_) => continue,
+                };
+                changes.push(Change::UpdateGrant {
+                    expected_state: expected,
+                    grant: next,
+                });
+                events.push(event(
+                    now,
+                    kind,
+                    Some(actor),
+                    Some(&info),
+                    json!({"reason": "user disabled"}),
+                ));
+                ended.push(info.id);
+            }
+            events.insert(
+                0,
+                NewEvent {
+                    ts_ms: now.0,
+                    kind: "admin.user_disabled".into(),
+                    actor: Some(actor.to_string()),
+                    grant_id: None,
+                    resource: None,
+                    data: json!({"user": name, "details": {"ended_grants": ended}}),
+                },
+            );
+            match self.commit(changes, events).await {
+                // A grant of the user changed while we read them (an extension, an expiry).
+                Err(ApiError::Conflict(_)) if attempt < CAS_RETRIES => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.metrics.revocations.add(ended.len() as u64);
+                    self.wake.notify_one();
+                    return Ok(ended);
+                }
+            }
+        }
+    }
+
     pub async fn alerts(
         &self,
         who: &Principal,

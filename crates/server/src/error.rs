@@ -10,6 +10,10 @@ use thiserror::Error;
 /// Problem type URIs are `PROBLEM_BASE` + slug; the slugs are a stable contract.
 pub const PROBLEM_BASE: &str = "https://breakglass.dev/problems/";
 
+/// The slug of a request that lost a race for the user's MFA state (another node or request
+/// used it at the same moment); nothing was done.
+pub const MFA_CONFLICT: &str = "mfa-conflict";
+
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -66,6 +70,7 @@ impl ApiError {
             ApiError::Unauthenticated | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::Mfa { slug, .. } if *slug == "mfa-locked" => StatusCode::LOCKED,
+            ApiError::Mfa { slug, .. } if *slug == MFA_CONFLICT => StatusCode::CONFLICT,
             ApiError::Mfa { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -120,6 +125,13 @@ impl From<breakglass_store::StoreError> for ApiError {
             breakglass_store::StoreError::Conflict(m) => ApiError::Conflict(format!(
                 "{m}: it changed while you were acting on it; check `breakglass status` and retry"
             )),
+            breakglass_store::StoreError::MfaConflict(user) => ApiError::Mfa {
+                slug: MFA_CONFLICT,
+                message: format!(
+                    "another request used the MFA of {user} at the same moment; nothing was done"
+                ),
+                hint: Some("wait for the next code from your authenticator and retry".into()),
+            },
             breakglass_store::StoreError::AlreadyExists(m) => {
                 ApiError::Conflict(format!("{m} already exists"))
             }

@@ -101,6 +101,9 @@ impl Running {
 }
 
 /// Opens the data dir, loads the policy, expires everything overdue, and starts serving.
+/// Where the server records the path of the policy it serves (for commands run on its host).
+pub const POLICY_PATH_META: &str = "policy_path";
+
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     start_with_clock(cfg, Arc::new(SystemClock)).await
 }
@@ -132,9 +135,14 @@ pub async fn start_with_clock(
         clock,
         engine_cfg,
     ));
+    // Host-side commands (`admin user disable`) load the same policy as the server.
+    let policy_path = std::fs::canonicalize(&cfg.policy).unwrap_or_else(|_| cfg.policy.clone());
     engine
         .commit(
-            vec![],
+            vec![breakglass_store::Change::PutMeta {
+                key: POLICY_PATH_META.into(),
+                value: policy_path.display().to_string().into_bytes(),
+            }],
             vec![engine::event(
                 now,
                 "server.started",

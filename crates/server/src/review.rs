@@ -114,15 +114,22 @@ impl Engine {
                 who.name, r.by
             )));
         }
+        // Separation of duties: whoever approved the access does not judge it either.
+        let g = self.load(grant_id).await?;
+        if g.approvers().contains(&who.name.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "{} approved grant {grant_id}, so cannot review it: another member of {:?} must",
+                who.name, r.by
+            )));
+        }
         if !self.may_review(who, &r) {
             return Err(ApiError::Forbidden(format!(
                 "{} is not a reviewer for grant {grant_id}: reviews come from {:?}",
                 who.name, r.by
             )));
         }
-        let (mut changes, mut events) = self.verify_mfa(who, otp, "review").await?;
+        let (mut changes, mut events, _mfa) = self.verify_mfa(who, otp, "review").await?;
         let now = self.now();
-        let g = self.load(grant_id).await?;
         changes.push(Change::AddReviewEntry(ReviewEntry {
             grant_id: grant_id.to_string(),
             reviewer: who.name.clone(),

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A grant changed under us (another request or node got there first). Nothing was written.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The user's MFA state changed since it was read (a code used by a concurrent request or
+    /// node). Nothing was written.
+    #[error("the MFA state of {0} changed concurrently")]
+    MfaConflict(String),
     #[error("already exists: {0}")]
     AlreadyExists(String),
     #[error("not found: {0}")]
@@ -64,6 +68,8 @@ pub struct MfaRecord {
     pub totp_sealed: Option<Vec<u8>>,
     pub totp_confirmed: bool,
     pub state: MfaState,
+    /// Bumped by every write of the record: [`Change::PutMfaState`] names the version it read.
+    pub version: i64,
 }
 
 /// One change in a unit of work.
@@ -90,12 +96,16 @@ pub enum Change {
         sealed: Option<Vec<u8>>,
         confirmed: bool,
     },
+    /// Writes the guessing state computed from the record at `expected_version`; refused with
+    /// [`StoreError::MfaConflict`] if anything wrote it since (single use, exact failure count).
     PutMfaState {
         user: String,
+        expected_version: i64,
         state: MfaState,
     },
     InsertGrant(AnyGrant),
-    /// Replaces a grant, but only if its stored state is still `expected_state`.
+    /// Replaces a grant, but only if its stored state is still `expected_state` and nobody changed
+    /// it since it was read (the store compares `grant.info().rev` and bumps it).
     UpdateGrant {
         expected_state: &'static str,
         grant: AnyGrant,

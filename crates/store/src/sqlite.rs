@@ -39,6 +39,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_grants_by_resource.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_optimistic_versions.sql"),
+    ),
 ];
 
 /// Most units of work committed together.
@@ -342,7 +346,7 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
             sqlx::query(
                 "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json) VALUES (?, ?, ?, '{}')
                  ON CONFLICT(user_name) DO UPDATE SET totp_sealed = excluded.totp_sealed,
-                   totp_confirmed = excluded.totp_confirmed",
+                   totp_confirmed = excluded.totp_confirmed, version = mfa.version + 1",
             )
             .bind(&user)
             .bind(sealed)
@@ -350,15 +354,34 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
             .execute(&mut *conn)
             .await?;
         }
-        Change::PutMfaState { user, state } => {
-            sqlx::query(
-                "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json) VALUES (?, NULL, 0, ?)
-                 ON CONFLICT(user_name) DO UPDATE SET state_json = excluded.state_json",
+        Change::PutMfaState {
+            user,
+            expected_version,
+            state,
+        } => {
+            // Compare-and-swap: only if nobody wrote the state since it was read.
+            let json = to_json(&state)?;
+            let mut res = sqlx::query(
+                "UPDATE mfa SET state_json = ?, version = version + 1 WHERE user_name = ? AND version = ?",
             )
+            .bind(&json)
             .bind(&user)
-            .bind(to_json(&state)?)
+            .bind(expected_version)
             .execute(&mut *conn)
             .await?;
+            if res.rows_affected() == 0 && expected_version == 0 {
+                res = sqlx::query(
+                    "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json, version)
+                     VALUES (?, NULL, 0, ?, 1) ON CONFLICT(user_name) DO NOTHING",
+                )
+                .bind(&user)
+                .bind(&json)
+                .execute(&mut *conn)
+                .await?;
+            }
+            if res.rows_affected() == 0 {
+                return Err(StoreError::MfaConflict(user));
+            }
         }
         Change::InsertGrant(g) => {
             let info = g.info();
@@ -380,20 +403,27 @@ async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
             expected_state,
             grant,
         } => {
+            // Compare-and-swap on the revision the caller read: a change computed from a grant
+            // that someone else changed since (a concurrent approval, an expiry) is refused.
+            let read_rev = grant.info().rev;
+            let mut next = grant;
+            next.info_mut().rev = read_rev + 1;
             let res = sqlx::query(
-                "UPDATE grants SET state = ?, deadline = ?, doc = ? WHERE id = ? AND state = ?",
+                "UPDATE grants SET state = ?, deadline = ?, doc = ?, rev = ? WHERE id = ? AND state = ? AND rev = ?",
             )
-            .bind(grant.state_name())
-            .bind(grant.deadline().map(|t| t.0))
-            .bind(to_json(&grant)?)
-            .bind(grant.id())
+            .bind(next.state_name())
+            .bind(next.deadline().map(|t| t.0))
+            .bind(to_json(&next)?)
+            .bind(i64::try_from(read_rev + 1).unwrap_or(i64::MAX))
+            .bind(next.id())
             .bind(expected_state)
+            .bind(i64::try_from(read_rev).unwrap_or(i64::MAX))
             .execute(&mut *conn)
             .await?;
             if res.rows_affected() == 0 {
                 return Err(StoreError::Conflict(format!(
-                    "grant {} is no longer {expected_state}",
-                    grant.id()
+                    "grant {} changed while this request was in flight (it is no longer the {expected_state} grant this request read)",
+                    next.id()
                 )));
             }
         }
@@ -801,7 +831,7 @@ impl Store for SqliteStore {
 
     async fn mfa(&self, user: &str) -> Result<MfaRecord> {
         let row = sqlx::query(
-            "SELECT totp_sealed, totp_confirmed, state_json FROM mfa WHERE user_name = ?",
+            "SELECT totp_sealed, totp_confirmed, state_json, version FROM mfa WHERE user_name = ?",
         )
         .bind(user)
         .fetch_optional(&self.pool)
@@ -815,6 +845,7 @@ impl Store for SqliteStore {
             totp_confirmed: r.try_get::<i64, _>("totp_confirmed")? != 0,
             state: serde_json::from_str(&state)
                 .map_err(|e| StoreError::Corrupt(format!("mfa state: {e}")))?,
+            version: r.try_get("version")?,
         })
     }
 

@@ -21,6 +21,7 @@ fn ev(kind: &str) -> NewEvent {
 
 fn info(id: &str, user: &str) -> GrantInfo {
     GrantInfo {
+        rev: 0,
         id: id.into(),
         user: user.into(),
         resource: "prod-db".into(),
@@ -90,6 +91,7 @@ async fn suite(store: &dyn Store) {
                 },
                 Change::PutMfaState {
                     user: "bob".into(),
+                    expected_version: 0,
                     state: st.clone(),
                 },
             ],
@@ -99,9 +101,42 @@ async fn suite(store: &dyn Store) {
         .unwrap();
     let m = store.mfa("bob").await.unwrap();
     assert_eq!(
-        (m.totp_sealed, m.totp_confirmed, m.state),
-        (Some(vec![1, 2, 3]), true, st)
+        (m.totp_sealed.clone(), m.totp_confirmed, m.state.clone()),
+        (Some(vec![1, 2, 3]), true, st.clone())
     );
+    // Compare-and-swap: a state computed from an older read is refused, with nothing applied.
+    let v = m.version;
+    let next = MfaState {
+        failures: 3,
+        ..st.clone()
+    };
+    store
+        .commit(
+            vec![Change::PutMfaState {
+                user: "bob".into(),
+                expected_version: v,
+                state: next.clone(),
+            }],
+            vec![ev("mfa.failed")],
+        )
+        .await
+        .unwrap();
+    let head = store.audit_head().await.unwrap().unwrap().seq;
+    let err = store
+        .commit(
+            vec![Change::PutMfaState {
+                user: "bob".into(),
+                expected_version: v,
+                state: MfaState::default(),
+            }],
+            vec![ev("mfa.verified")],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MfaConflict(_)), "{err}");
+    let m = store.mfa("bob").await.unwrap();
+    assert_eq!((m.state, m.version), (next, v + 1));
+    assert_eq!(store.audit_head().await.unwrap().unwrap().seq, head);
 
     // Grants: insert, optimistic update, conflict on a stale expected state.
     let g = grant::request(info("g-1", "bob"), &Approval::Auto, Timestamp(1_000));
@@ -157,7 +192,9 @@ async fn suite(store: &dyn Store) {
         matches!(err, StoreError::Conflict(_)),
         "a second node must not apply the same transition"
     );
-    assert_eq!(store.grant("g-1").await.unwrap(), Some(expired));
+    let mut stored = expired.clone();
+    stored.info_mut().rev = 1;
+    assert_eq!(store.grant("g-1").await.unwrap(), Some(stored));
     assert_eq!(store.next_deadline().await.unwrap(), None);
 
     let quorum = Approval::Quorum {
@@ -166,11 +203,46 @@ async fn suite(store: &dyn Store) {
         timeout: Some(Duration::from_secs(1)),
         on_timeout: OnTimeout::Deny,
     };
+    let quorum2 = Approval::Quorum {
+        count: 2,
+        from: vec!["security".into()],
+        timeout: None,
+        on_timeout: OnTimeout::Deny,
+    };
     let p = grant::request(info("g-2", "bob"), &quorum, Timestamp(2_000));
+    let p2 = grant::request(info("g-3", "bob"), &quorum2, Timestamp(2_000));
     store
-        .commit(vec![Change::InsertGrant(p)], vec![ev("grant.requested")])
+        .commit(
+            vec![Change::InsertGrant(p), Change::InsertGrant(p2.clone())],
+            vec![ev("grant.requested")],
+        )
         .await
         .unwrap();
+    // Two approvals computed from the same read: the second is refused, never overwrites.
+    let AnyGrant::Pending(p2) = p2 else {
+        panic!("quorum grants are pending")
+    };
+    let sec = vec!["security".to_string()];
+    let approve = |who: &str| match p2.clone().approve(who, &sec, Timestamp(2_100)).unwrap() {
+        grant::Approved::StillPending(p) => AnyGrant::from(p),
+        grant::Approved::Activated(a) => AnyGrant::from(a),
+    };
+    let update = |g: AnyGrant| Change::UpdateGrant {
+        expected_state: "pending",
+        grant: g,
+    };
+    store
+        .commit(vec![update(approve("carol"))], vec![ev("grant.approved")])
+        .await
+        .unwrap();
+    let err = store
+        .commit(vec![update(approve("dave"))], vec![ev("grant.approved")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let now = store.grant("g-3").await.unwrap().unwrap();
+    assert_eq!(now.approvers(), vec!["carol"]);
+    assert_eq!(now.info().rev, 1);
     let list = store
         .grants(&GrantFilter {
             user: Some("bob".into()),
@@ -179,18 +251,18 @@ async fn suite(store: &dyn Store) {
         })
         .await
         .unwrap();
-    assert_eq!(list.len(), 1);
-    assert_eq!(store.count_grants("pending").await.unwrap(), 1);
+    assert_eq!(list.len(), 2);
+    assert_eq!(store.count_grants("pending").await.unwrap(), 2);
 
     // The audit chain the store wrote verifies.
     let recs = store.audit_records(1, 1000).await.unwrap();
-    assert_eq!(recs.len(), 4);
+    assert_eq!(recs.len(), 6);
     let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
     let mut v = Verifier::new(key, "o".into(), "o".into());
     for r in &recs {
         v.push(r.seq, &r.body, &r.leaf_hash, &r.chain_hash).unwrap();
     }
-    assert_eq!(v.finish().unwrap().events, 4);
+    assert_eq!(v.finish().unwrap().events, 6);
 }
 
 /// Credentials: recorded, listed while open, revoked with retries, a sealed pickup taken once.

@@ -7,5 +7,6 @@ mod flow;
 mod harness;
 mod hostile;
 mod pg;
+mod races;
 mod review;
 mod ssh;

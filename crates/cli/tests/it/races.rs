@@ -1,0 +1,330 @@
+//! The holder of a grant is hostile too: races on MFA state and approvals driven with many
+//! concurrent requests against the real server, separation of duties in reviews, and disabling
+//! a user ending what they hold.
+
+use crate::harness::*;
+use serde_json::{Value, json};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+const REASON: &str = "orders table locked, checkout down";
+
+/// Sends every (path, body) at the same moment (threads released together); returns
+/// (status, problem slug or "") per request, in order.
+fn at_once(s: &Server, token: &str, reqs: Vec<(String, Value)>) -> Vec<(u16, String)> {
+    let barrier = Arc::new(Barrier::new(reqs.len()));
+    let handles: Vec<_> = reqs
+        .into_iter()
+        .map(|(path, body)| {
+            let (b, url, tok) = (barrier.clone(), s.url.clone(), token.to_string());
+            std::thread::spawn(move || {
+                let body = body.to_string();
+                b.wait();
+                let (code, text) = http("POST", &url, &path, Some(body.as_bytes()), Some(&tok));
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let slug = v["type"]
+                    .as_str()
+                    .and_then(|t| t.rsplit('/').next())
+                    .unwrap_or("")
+                    .to_string();
+                (code, slug)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// The kinds of every audit event, in order, read from the data directory.
+fn audit_kinds(s: &Server) -> Vec<String> {
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--format", "jsonl", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            let kind = v["kind"].as_str().or_else(|| v["event"]["kind"].as_str());
+            kind.map(String::from)
+        })
+        .collect()
+}
+
+fn count(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| *k == kind).count()
+}
+
+fn grant_body(resource: &str, otp: &str) -> Value {
+    json!({"resource": resource, "reason": REASON, "ticket": "INC-1", "otp": otp})
+}
+
+#[test]
+fn one_code_is_accepted_once_however_many_requests_carry_it() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let tok = token_of(&bob);
+    let code = bob.otp();
+    let reqs = (0..10)
+        .map(|_| ("/api/v1/grants".to_string(), grant_body("prod-db", &code)))
+        .collect();
+    let res = at_once(&s, &tok, reqs);
+    let ok = res.iter().filter(|(c, _)| *c == 201).count();
+    assert_eq!(ok, 1, "one code, one grant: {res:?}");
+    assert!(
+        res.iter().filter(|(c, _)| *c != 201).all(|(_, slug)| {
+            ["mfa-replayed", "mfa-locked", "mfa-conflict"].contains(&slug.as_str())
+        }),
+        "{res:?}"
+    );
+    assert_eq!(bob.ok(&["status"]).as_array().unwrap().len(), 1);
+    let kinds = audit_kinds(&s);
+    // One verification for the enrolment, one for the grant. Every other use is a replay and
+    // counts as a wrong code: 4 replays, the 5th locks, the last 4 are refused unchecked.
+    assert_eq!(count(&kinds, "mfa.verified"), 2, "{kinds:?}");
+    assert_eq!(count(&kinds, "mfa.replayed"), 4, "{kinds:?}");
+    assert_eq!(count(&kinds, "mfa.locked"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "mfa.refused_locked"), 4, "{kinds:?}");
+
+    // One code for a request and an approval at the same moment: one of them, never both.
+    let sam = s.user("sam", &["oncall", "security"]);
+    let ann = s.user("ann", &["oncall"]);
+    let pending = ann.ok(&[
+        "request",
+        "bastion",
+        "--reason",
+        REASON,
+        "--ticket",
+        "INC-2",
+        "--otp",
+        &ann.otp(),
+    ]);
+    let id = pending["id"].as_str().unwrap().to_string();
+    let code = sam.otp();
+    let res = at_once(
+        &s,
+        &token_of(&sam),
+        vec![
+            ("/api/v1/grants".into(), grant_body("prod-db", &code)),
+            (format!("/api/v1/grants/{id}/approve"), json!({"otp": code})),
+        ],
+    );
+    let ok = res.iter().filter(|(c, _)| *c == 200 || *c == 201).count();
+    assert_eq!(ok, 1, "one code, one action: {res:?}");
+}
+
+#[test]
+fn parallel_wrong_codes_are_all_counted_and_lock_after_the_limit() {
+    let s = Server::start(POLICY);
+    let carol = s.user("carol", &["oncall"]);
+    let step = unix_now() / 30;
+    let valid: Vec<String> = (step - 1..=step + 2)
+        .map(|st| carol.code_at_step(st))
+        .collect();
+    let wrong = (0..10)
+        .map(|d| format!("{d}{d}{d}{d}{d}{d}"))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    let reqs = (0..100)
+        .map(|_| ("/api/v1/grants".to_string(), grant_body("prod-db", &wrong)))
+        .collect();
+    let res = at_once(&s, &token_of(&carol), reqs);
+    let invalid = res.iter().filter(|(_, s)| s == "mfa-invalid").count();
+    let locked = res.iter().filter(|(_, s)| s == "mfa-locked").count();
+    // The default limit is 5 wrong codes: 4 are told how many tries remain, the 5th locks, and
+    // the other 95 are refused without being checked.
+    assert_eq!((invalid, locked), (4, 96), "{res:?}");
+    let kinds = audit_kinds(&s);
+    assert_eq!(count(&kinds, "mfa.failed"), 4, "{kinds:?}");
+    assert_eq!(count(&kinds, "mfa.locked"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "mfa.refused_locked"), 95, "{kinds:?}");
+    // Locked means locked: even the right code is refused now.
+    let r = carol.run(&[
+        "request",
+        "prod-db",
+        "--reason",
+        REASON,
+        "--ticket",
+        "INC-3",
+        "--otp",
+        &carol.otp(),
+    ]);
+    assert_eq!(r.slug(), "mfa-locked", "{}", r.stdout);
+    assert_eq!(carol.ok(&["status"]).as_array().unwrap().len(), 0);
+}
+
+const QUORUM2: &str = "  - name: two-person\n    resources: [vault]\n    who: { groups: [oncall] }\n    require: { mfa: true }\n    approval: { mode: quorum, count: 2, from: [security], timeout: 10m, on_timeout: deny }\n    duration: { default: 15m, max: 1h }\n";
+
+fn quorum2_policy() -> String {
+    format!(
+        "{}{QUORUM2}",
+        POLICY.replace(
+            "resources:\n  - name: prod-db",
+            "resources:\n  - { name: vault, kind: exec, grant: [\"/bin/true\"], revoke: [\"/bin/true\"] }\n  - name: prod-db"
+        )
+    )
+}
+
+#[test]
+fn simultaneous_approvals_are_both_kept_and_approvers_do_not_review() {
+    let s = Server::start(&quorum2_policy());
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let tom = s.user("tom", &["security"]);
+    let una = s.user("una", &["security"]);
+    let mut last = String::new();
+    for round in 0..2 {
+        let g = bob.ok(&["request", "vault", "--reason", REASON, "--otp", &bob.otp()]);
+        assert_eq!(g["state"], "pending");
+        let id = g["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/grants/{id}/approve");
+        // Two approvers, each with their own fresh code, at the same moment.
+        let (sc, tc) = (sam.otp(), tom.otp());
+        let barrier = Arc::new(Barrier::new(2));
+        let send = |tok: String, code: String| {
+            let (b, url, path) = (barrier.clone(), s.url.clone(), path.clone());
+            std::thread::spawn(move || {
+                let body = json!({"otp": code}).to_string();
+                b.wait();
+                http("POST", &url, &path, Some(body.as_bytes()), Some(&tok))
+            })
+        };
+        let a = send(token_of(&sam), sc);
+        let b = send(token_of(&tom), tc);
+        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!((ra.0, rb.0), (200, 200), "round {round}: {ra:?} {rb:?}");
+        let st = bob.ok(&["status", &id]);
+        assert_eq!(st["state"], "active", "round {round}: {st}");
+        let mut by: Vec<&str> = st["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["by"].as_str().unwrap())
+            .collect();
+        by.sort();
+        assert_eq!(by, ["sam", "tom"], "round {round}: no approval lost");
+        last = id;
+    }
+
+    // Separation of duties: neither approver may review the access they approved.
+    sam.ok(&["revoke", &last, "--reason", "done"]);
+    for approver in [&sam, &tom] {
+        let otp = approver.otp();
+        let r = approver.run(&[
+            "review",
+            &last,
+            "--verdict",
+            "appropriate",
+            "--notes",
+            "looked fine",
+            "--otp",
+            &otp,
+        ]);
+        assert_eq!(r.slug(), "forbidden", "{}", r.stdout);
+        assert!(r.stdout.contains("approved"), "{}", r.stdout);
+    }
+    let otp = una.otp();
+    una.ok(&[
+        "review",
+        &last,
+        "--verdict",
+        "appropriate",
+        "--notes",
+        "checked the session log",
+        "--otp",
+        &otp,
+    ]);
+}
+
+#[test]
+fn disabling_a_user_on_the_host_ends_their_grants_at_the_targets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let script = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    };
+    let id_of =
+        "id=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"grant_id\"])')";
+    let grant = script("grant", &format!("{id_of}\ntouch {d}/active-$id"));
+    let revoke = script("revoke", &format!("{id_of}\nrm -f {d}/active-$id"));
+    let policy = POLICY.replace(
+        "resources:\n  - name: prod-db",
+        &format!("resources:\n  - {{ name: k8s-admin, kind: exec, grant: [\"{grant}\"], revoke: [\"{revoke}\"] }}\n  - name: prod-db"),
+    ) + "  - name: k8s\n    resources: [k8s-admin]\n    who: { groups: [oncall] }\n    require: { mfa: true }\n    approval: { mode: auto }\n    duration: { default: 1h, max: 2h }\n";
+    let s = Server::start(&policy);
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let g = bob.ok(&[
+        "request",
+        "k8s-admin",
+        "--reason",
+        REASON,
+        "--otp",
+        &bob.otp(),
+    ]);
+    let active = g["id"].as_str().unwrap().to_string();
+    assert!(dir.path().join(format!("active-{active}")).exists());
+    let g = bob.ok(&[
+        "request",
+        "bastion",
+        "--reason",
+        REASON,
+        "--ticket",
+        "INC-5",
+        "--otp",
+        &bob.otp(),
+    ]);
+    let pending = g["id"].as_str().unwrap().to_string();
+
+    let o = std::process::Command::new(BIN)
+        .args(["--json", "admin", "user", "disable", "bob", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut ended: Vec<&str> = v["ended_grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    ended.sort();
+    let mut want = vec![active.as_str(), pending.as_str()];
+    want.sort();
+    assert_eq!(ended, want);
+
+    // The running server revokes the credential at the target, verified.
+    poll(
+        "credential revoked at the target",
+        Duration::from_secs(20),
+        || (!dir.path().join(format!("active-{active}")).exists()).then_some(()),
+    );
+    let st = poll("revocation recorded", Duration::from_secs(20), || {
+        let st = sam.ok(&["status", &active]);
+        (st["credential_status"]["state"] == "revoked").then_some(st)
+    });
+    assert_eq!(st["state"], "revoked", "{st}");
+    assert_eq!(sam.ok(&["status", &pending])["state"], "cancelled");
+    let kinds = audit_kinds(&s);
+    for k in [
+        "admin.user_disabled",
+        "grant.revoked",
+        "grant.cancelled",
+        "credential.revoked",
+        "review.opened",
+    ] {
+        assert_eq!(count(&kinds, k), 1, "{k}: {kinds:?}");
+    }
+    // And bob is out: no session, no login.
+    assert_eq!(bob.run(&["whoami"]).slug(), "unauthenticated");
+}
