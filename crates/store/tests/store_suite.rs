@@ -4,8 +4,9 @@ use breakglass_core::audit::{NewEvent, Verifier};
 use breakglass_core::grant::{self, AnyGrant, Approval, GrantInfo, OnTimeout};
 use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;
+use breakglass_store::prelude::*;
 use breakglass_store::sqlite::SqliteStore;
-use breakglass_store::{Change, GrantFilter, Store, StoreError, User};
+use breakglass_store::{Change, GrantFilter, StoreError, User};
 use std::time::Duration;
 
 fn ev(kind: &str) -> NewEvent {

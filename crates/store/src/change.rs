@@ -1,0 +1,113 @@
+//! The changes a unit of work applies (see [`crate::Store::commit`]).
+
+use crate::{CredentialRecord, NewAlert, Review, ReviewEntry, Session, User};
+use breakglass_core::grant::AnyGrant;
+use breakglass_core::mfa::MfaState;
+use breakglass_core::time::Timestamp;
+
+/// One change in a unit of work.
+#[derive(Debug, Clone)]
+pub enum Change {
+    AddUser(User),
+    SetUserDisabled {
+        name: String,
+        disabled: bool,
+    },
+    CreateSession {
+        token_hash: [u8; 32],
+        session: Session,
+    },
+    DeleteSession {
+        token_hash: [u8; 32],
+    },
+    DeleteUserSessions {
+        user: String,
+    },
+    /// Sets (or clears) the TOTP enrolment and resets guessing state.
+    PutTotp {
+        user: String,
+        sealed: Option<Vec<u8>>,
+        confirmed: bool,
+    },
+    /// Writes the guessing state computed from the record at `expected_version`; refused with
+    /// [`StoreError::MfaConflict`] if anything wrote it since (single use, exact failure count).
+    PutMfaState {
+        user: String,
+        expected_version: i64,
+        state: MfaState,
+    },
+    InsertGrant(AnyGrant),
+    /// Replaces a grant, but only if its stored state is still `expected_state` and nobody changed
+    /// it since it was read (the store compares `grant.info().rev` and bumps it).
+    UpdateGrant {
+        expected_state: &'static str,
+        grant: AnyGrant,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    /// Queues an alert (written with the audit event it reports).
+    EnqueueAlert(NewAlert),
+    /// Claims a due alert for delivery until `until`, if nobody else has.
+    LeaseAlert {
+        id: i64,
+        expected_next: Timestamp,
+        until: Timestamp,
+    },
+    /// Records a delivery attempt's outcome.
+    AlertAttempt {
+        id: i64,
+        state: &'static str,
+        attempts: u32,
+        next_attempt_at: Timestamp,
+        last_error: Option<String>,
+        at: Timestamp,
+    },
+    /// Puts a dead-lettered alert back in the queue.
+    RetryAlert {
+        id: i64,
+        now: Timestamp,
+    },
+    /// Opens the post-incident review of a grant that ended.
+    OpenReview(Review),
+    /// Records a verdict (immutable; a correction is a new entry).
+    AddReviewEntry(ReviewEntry),
+    /// Marks an overdue review as escalated (alerted), once.
+    EscalateReview {
+        grant_id: String,
+        at: Timestamp,
+    },
+    /// Stores a new version of a sealed secret and clears its must-rotate flag.
+    PutSecret {
+        resource: String,
+        sealed: Vec<u8>,
+        version: i64,
+        by: String,
+        at: Timestamp,
+    },
+    /// Flags a secret that was exposed under a grant that has ended.
+    FlagSecretRotation {
+        resource: String,
+    },
+    /// Records a credential issued at the target for a grant.
+    RecordCredential(CredentialRecord),
+    /// The holder picked up the sealed credential: clear it (a conflict if already taken).
+    TakeCredentialPickup {
+        grant_id: String,
+    },
+    /// The grant ended: revoke its credential (no-op when it has none).
+    StartRevocation {
+        grant_id: String,
+        at: Timestamp,
+    },
+    /// Outcome of one revocation attempt.
+    RevocationAttempt {
+        grant_id: String,
+        done: bool,
+        attempts: u32,
+        next_attempt_at: Timestamp,
+        last_error: Option<String>,
+        at: Timestamp,
+    },
+}

@@ -1,0 +1,332 @@
+//! The embedded SQLite backend: WAL journal, `synchronous=FULL` (every commit is durable).
+//!
+//! Writes go through one writer task that practises group commit: it takes every unit of work
+//! waiting, runs each inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction (a unit that
+//! fails is rolled back alone), commits once — one fsync for the whole batch — and only then
+//! answers each caller. Nobody hears "done" before their change and its audit events are durable.
+
+mod alerts;
+mod audit;
+mod credentials;
+mod grants;
+mod reviews;
+mod secrets;
+mod users;
+
+use crate::{Change, Result, Store, StoreError};
+use async_trait::async_trait;
+use audit::head;
+use breakglass_core::audit::{Head, NewEvent};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{SqliteConnection, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_alerts.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_reviews.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_secrets.sql")),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_credentials.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_credential_lookups.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_credential_pickup.sql"),
+    ),
+    (
+        8,
+        include_str!("../../migrations/sqlite/0008_grants_by_resource.sql"),
+    ),
+    (
+        9,
+        include_str!("../../migrations/sqlite/0009_optimistic_versions.sql"),
+    ),
+];
+
+/// Most units of work committed together.
+const MAX_BATCH: usize = 128;
+
+struct Job {
+    changes: Vec<Change>,
+    events: Vec<NewEvent>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<Head>>>,
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: tokio::sync::mpsc::Sender<Job>,
+    /// The database file (None for in-memory stores); bulk audit reads open it directly.
+    path: Option<std::path::PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        Self::with_pool(pool, Some(path.to_path_buf())).await
+    }
+
+    async fn with_pool(pool: SqlitePool, path: Option<std::path::PathBuf>) -> Result<Self> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(writer(pool.clone(), rx));
+        let store = SqliteStore {
+            pool,
+            writer: tx,
+            path,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// An in-memory database (tests).
+    pub async fn memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        Self::with_pool(pool, None).await
+    }
+
+    /// The underlying pool, for tests that tamper with rows on purpose.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await?;
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The row whose key column equals `key`, mapped by `f`.
+async fn fetch_one_by<T>(
+    pool: &SqlitePool,
+    sql: &str,
+    key: &str,
+    f: fn(&SqliteRow) -> Result<T>,
+) -> Result<Option<T>> {
+    sqlx::query(sql)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(f)
+        .transpose()
+}
+
+/// Every row of a parameterless query, mapped by `f`.
+async fn fetch_all<T>(
+    pool: &SqlitePool,
+    sql: &str,
+    f: fn(&SqliteRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    sqlx::query(sql)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(f)
+        .collect()
+}
+
+/// Applies one change: each aggregate's module takes its own changes.
+async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
+    let Some(change) = users::apply(conn, change).await? else {
+        return Ok(());
+    };
+    let Some(change) = grants::apply(conn, change).await? else {
+        return Ok(());
+    };
+    let Some(change) = alerts::apply(conn, change).await? else {
+        return Ok(());
+    };
+    let Some(change) = reviews::apply(conn, change).await? else {
+        return Ok(());
+    };
+    let Some(change) = credentials::apply(conn, change).await? else {
+        return Ok(());
+    };
+    let Some(change) = secrets::apply(conn, change).await? else {
+        return Ok(());
+    };
+    match change {
+        Change::PutMeta { key, value } => {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(&key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+        }
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "no table takes this change: {other:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies one unit of work inside the open transaction, after `prev`; returns the new head.
+async fn apply_job(
+    conn: &mut SqliteConnection,
+    changes: Vec<Change>,
+    events: &[NewEvent],
+    prev: Option<Head>,
+) -> Result<Option<Head>> {
+    for change in changes {
+        apply(&mut *conn, change).await?;
+    }
+    audit::append(conn, events, prev).await
+}
+
+/// The group-commit writer.
+async fn writer(pool: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        run_batch(&pool, jobs).await;
+    }
+}
+
+async fn run_batch(pool: &SqlitePool, jobs: Vec<Job>) {
+    let fail_all = |jobs: Vec<Job>, why: String| {
+        for j in jobs {
+            let _ = j.reply.send(Err(StoreError::CommitFailed(why.clone())));
+        }
+    };
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(jobs, e.to_string()),
+    };
+    let mut prev = match head(&mut tx).await {
+        Ok(h) => h,
+        Err(e) => return fail_all(jobs, e.to_string()),
+    };
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Err(e) = sqlx::query("SAVEPOINT unit").execute(&mut *tx).await {
+            answers.push((job.reply, Err(StoreError::CommitFailed(e.to_string()))));
+            continue;
+        }
+        let result = apply_job(&mut tx, job.changes, &job.events, prev).await;
+        let end = if result.is_ok() {
+            "RELEASE unit"
+        } else {
+            "ROLLBACK TO unit"
+        };
+        let ended = sqlx::query(end).execute(&mut *tx).await;
+        if result.is_err() && ended.is_ok() {
+            let _ = sqlx::query("RELEASE unit").execute(&mut *tx).await;
+        }
+        match (result, ended) {
+            (Ok(h), Ok(_)) => {
+                prev = h;
+                answers.push((job.reply, Ok(h)));
+            }
+            (Err(e), _) => answers.push((job.reply, Err(e))),
+            (Ok(_), Err(e)) => {
+                // The transaction is in an unknown state: give up on the whole batch.
+                let why = e.to_string();
+                drop(tx);
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(StoreError::CommitFailed(why.clone())));
+                }
+                let _ = job.reply.send(Err(StoreError::CommitFailed(why)));
+                return;
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (reply, r) in answers {
+                let _ = reply.send(r);
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for (reply, r) in answers {
+                // Units that failed on their own keep their own error.
+                let _ = reply.send(match r {
+                    Ok(_) => Err(StoreError::CommitFailed(why.clone())),
+                    Err(e) => Err(e),
+                });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<Option<Head>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Job {
+                changes,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::CommitFailed("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::CommitFailed("the writer has stopped".into()))?
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
