@@ -561,17 +561,10 @@ fn sealed_secret_released_only_under_an_active_grant_then_flagged_for_rotation()
 
 #[test]
 fn exec_connector_issues_and_revokes_at_the_target_with_retries() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    let script = |name: &str, body: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p.display().to_string()
-    };
-    let id_of =
-        "id=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"grant_id\"])')";
+    let script = |name: &str, body: &str| exec_script(dir.path(), name, body);
+    let id_of = GRANT_ID_OF_STDIN;
     let grant = script(
         "grant",
         &format!("{id_of}\ntouch {d}/active-$id\necho '{{\"token\":\"tok-'$id'\"}}'"),

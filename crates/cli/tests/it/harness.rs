@@ -447,6 +447,19 @@ impl User {
     }
 }
 
+/// Writes an executable `/bin/sh` hook (`set -e`) for exec resources; returns its path.
+pub fn exec_script(dir: &Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+/// Shell that sets `$id` to the grant id an exec hook receives as JSON on stdin.
+pub const GRANT_ID_OF_STDIN: &str =
+    "id=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"grant_id\"])')";
+
 /// A minimal HTTP/1.1 client over a raw socket, for hostile-input tests.
 pub fn http(
     method: &str,

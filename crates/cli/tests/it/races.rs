@@ -243,17 +243,10 @@ fn simultaneous_approvals_are_both_kept_and_approvers_do_not_review() {
 
 #[test]
 fn disabling_a_user_on_the_host_ends_their_grants_at_the_targets() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    let script = |name: &str, body: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p.display().to_string()
-    };
-    let id_of =
-        "id=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"grant_id\"])')";
+    let script = |name: &str, body: &str| exec_script(dir.path(), name, body);
+    let id_of = GRANT_ID_OF_STDIN;
     let grant = script("grant", &format!("{id_of}\ntouch {d}/active-$id"));
     let revoke = script("revoke", &format!("{id_of}\nrm -f {d}/active-$id"));
     let policy = POLICY.replace(
