@@ -215,6 +215,13 @@ impl Engine {
         let mut timeline = Vec::new();
         for r in &records {
             let ev = audit::decode_body(&r.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            // The row was found by its `grant_id` column; the hashed body must agree.
+            if ev.grant_id.as_deref() != Some(grant_id) || ev.seq != r.seq {
+                return Err(ApiError::Internal(format!(
+                    "audit event {} is indexed under grant {grant_id:.64} but its body does not say so: the audit table was edited (run `breakglass audit verify`)",
+                    r.seq
+                )));
+            }
             let proof = checkpoint.as_ref().map(|_| {
                 merkle::inclusion_proof(&leaves, r.seq - 1)
                     .iter()

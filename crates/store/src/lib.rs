@@ -13,7 +13,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use breakglass_core::audit::{AuditRecord, Head, NewEvent};
+use breakglass_core::audit::{AuditRecord, Head, IndexColumns, NewEvent};
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;
@@ -309,6 +309,9 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_head(&self) -> Result<Option<Head>>;
     /// Records with `seq >= from`, in order, at most `limit`.
     async fn audit_records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// [`Store::audit_records`] with the columns the store keeps beside each body for its
+    /// indexes (for verification: they are outside the hash).
+    async fn audit_rows(&self, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>>;
     /// Records about one grant, in order.
     async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>>;
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()>;
