@@ -114,7 +114,6 @@ pub fn enqueue(
                 "reason": i.reason, "ticket": i.ticket, "state": g.state_name(),
                 "expires_at": g.expires_at().map(rfc3339),
                 "flags": i.flags,
-                "flags": i.flags,
             })
         });
         let doc = json!({
@@ -151,9 +150,11 @@ pub fn enqueue(
     out
 }
 
-/// A human summary line (Slack text, PagerDuty summary).
+/// A human summary line (Slack text, PagerDuty summary, the first line of an email). Every
+/// value in it is flattened to one line ([`one_line`]), so requester text cannot start lines
+/// of its own.
 pub fn summary(doc: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let s = |v: &Value| one_line(v.as_str().unwrap_or(""));
     let g = &doc["grant"];
     let event = s(&doc["event"]);
     if g.is_object() {
@@ -162,29 +163,95 @@ pub fn summary(doc: &Value) -> String {
             s(&g["user"]),
             s(&g["resource"]),
             s(&g["policy"]),
-            g["ticket"].as_str().unwrap_or("none"),
+            one_line(g["ticket"].as_str().unwrap_or("none")),
             s(&g["reason"]),
         );
         if let Some(e) = g["expires_at"].as_str() {
-            line.push_str(&format!(", until {e}"));
+            line.push_str(&format!(", until {}", one_line(e)));
         }
         line.push_str(&format!(
             " [grant {}, by {}] — details: {}",
             s(&g["id"]),
-            doc["actor"].as_str().unwrap_or("system"),
+            one_line(doc["actor"].as_str().unwrap_or("system")),
             doc["link"]
                 .as_str()
-                .map(String::from)
+                .map(one_line)
                 .unwrap_or_else(|| format!("`breakglass status {}`", s(&g["id"])))
         ));
         line
     } else {
         format!(
             "breakglass {event} ({}): {}",
-            doc["actor"].as_str().unwrap_or("system"),
+            one_line(doc["actor"].as_str().unwrap_or("system")),
             doc["details"]
         )
     }
+}
+
+/// `s` on one line: control characters (newlines included) become a space, so text from a
+/// requester can neither start a line of its own in a message nor end a mail header.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Slack's escaping (<https://api.slack.com/reference/surfaces/formatting#escaping>): `&`, `<`
+/// and `>` as `&amp;`, `&lt;`, `&gt;`, so no text shows as a mention (`<!channel>`), a link
+/// (`<https://…|label>`) or an entity.
+pub fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The alert document with every string in it (keys too) Slack-escaped: the one place where
+/// everything that goes into a Slack message passes, whichever field it ends up in.
+fn slack_doc(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(slack_escape(s)),
+        Value::Array(a) => Value::Array(a.iter().map(slack_doc).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (slack_escape(k), slack_doc(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The Slack message for an alert.
+pub fn slack_payload(doc: &Value) -> Value {
+    json!({ "text": summary(&slack_doc(doc)) })
+}
+
+/// PagerDuty's limit on `payload.summary`, in characters.
+const PAGERDUTY_SUMMARY_MAX: usize = 1024;
+
+/// The PagerDuty Events v2 summary: plain text (PagerDuty interprets no markup in it), cut to
+/// the 1,024 characters PagerDuty accepts.
+fn pagerduty_summary(doc: &Value) -> String {
+    let s = summary(doc);
+    if s.chars().count() <= PAGERDUTY_SUMMARY_MAX {
+        return s;
+    }
+    let mut cut: String = s.chars().take(PAGERDUTY_SUMMARY_MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// The email subject: one line whatever the user, resource or event names contain (lettre
+/// encodes the header, and this keeps CR/LF out of it even before that).
+fn email_subject(doc: &Value, kind: &str) -> String {
+    one_line(&format!(
+        "[breakglass] {} {} on {}",
+        kind,
+        doc["grant"]["user"].as_str().unwrap_or(""),
+        doc["grant"]["resource"]
+            .as_str()
+            .or(doc["resource"].as_str())
+            .unwrap_or("")
+    ))
 }
 
 /// Reads a secret named by `<key>_env` or `<key>_file` in the sink settings.
@@ -242,15 +309,7 @@ async fn send_email(sink: &Sink, alert: &AlertRow, timeout: Duration) -> Result<
         Some(Value::String(s)) => s.split(',').map(|x| x.trim().to_string()).collect(),
         _ => Vec::new(),
     };
-    let subject = format!(
-        "[breakglass] {} {} on {}",
-        alert.kind,
-        alert.doc["grant"]["user"].as_str().unwrap_or(""),
-        alert.doc["grant"]["resource"]
-            .as_str()
-            .or(alert.doc["resource"].as_str())
-            .unwrap_or("")
-    );
+    let subject = email_subject(&alert.doc, &alert.kind);
     let safe_key: String = alert
         .dedup_key
         .chars()
@@ -362,8 +421,7 @@ async fn deliver(
         }
         SinkKind::Slack => {
             let url = secret(sink, "url")?;
-            http.post(url.as_str())
-                .json(&json!({"text": summary(&alert.doc)}))
+            http.post(url.as_str()).json(&slack_payload(&alert.doc))
         }
         SinkKind::Pagerduty => {
             let key = secret(sink, "routing_key")?;
@@ -382,7 +440,7 @@ async fn deliver(
                 "event_action": action,
                 "dedup_key": dedup,
                 "payload": {
-                    "summary": summary(&alert.doc),
+                    "summary": pagerduty_summary(&alert.doc),
                     "source": alert.doc["origin"],
                     "severity": if alert.kind == "grant.activated" { "warning" } else { "critical" },
                     "custom_details": alert.doc,
@@ -531,6 +589,7 @@ pub async fn dispatcher(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -541,6 +600,78 @@ mod tests {
         assert!(s.starts_with("v1="));
         assert_eq!(s.len(), 3 + 64);
         assert_ne!(s, signature(b"k", 1_700_000_001, b"{}"));
+    }
+
+    fn hostile_doc() -> Value {
+        json!({
+            "event": "grant.activated", "actor": "bob",
+            "grant": {
+                "id": "g-1", "user": "bob", "resource": "prod-db", "policy": "p",
+                "reason": "<!channel> <https://evil.example|Approve here> & co\nbreakglass grant.revoked: fake",
+                "ticket": "<@U0123>",
+            },
+        })
+    }
+
+    #[test]
+    fn slack_text_escapes_every_requester_value() {
+        let t = slack_payload(&hostile_doc())["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            t.contains("&lt;!channel&gt; &lt;https://evil.example|Approve here&gt; &amp; co"),
+            "{t}"
+        );
+        assert!(t.contains("ticket &lt;@U0123&gt;"), "{t}");
+        assert!(
+            !t.contains('<') && !t.contains('>') && !t.contains('\n'),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn pagerduty_summary_is_cut_to_1024_characters() {
+        let mut doc = hostile_doc();
+        doc["grant"]["reason"] = json!("é".repeat(5000));
+        let s = pagerduty_summary(&doc);
+        assert_eq!(s.chars().count(), 1024);
+        assert!(s.ends_with('…'));
+        assert!(pagerduty_summary(&hostile_doc()).contains("<!channel>"));
+    }
+
+    /// lettre writes the message; no CR/LF in any value reaches a header line.
+    #[test]
+    fn email_subject_cannot_add_headers() {
+        let doc =
+            json!({"grant": {"user": "bob\r\nBcc: x@evil.example", "resource": "db\nX-Evil: 1"}});
+        let headers = |subject: String| {
+            let m = lettre::Message::builder()
+                .from("a@example.org".parse().unwrap())
+                .to("b@example.org".parse().unwrap())
+                .subject(subject)
+                .body(String::from("x"))
+                .unwrap();
+            let raw = String::from_utf8(m.formatted()).unwrap();
+            raw.split("\r\n\r\n").next().unwrap_or("").to_string()
+        };
+        // Ours (one line), and lettre's own encoding of a raw CR/LF value.
+        for h in [
+            headers(email_subject(&doc, "grant.activated")),
+            headers("x\r\nBcc: x@evil.example".into()),
+        ] {
+            for line in h.split("\r\n") {
+                assert!(
+                    !line.starts_with("Bcc") && !line.starts_with("X-Evil"),
+                    "{h}"
+                );
+            }
+        }
+        let h = headers(email_subject(&doc, "grant.activated"));
+        assert!(
+            h.contains("Subject: [breakglass] grant.activated bob  Bcc: x@evil.example"),
+            "{h}"
+        );
     }
 
     #[test]

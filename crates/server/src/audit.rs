@@ -94,21 +94,21 @@ pub async fn verify_store(
     let checkpoints = store.checkpoints().await?;
     let mut cps = checkpoints.iter().peekable();
     let mut v = Verifier::new(key, origin.to_string(), origin.to_string());
-    let mut batch = store.audit_records(1, BATCH).await?;
+    let mut batch = store.audit_rows(1, BATCH).await?;
     loop {
         let done = batch.len() < BATCH as usize;
-        let next_from = batch.last().map(|r| r.seq + 1).unwrap_or(1);
+        let next_from = batch.last().map(|(r, _)| r.seq + 1).unwrap_or(1);
         // Read the next batch while this one is checked (the reader runs on another thread).
         let fetch = async {
             if done {
                 Ok(Vec::new())
             } else {
-                store.audit_records(next_from, BATCH).await
+                store.audit_rows(next_from, BATCH).await
             }
         };
         let check = async {
-            for r in &batch {
-                v.push(r.seq, &r.body, &r.leaf_hash, &r.chain_hash)?;
+            for (r, columns) in &batch {
+                v.push_stored(r.seq, &r.body, &r.leaf_hash, &r.chain_hash, columns)?;
                 while let Some(cp) = cps.peek() {
                     if cp.size > r.seq {
                         break;

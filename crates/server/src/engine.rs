@@ -360,19 +360,28 @@ pub fn valid_name(s: &str) -> bool {
         })
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+/// The one check of text a user types (reason, ticket, resource, review notes): bounded, and
+/// no control characters other than newline and tab, no invisible or bidi characters
+/// (`crate::text::invisible`), which would let the text read differently wherever it is shown.
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::bad(format!(
             "{field} is longer than {max} characters"
         )));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::bad(format!(
-            "{field} contains control characters"
-        )));
+    for c in value.chars() {
+        if let Some(name) = crate::text::invisible(c) {
+            return Err(ApiError::bad(format!(
+                "{field} contains the invisible character {} ({name}); remove it",
+                crate::text::code_point(c)
+            )));
+        }
+        if c.is_control() && c != '\n' && c != '\t' {
+            return Err(ApiError::bad(format!(
+                "{field} contains the control character {}; remove it",
+                crate::text::code_point(c)
+            )));
+        }
     }
     Ok(())
 }

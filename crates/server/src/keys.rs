@@ -5,6 +5,8 @@
 //! DIR/keys/kek.key         32-byte key-encryption key (mode 0600); or BREAKGLASS_KEK_FILE
 //! DIR/audit-key.pem        the audit checkpoint public key (SPKI PEM, for openssl)
 //! ```
+//! The directory and everything in it are owner-only (dirs 0700, files 0600), whatever mode
+//! the directory had: see [`make_private`].
 //! Every secret kept in the database (TOTP seeds, the audit signing key) is sealed with
 //! XChaCha20-Poly1305 under the KEK, with what it is bound in as associated data, so a sealed
 //! value copied to another row or purpose does not open.
@@ -152,6 +154,34 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// Makes the data directory private, whatever its mode was: the directory and every directory
+/// below it 0700, every file in them owner-only (0600, or stricter if it already was; the
+/// database, its `-wal`/`-shm`, keys, the audit public key, anything else). Symbolic links are
+/// neither followed nor changed. Run at `init` and whenever a server or admin command opens it.
+pub fn make_private(root: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path, depth: u32) -> Result<(), KeyError> {
+        let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+        if meta.permissions().mode() & 0o7777 != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
+        }
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+            let mode = meta.permissions().mode();
+            if meta.is_dir() && depth < 8 {
+                walk(&path, depth + 1)?;
+            } else if meta.is_file() && mode & 0o7177 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o600))
+                    .map_err(io(&path))?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, 0)
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -185,6 +215,8 @@ pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError>
         .mode(0o700)
         .create(&dir.root)
         .map_err(io(&dir.root))?;
+    // DirBuilder's mode applies only to directories it creates; an existing one is tightened.
+    make_private(&dir.root)?;
     let kek_path = dir.kek_path();
     let created_kek = if kek_path.exists() {
         false
@@ -243,9 +275,11 @@ pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError>
     let pem = audit::public_key_pem(&keys.audit_public());
     let pub_path = dir.audit_pub_path();
     if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(pem.as_str()) {
-        std::fs::write(&pub_path, &pem).map_err(io(&pub_path))?;
+        let _ = std::fs::remove_file(&pub_path);
+        write_private(&pub_path, pem.as_bytes())?;
     }
     store.pool().close().await;
+    make_private(&dir.root)?;
     Ok(InitReport {
         data_dir: dir.root.display().to_string(),
         created_kek,
@@ -322,6 +356,7 @@ pub async fn open(dir: &DataDir) -> Result<(SqliteStore, Keys), KeyError> {
     if !kek_path.exists() {
         return Err(not_init());
     }
+    make_private(&dir.root)?;
     let kek = read_kek(&kek_path)?;
     let store = SqliteStore::open(&dir.db_path()).await?;
     let keys = load_keys(&store, kek).await.map_err(|e| match e {

@@ -10,9 +10,11 @@ pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod report_render;
 pub mod review;
 pub mod secrets;
 pub mod tasks;
+pub mod text;
 
 use engine::{Clock, Engine, EngineConfig, SystemClock};
 use std::net::SocketAddr;

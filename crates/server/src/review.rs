@@ -11,6 +11,8 @@ use breakglass_core::time::{Timestamp, rfc3339};
 use breakglass_store::{Change, Review, ReviewEntry};
 use serde_json::{Value, json};
 
+pub use crate::report_render::{report_html, report_markdown, summary_html, summary_markdown};
+
 fn review_json(
     r: &Review,
     entries: &[ReviewEntry],
@@ -97,12 +99,7 @@ impl Engine {
                 "say what you checked and what you found: --notes TEXT",
             ));
         }
-        if notes
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
-            return Err(ApiError::bad("notes contain control characters"));
-        }
+        crate::engine::check_text("notes", notes, 4000)?;
         let Some(r) = self.store.review(grant_id).await? else {
             return Err(ApiError::NotFound(format!(
                 "no review for grant {grant_id:.64}: reviews open when a grant that had access ends"
@@ -222,6 +219,13 @@ impl Engine {
         let mut timeline = Vec::new();
         for r in &records {
             let ev = audit::decode_body(&r.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            // The row was found by its `grant_id` column; the hashed body must agree.
+            if ev.grant_id.as_deref() != Some(grant_id) || ev.seq != r.seq {
+                return Err(ApiError::Internal(format!(
+                    "audit event {} is indexed under grant {grant_id:.64} but its body does not say so: the audit table was edited (run `breakglass audit verify`)",
+                    r.seq
+                )));
+            }
             let proof = checkpoint.as_ref().map(|_| {
                 merkle::inclusion_proof(&leaves, r.seq - 1)
                     .iter()
@@ -256,100 +260,6 @@ impl Engine {
             "public_key_pem": audit::public_key_pem(&self.keys.audit_public()),
         }))
     }
-}
-
-/// Markdown rendering of a report.
-pub fn report_markdown(r: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let g = &r["grant"];
-    let mut o = format!("# Incident report: grant {}\n\n", s(&g["id"]));
-    o.push_str(&format!(
-        "| | |\n|---|---|\n| Requester | {} |\n| Resource | {} |\n| Policy | {} |\n| Ticket | {} |\n| Reason | {} |\n| State | {} |\n| Requested | {} |\n| Activated | {} |\n| Expires/expired | {} |\n| Ended | {} {} |\n\n",
-        s(&g["user"]), s(&g["resource"]), s(&g["policy"]), g["ticket"].as_str().unwrap_or("—"),
-        s(&g["reason"]).replace('|', "\\|"), s(&g["state"]), s(&g["requested_at"]),
-        g["activated_at"].as_str().unwrap_or("—"), g["expires_at"].as_str().unwrap_or("—"),
-        g["ended_at"].as_str().unwrap_or("—"), g["ended_by"].as_str().map(|b| format!("by {b}")).unwrap_or_default(),
-    ));
-    o.push_str("## Timeline (audit trail)\n\n| seq | time | event | actor | details |\n|---|---|---|---|---|\n");
-    for e in r["timeline"].as_array().into_iter().flatten() {
-        o.push_str(&format!(
-            "| {} | {} | {} | {} | `{}` |\n",
-            e["seq"],
-            s(&e["at"]),
-            s(&e["kind"]),
-            e["actor"].as_str().unwrap_or("—"),
-            e["details"].to_string().replace('|', "\\|")
-        ));
-    }
-    o.push_str("\n## Alerts\n\n");
-    let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
-    if alerts.is_empty() {
-        o.push_str("No alert sinks were configured for this grant.\n");
-    }
-    for a in alerts {
-        o.push_str(&format!(
-            "- {} → {}: {} after {} attempt(s){}\n",
-            s(&a["kind"]),
-            s(&a["sink"]),
-            s(&a["state"]),
-            a["attempts"],
-            a["delivered_at"]
-                .as_str()
-                .map(|d| format!(", delivered {d}"))
-                .unwrap_or_default()
-        ));
-    }
-    o.push_str("\n## Review\n\n");
-    match r["review"].as_object() {
-        None => o.push_str("No review (the grant never had access, or has not ended).\n"),
-        Some(rv) => {
-            o.push_str(&format!(
-                "Due {} by {}; state {}{}.\n\n",
-                rv["due_at"].as_str().unwrap_or(""),
-                rv["by"],
-                rv["state"].as_str().unwrap_or(""),
-                if rv["overdue"].as_bool() == Some(true) {
-                    " (OVERDUE)"
-                } else {
-                    ""
-                }
-            ));
-            for e in rv["entries"].as_array().into_iter().flatten() {
-                o.push_str(&format!(
-                    "- {} — **{}** by {}: {}\n",
-                    s(&e["at"]),
-                    s(&e["verdict"]),
-                    s(&e["reviewer"]),
-                    s(&e["notes"])
-                ));
-            }
-        }
-    }
-    o.push_str("\n## Verification\n\n");
-    match r["checkpoint"].as_object() {
-        Some(cp) => o.push_str(&format!(
-            "Every event above carries an RFC 6962 inclusion proof (JSON report) to this checkpoint, signed by the audit key:\n\n```\n{}```\n\nAudit public key:\n\n```\n{}```\n",
-            cp["note"].as_str().unwrap_or(""), s(&r["public_key_pem"])
-        )),
-        None => o.push_str("No signed checkpoint covers these events yet; regenerate the report after the next checkpoint.\n"),
-    }
-    o
-}
-
-/// HTML rendering (the Markdown, escaped, in a minimal page).
-pub fn report_html(r: &Value) -> String {
-    let md = report_markdown(r);
-    let esc = md
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Incident report {}</title></head><body><pre style=\"white-space:pre-wrap;font-family:ui-monospace,monospace\">{esc}</pre></body></html>\n",
-        r["grant"]["id"]
-            .as_str()
-            .unwrap_or("")
-            .replace(['<', '>', '&', '"'], "")
-    )
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {
@@ -468,60 +378,4 @@ impl Engine {
             "controls": controls,
         }))
     }
-}
-
-/// Markdown rendering of a period summary.
-pub fn summary_markdown(r: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let table = |m: &Value| {
-        let mut rows: Vec<(String, u64)> = m
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        rows.iter()
-            .map(|(k, v)| format!("| {k} | {v} |\n"))
-            .collect::<String>()
-    };
-    let mut o = format!(
-        "# breakglass period report\n\n{} → {} ({})\n\n",
-        s(&r["since"]),
-        s(&r["until"]),
-        s(&r["origin"])
-    );
-    o.push_str(&format!(
-        "- Grants: {}\n- Refused requests: {}\n- Time to glass (request → access): p50 {} ms, p95 {} ms, max {} ms\n- Reviews: {} opened, {} done, {} open ({} overdue)\n- Anomaly-flagged grants: {}\n- Dead-lettered alerts: {}\n\n",
-        r["grants"], r["refusals"], r["time_to_glass_ms"]["p50"], r["time_to_glass_ms"]["p95"], r["time_to_glass_ms"]["max"],
-        r["reviews"]["opened"], r["reviews"]["done"], r["reviews"]["open"], r["reviews"]["overdue"],
-        r["anomalies"]["flagged_grants"], r["alerts"]["dead_lettered"],
-    ));
-    o.push_str("## Grants per resource\n\n| resource | grants |\n|---|---|\n");
-    o.push_str(&table(&r["per_resource"]));
-    o.push_str("\n## Grants per user\n\n| user | grants |\n|---|---|\n");
-    o.push_str(&table(&r["per_user"]));
-    o.push_str("\n## NIST SP 800-53 Rev. 5 controls this evidence supports\n\n| control | | evidence |\n|---|---|---|\n");
-    for c in r["controls"].as_array().into_iter().flatten() {
-        o.push_str(&format!(
-            "| {} | {} | {} |\n",
-            s(&c["control"]),
-            s(&c["title"]),
-            s(&c["evidence"])
-        ));
-    }
-    o
-}
-
-/// HTML rendering of a period summary.
-pub fn summary_html(r: &Value) -> String {
-    let esc = summary_markdown(r)
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>breakglass period report</title></head><body><pre style=\"white-space:pre-wrap;font-family:ui-monospace,monospace\">{esc}</pre></body></html>\n"
-    )
 }

@@ -2,7 +2,7 @@
 
 use crate::Result;
 use async_trait::async_trait;
-use breakglass_core::audit::{AuditRecord, Head};
+use breakglass_core::audit::{AuditRecord, Head, IndexColumns};
 use breakglass_core::time::Timestamp;
 
 /// A stored checkpoint note.
@@ -18,6 +18,9 @@ pub trait AuditLog: Send + Sync {
     async fn audit_head(&self) -> Result<Option<Head>>;
     /// Records with `seq >= from`, in order, at most `limit`.
     async fn audit_records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// [`AuditLog::audit_records`] with the columns the store keeps beside each body for its
+    /// indexes (for verification: they are outside the hash).
+    async fn audit_rows(&self, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>>;
     /// Records about one grant, in order.
     async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>>;
     /// Audit events at or after `since`, counted by kind.

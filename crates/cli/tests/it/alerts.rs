@@ -272,8 +272,8 @@ fn delivery_interrupted_by_a_crash_is_completed_after_restart_once_per_key() {
     );
 }
 
-#[test]
-fn slack_and_pagerduty_formats() {
+/// A server whose prod-db policy notifies Slack (`/slack`) and PagerDuty (`/pd`) at `rx`.
+fn slack_and_pagerduty_server() -> (Server, Arc<Receiver>) {
     let (url, rx) = start_receiver();
     let base = url.trim_end_matches("/hook").to_string();
     let policy = format!(
@@ -289,6 +289,23 @@ fn slack_and_pagerduty_formats() {
         &[("SLACK_URL", slack_url.as_str()), ("PD_KEY", "R0UTINGKEY")],
         &["--alert-backoff", "1s"],
     );
+    (s, rx)
+}
+
+/// Deliveries received at `path`, parsed.
+fn received(rx: &Receiver, path: &str) -> Vec<serde_json::Value> {
+    rx.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect()
+}
+
+#[test]
+fn slack_and_pagerduty_formats() {
+    let (s, rx) = slack_and_pagerduty_server();
     let bob = s.user("bob", &["oncall"]);
     let g = bob.break_glass("prod-db", "INC-4711");
     let id = g["id"].as_str().unwrap().to_string();
@@ -297,14 +314,7 @@ fn slack_and_pagerduty_formats() {
         "slack and pagerduty deliveries",
         Duration::from_secs(30),
         || {
-            let seen = rx.seen.lock().unwrap().clone();
-            let parse = |want: &str| -> Vec<serde_json::Value> {
-                seen.iter()
-                    .filter(|(p, _)| p == want)
-                    .map(|(_, b)| serde_json::from_str(b).unwrap())
-                    .collect()
-            };
-            let (pd, slack) = (parse("/pd"), parse("/slack"));
+            let (pd, slack) = (received(&rx, "/pd"), received(&rx, "/slack"));
             let resolved = pd.iter().any(|e| e["event_action"] == "resolve");
             let activated = slack
                 .iter()
@@ -331,6 +341,42 @@ fn slack_and_pagerduty_formats() {
     for part in ["bob", "prod-db", "INC-4711", "orders table locked", "until"] {
         assert!(activated.contains(part), "{part} missing from {activated}");
     }
+}
+
+/// The requester's reason and ticket reach Slack as text: no mention, link or entity of theirs
+/// is rendered (Slack's `&amp;` `&lt;` `&gt;` escaping), and PagerDuty gets the plain text.
+#[test]
+fn requester_markup_is_inert_in_slack() {
+    let (s, rx) = slack_and_pagerduty_server();
+    let bob = s.user("bob", &["oncall"]);
+    let reason = "<!channel> <https://evil.example|Approve here> & co";
+    let otp = bob.otp();
+    bob.ok(&[
+        "request", "prod-db", "--reason", reason, "--ticket", "INC-4711", "--otp", &otp,
+    ]);
+    let (slack, pd) = poll("slack and pagerduty", Duration::from_secs(30), || {
+        let (slack, pd) = (received(&rx, "/slack"), received(&rx, "/pd"));
+        let activated = |v: &serde_json::Value| v.to_string().contains("grant.activated");
+        (slack.iter().any(activated) && pd.iter().any(activated)).then_some((slack, pd))
+    });
+    for m in &slack {
+        let text = m["text"].as_str().unwrap();
+        assert!(
+            text.contains("&lt;!channel&gt; &lt;https://evil.example|Approve here&gt; &amp; co"),
+            "{text}"
+        );
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert!(!text.contains("<https://evil"), "{text}");
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    }
+    let trigger = pd.iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let summary = trigger["payload"]["summary"].as_str().unwrap();
+    assert!(summary.contains(reason), "{summary}");
+    assert!(summary.chars().count() <= 1024);
+    assert_eq!(
+        trigger["payload"]["custom_details"]["grant"]["reason"],
+        reason
+    );
 }
 
 /// A real SMTP server (Python's aiosmtpd) requiring STARTTLS with a throw-away certificate.
@@ -369,7 +415,30 @@ fn email_alerts_arrive_over_starttls() {
     );
     let s = Server::start_with(&policy, &[], &["--alert-backoff", "1s"]);
     let bob = s.user("bob", &["oncall"]);
-    bob.break_glass("prod-db", "INC-4711");
+    // The API refuses CR; a LF-only reason is accepted and must not reach a header either.
+    let otp = bob.otp();
+    let e = bob.run(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked\r\nBcc: x@evil.example",
+        "--ticket",
+        "INC-4711",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(e.slug(), "invalid-request", "{}", e.stdout);
+    let otp = bob.otp();
+    bob.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked\nBcc: x@evil.example\nSubject: approved",
+        "--ticket",
+        "INC-4711",
+        "--otp",
+        &otp,
+    ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
         let t = std::fs::read_to_string(&mail_log).unwrap_or_default();
@@ -391,4 +460,17 @@ fn email_alerts_arrive_over_starttls() {
         text.contains("Subject: [breakglass] grant.activated bob on prod-db"),
         "{text}"
     );
+    // The reason is in the body, on the summary's line: no line of the received mail (headers
+    // or body) is a Bcc or a second Subject, and nobody else was a recipient.
+    assert!(
+        text.contains("orders table locked Bcc: x@evil.example"),
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(!line.starts_with("Bcc:"), "{text}");
+        assert!(!line.starts_with("Subject: approved"), "{text}");
+        if line.starts_with("X-RcptTo:") {
+            assert!(!line.contains("evil"), "{text}");
+        }
+    }
 }

@@ -210,3 +210,54 @@ fn inserted_row_is_caught() {
     assert!(!ok, "{v}");
     assert_eq!(v["seq"].as_i64(), Some(seq), "{v}");
 }
+
+/// The `ts`, `kind` and `grant_id` columns are copies of body fields kept for indexes, outside
+/// the hash; reports and summaries read them. Editing one (what someone with the database file
+/// does, triggers dropped first: e.g. detaching an event from its grant to hide it from the
+/// incident report) fails verification, naming the event and the column.
+#[test]
+fn edited_index_columns_are_named() {
+    let s = populated();
+    let seq = seq_of(&s, "grant.activated");
+    for (column, tamper, restore) in [
+        (
+            "grant_id",
+            "grant_id = NULL",
+            format!(
+                "grant_id = (SELECT grant_id FROM audit WHERE seq = {})",
+                seq - 1
+            ),
+        ),
+        (
+            "kind",
+            "kind = 'grant.expired'",
+            "kind = 'grant.activated'".to_string(),
+        ),
+        ("ts", "ts = ts - 86400000", "ts = ts + 86400000".to_string()),
+    ] {
+        sql(
+            &s,
+            &[
+                UNLOCK,
+                &format!("UPDATE audit SET {tamper} WHERE seq = {seq}"),
+            ],
+        );
+        let (ok, v) = verify_dir(&s);
+        assert!(!ok, "{column}: {v}");
+        assert_eq!(v["seq"].as_i64(), Some(seq), "{v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("column `{column}` was modified")),
+            "{msg}"
+        );
+        sql(
+            &s,
+            &[
+                UNLOCK,
+                &format!("UPDATE audit SET {restore} WHERE seq = {seq}"),
+            ],
+        );
+        let (ok, v) = verify_dir(&s);
+        assert!(ok, "restored {column}: {v}");
+    }
+}

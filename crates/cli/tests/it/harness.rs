@@ -81,10 +81,22 @@ impl Server {
 
     /// Starts with extra environment variables and `serve` arguments.
     pub fn start_with(policy: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::start_prepared(policy, env, args, |_| {})
+    }
+
+    /// Like [`Server::start_with`], calling `prepare` with the data directory's path before
+    /// `breakglass init` (which creates it if `prepare` did not).
+    pub fn start_prepared(
+        policy: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_path = dir.path().join("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
         let data = dir.path().join("data");
+        prepare(&data);
         let out = Command::new(BIN)
             .args(["init", "--data-dir"])
             .arg(&data)

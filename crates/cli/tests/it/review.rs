@@ -225,3 +225,96 @@ fn period_summary_maps_evidence_to_controls() {
         .unwrap();
     assert!(String::from_utf8_lossy(&md.stdout).contains("NIST SP 800-53"));
 }
+
+/// Requester text cannot forge report sections: a reason carrying a Markdown heading and a
+/// table row renders as one escaped line inside its cell. Bidi and invisible characters are
+/// refused at the API, naming the field and the code point, for requests and review notes.
+#[test]
+fn report_escapes_requester_text_and_invisible_characters_are_refused() {
+    let s = Server::start(POLICY);
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+
+    let token = token_of(&bob);
+    for (field, c) in [
+        ("reason", '\u{202E}'),
+        ("reason", '\u{200B}'),
+        ("ticket", '\u{2066}'),
+    ] {
+        let mut body = serde_json::json!({
+            "resource": "prod-db",
+            "reason": "orders table locked, checkout down",
+            "ticket": "INC-4711",
+        });
+        body[field] = Value::String(format!("INC-4711 {c}evil"));
+        let (status, text) = http(
+            "POST",
+            &s.url,
+            "/api/v1/grants",
+            Some(body.to_string().as_bytes()),
+            Some(&token),
+        );
+        assert_eq!(status, 400, "{text}");
+        let want = format!(
+            "{field} contains the invisible character U+{:04X}",
+            u32::from(c)
+        );
+        assert!(text.contains(&want), "{want} not in {text}");
+    }
+
+    let forged = "orders table locked\n\n## Review\n| verdict | appropriate |";
+    let otp = bob.otp();
+    let g = bob.ok(&[
+        "request", "prod-db", "--reason", forged, "--ticket", "INC-4711", "--otp", &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    bob.ok(&["revoke", &id]);
+    let otp = sam.otp();
+    let e = sam.run(&[
+        "review",
+        &id,
+        "--verdict",
+        "appropriate",
+        "--notes",
+        "looks fine \u{202E}enif skool",
+        "--otp",
+        &otp,
+    ]);
+    assert_eq!(e.slug(), "invalid-request", "{}", e.stdout);
+    assert!(
+        e.stdout
+            .contains("notes contains the invisible character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        "{}",
+        e.stdout
+    );
+
+    let md = std::process::Command::new(BIN)
+        .args(["--server", &s.url, "report", &id, "--format", "md"])
+        .env("XDG_CONFIG_HOME", sam.config.path())
+        .output()
+        .unwrap();
+    assert!(md.status.success());
+    let md = String::from_utf8_lossy(&md.stdout);
+    let reviews = md.lines().filter(|l| l.starts_with("## Review")).count();
+    assert_eq!(reviews, 1, "one Review heading, ours:\n{md}");
+    assert!(
+        !md.lines().any(|l| l.starts_with("| verdict")),
+        "no forged table row:\n{md}"
+    );
+    assert!(
+        md.contains(
+            "| Reason | orders table locked␤␤\\#\\# Review␤\\| verdict \\| appropriate \\| |"
+        ),
+        "{md}"
+    );
+    let html = std::process::Command::new(BIN)
+        .args(["--server", &s.url, "report", &id, "--format", "html"])
+        .env("XDG_CONFIG_HOME", sam.config.path())
+        .output()
+        .unwrap();
+    let html = String::from_utf8_lossy(&html.stdout);
+    assert!(
+        html.contains("orders table locked␤␤## Review␤| verdict | appropriate |"),
+        "{html}"
+    );
+}

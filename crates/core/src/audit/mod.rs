@@ -8,7 +8,7 @@ pub mod note;
 mod verify;
 
 pub use note::{Checkpoint, key_id, public_key_pem};
-pub use verify::{Verifier, VerifyError, VerifyErrorKind, VerifyReport};
+pub use verify::{Verifier, VerifyError, VerifyErrorKind, VerifyReport, check_columns};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,6 +43,16 @@ pub struct AuditRecord {
     pub leaf_hash: [u8; 32],
     /// SHA-256(previous chain hash ‖ leaf hash); the previous of event 1 is 32 zero bytes.
     pub chain_hash: [u8; 32],
+}
+
+/// The copies of body fields a store keeps in columns of its own, for indexed reads (SQLite:
+/// `ts`, `kind`, `grant_id`). They are outside the hashed body, so a verifier of a store checks
+/// them against it ([`Verifier::push_stored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexColumns {
+    pub ts_ms: i64,
+    pub kind: String,
+    pub grant_id: Option<String>,
 }
 
 /// The head of the log after some record.

@@ -3,7 +3,7 @@
 use super::SqliteStore;
 use crate::{AuditLog, Result, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
-use breakglass_core::audit::{AuditRecord, Head, NewEvent};
+use breakglass_core::audit::{AuditRecord, Head, IndexColumns, NewEvent};
 use breakglass_core::time::Timestamp;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -43,7 +43,11 @@ pub(super) fn seq_i64(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq overflow".into()))
 }
 
-pub(super) fn read_audit(path: &Path, from: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+pub(super) fn read_audit(
+    path: &Path,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<(AuditRecord, IndexColumns)>> {
     use rusqlite::{Connection, OpenFlags};
     let db = |e: rusqlite::Error| StoreError::CommitFailed(format!("audit read: {e}"));
     let conn = Connection::open_with_flags(
@@ -53,19 +57,28 @@ pub(super) fn read_audit(path: &Path, from: u64, limit: u32) -> Result<Vec<Audit
     .map_err(db)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
     let mut stmt = conn
-        .prepare("SELECT seq, body, leaf, chain FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")
+        .prepare(
+            "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+        )
         .map_err(db)?;
     let mut rows = stmt.query((seq_i64(from)?, i64::from(limit))).map_err(db)?;
     let mut out = Vec::with_capacity(limit.min(100_000) as usize);
     while let Some(r) = rows.next().map_err(db)? {
         let seq: i64 = r.get(0).map_err(db)?;
-        out.push(AuditRecord {
-            seq: u64::try_from(seq)
-                .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
-            body: r.get(1).map_err(db)?,
-            leaf_hash: hash32(r.get(2).map_err(db)?, "leaf hash")?,
-            chain_hash: hash32(r.get(3).map_err(db)?, "chain hash")?,
-        });
+        out.push((
+            AuditRecord {
+                seq: u64::try_from(seq)
+                    .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
+                body: r.get(1).map_err(db)?,
+                leaf_hash: hash32(r.get(2).map_err(db)?, "leaf hash")?,
+                chain_hash: hash32(r.get(3).map_err(db)?, "chain hash")?,
+            },
+            IndexColumns {
+                ts_ms: r.get(4).map_err(db)?,
+                kind: r.get(5).map_err(db)?,
+                grant_id: r.get(6).map_err(db)?,
+            },
+        ));
     }
     Ok(out)
 }
@@ -78,6 +91,15 @@ impl AuditLog for SqliteStore {
     }
 
     async fn audit_records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        Ok(self
+            .audit_rows(from, limit)
+            .await?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    async fn audit_rows(&self, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>> {
         if let Some(path) = self.path.clone() {
             // Bulk reads (verification, export, checkpoints) bypass the async driver: a plain
             // read-only connection on a blocking thread is several times faster per row.
@@ -85,14 +107,25 @@ impl AuditLog for SqliteStore {
                 .await
                 .map_err(|e| StoreError::CommitFailed(format!("reader task: {e}")))?;
         }
-        sqlx::query("SELECT seq, body, leaf, chain FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?")
-            .bind(seq_i64(from)?)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(record_from_row)
-            .collect()
+        sqlx::query(
+            "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(seq_i64(from)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                record_from_row(row)?,
+                IndexColumns {
+                    ts_ms: row.try_get("ts")?,
+                    kind: row.try_get("kind")?,
+                    grant_id: row.try_get("grant_id")?,
+                },
+            ))
+        })
+        .collect()
     }
 
     async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>> {
@@ -107,7 +140,10 @@ impl AuditLog for SqliteStore {
 
     async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>> {
         let rows = sqlx::query(
-            "SELECT kind, COUNT(*) AS n FROM audit WHERE ts >= ? GROUP BY kind ORDER BY kind",
+            // Read from the hashed body, not the `kind`/`ts` index columns (`audit verify`
+            // checks those, but a summary must not depend on it having been run).
+            "SELECT json_extract(CAST(body AS TEXT), '$.kind') AS kind, COUNT(*) AS n FROM audit \
+             WHERE json_extract(CAST(body AS TEXT), '$.ts') >= ? GROUP BY 1 ORDER BY 1",
         )
         .bind(since.0)
         .fetch_all(&self.pool)

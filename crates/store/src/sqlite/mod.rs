@@ -71,8 +71,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file and applies pending migrations. The file
+    /// is created with mode 0600 (an existing one, and its `-wal`/`-shm`, lose any group and
+    /// other permissions) before SQLite opens it: SQLite gives the files it creates beside the
+    /// database the database file's mode, whatever the directory's is.
     pub async fn open(path: &Path) -> Result<Self> {
+        private_db_files(path).map_err(sqlx::Error::Io)?;
         let opts = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -137,6 +141,37 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// See [`SqliteStore::open`].
+fn private_db_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mut sidecars = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        sidecars.push(p.into());
+    }
+    for p in sidecars {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o077 != 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
