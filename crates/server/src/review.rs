@@ -238,11 +238,17 @@ impl Engine {
                        "delivered_at": a.delivered_at.map(rfc3339), "last_error": a.last_error})
             })
             .collect();
+        let left_behind: Vec<Value> = timeline
+            .iter()
+            .filter(|e| e["kind"] == "credential.revoked")
+            .flat_map(|e| e["details"]["left_behind"].as_array().cloned().unwrap_or_default())
+            .collect();
         Ok(json!({
             "generated_at": rfc3339(now),
             "origin": self.keys.origin,
             "grant": GrantView::of(&g, now),
             "timeline": timeline,
+            "left_behind": left_behind,
             "alerts": alerts,
             "review": self.review_of(grant_id).await?,
             "checkpoint": checkpoint.map(|c| json!({"size": c.size, "note": c.note})),
@@ -274,6 +280,7 @@ pub fn report_markdown(r: &Value) -> String {
             e["details"].to_string().replace('|', "\\|")
         ));
     }
+    left_behind_markdown(r, &mut o);
     o.push_str("\n## Alerts\n\n");
     let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
     if alerts.is_empty() {
@@ -327,6 +334,45 @@ pub fn report_markdown(r: &Value) -> String {
         None => o.push_str("No signed checkpoint covers these events yet; regenerate the report after the next checkpoint.\n"),
     }
     o
+}
+
+/// Text for a Markdown table cell or line: what Markdown would read as markup is escaped and
+/// line breaks become spaces (the names come from the grant holder).
+fn md_text(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '<' | '>' | '#' => {
+                o.push('\\');
+                o.push(c);
+            }
+            '\n' | '\r' => o.push(' '),
+            c if c.is_control() => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// "Objects the grant left behind": what its credential created at the target and breakglass
+/// kept (disarmed), from the revocation's audit event.
+fn left_behind_markdown(r: &Value, o: &mut String) {
+    let left = r["left_behind"].as_array().cloned().unwrap_or_default();
+    if left.is_empty() {
+        return;
+    }
+    o.push_str("\n## Objects the grant left behind\n\n| name | kind | where | security definer | what breakglass did |\n|---|---|---|---|---|\n");
+    for l in left {
+        let t = |k: &str| md_text(l[k].as_str().unwrap_or(""));
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            t("name"),
+            t("kind"),
+            t("location"),
+            if l["security_definer"] == true { "yes" } else { "no" },
+            t("action"),
+        ));
+    }
 }
 
 /// HTML rendering (the Markdown, escaped, in a minimal page).
@@ -517,4 +563,23 @@ pub fn summary_html(r: &Value) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>breakglass period report</title></head><body><pre style=\"white-space:pre-wrap;font-family:ui-monospace,monospace\">{esc}</pre></body></html>\n"
     )
+}
+
+#[cfg(test)]
+mod left_behind_tests {
+    use super::*;
+
+    #[test]
+    fn left_behind_names_cannot_break_the_markdown() {
+        let r = json!({"left_behind": [{"name": "public.\"a|b\n# x <img src=x>\"()", "kind": "function",
+            "location": "postgres", "security_definer": true, "action": "owned by breakglass_orphans"}]});
+        let mut o = String::new();
+        left_behind_markdown(&r, &mut o);
+        let row = o.lines().last().unwrap();
+        assert_eq!(row.matches(" | ").count(), 4, "{row}");
+        assert!(row.contains(r"a\|b \# x \<img src=x\>"), "{row}");
+        assert!(!o.contains("\n# x"), "{o}");
+        let html = report_html(&json!({"grant": {"id": "g-1"}, "left_behind": r["left_behind"]}));
+        assert!(!html.contains("<img"), "{html}");
+    }
 }
