@@ -241,7 +241,12 @@ impl Engine {
         let left_behind: Vec<Value> = timeline
             .iter()
             .filter(|e| e["kind"] == "credential.revoked")
-            .flat_map(|e| e["details"]["left_behind"].as_array().cloned().unwrap_or_default())
+            .flat_map(|e| {
+                e["details"]["left_behind"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect();
         Ok(json!({
             "generated_at": rfc3339(now),
@@ -369,7 +374,11 @@ fn left_behind_markdown(r: &Value, o: &mut String) {
             t("name"),
             t("kind"),
             t("location"),
-            if l["security_definer"] == true { "yes" } else { "no" },
+            if l["security_definer"] == true {
+                "yes"
+            } else {
+                "no"
+            },
             t("action"),
         ));
     }
