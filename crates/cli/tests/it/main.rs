@@ -3,6 +3,7 @@
 
 mod alerts;
 mod audit;
+mod fingerprints;
 mod flow;
 mod harness;
 mod hostile;
