@@ -544,6 +544,26 @@ mod tests {
                 "{bad}"
             );
         }
+        // reassign_to: never a grant's own role or a predefined role, never the admin user.
+        for bad in ["bg_123", "pg_read_all_data"] {
+            let v = json!({"admin_url_env": "X", "grant_roles": ["a"], "reassign_to": bad});
+            let e = Postgres::from_settings("db", &s(v), None).err().unwrap();
+            assert!(e.to_string().contains("reassign_to"), "{e}");
+        }
+        let sealed = |r: &str| {
+            Postgres::from_settings(
+                "db",
+                &s(json!({"admin_url_sealed": true, "grant_roles": ["a"], "reassign_to": r})),
+                Some(Zeroizing::new(
+                    "postgres://boss:pw@127.0.0.1/postgres".into(),
+                )),
+            )
+            .unwrap()
+            .check_offline()
+        };
+        let e = sealed("boss").err().unwrap();
+        assert!(e.to_string().contains("admin user"), "{e}");
+        assert!(sealed("keeper").is_ok());
         assert!(check_admin_url("db", "postgres://u:p@127.0.0.1:5432/postgres").is_ok());
         for bad in [
             "",
