@@ -3,6 +3,11 @@
 //! this runs the user's shell (or the command they asked for) and ends it at the expiry signed
 //! into the certificate, or as soon as the host's KRL lists the certificate's serial.
 //!
+//! Fail closed: when a KRL is configured (`--krl`) and cannot be read or decoded, no session
+//! starts, and a live one ends, with a message naming the file and how to refresh it. The
+//! refresher replaces the file atomically (rename), so a read never sees half a file; a failed
+//! read is retried once after 100 ms before the session is refused or ended.
+//!
 //! Ending: SIGHUP to the shell and to this session's process group, SIGKILL to the shell two
 //! seconds later, then exit; sshd then closes the channel (with a pty, the kernel hangs up the
 //! terminal's foreground jobs as the session leader exits). Processes a user deliberately
@@ -22,13 +27,45 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn revoked(krl: Option<&Path>, serial: u64) -> bool {
-    let Some(p) = krl else { return false };
+/// What the host KRL says about a certificate.
+enum Krl {
+    /// Not revoked (or no KRL configured).
+    Clear,
+    Revoked,
+    /// Missing, unreadable or corrupt: the session cannot be checked, so it must not run.
+    Unusable(String),
+}
+
+fn read_krl(krl: Option<&Path>, serial: u64) -> Krl {
+    let Some(p) = krl else { return Krl::Clear };
+    let fix = format!(
+        "refresh it with `breakglass ssh krl --out {}` (the host's timer/cron job does this)",
+        p.display()
+    );
     match std::fs::read(p) {
-        Ok(bytes) => breakglass_connectors::krl::decode(&bytes)
-            .map(|k| k.revokes_serial(serial))
-            .unwrap_or(false),
-        Err(_) => false,
+        Ok(bytes) => match breakglass_connectors::krl::decode(&bytes) {
+            Ok(k) if k.revokes_serial(serial) => Krl::Revoked,
+            Ok(_) => Krl::Clear,
+            Err(e) => Krl::Unusable(format!(
+                "the host KRL {} is not a valid OpenSSH KRL ({e}); {fix}",
+                p.display()
+            )),
+        },
+        Err(e) => Krl::Unusable(format!(
+            "cannot read the host KRL {}: {e}; {fix}",
+            p.display()
+        )),
+    }
+}
+
+/// [`read_krl`], with one retry after 100 ms when the KRL is unusable.
+async fn check_krl(krl: Option<&Path>, serial: u64) -> Krl {
+    match read_krl(krl, serial) {
+        Krl::Unusable(_) => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            read_krl(krl, serial)
+        }
+        k => k,
     }
 }
 
@@ -39,9 +76,18 @@ pub async fn run(grant: &str, serial: u64, until: i64, krl: Option<PathBuf>) -> 
         eprintln!("breakglass: grant {grant} has expired; no session");
         return Ok(1);
     }
-    if revoked(krl, serial) {
-        eprintln!("breakglass: grant {grant} was revoked; no session");
-        return Ok(1);
+    match check_krl(krl, serial).await {
+        Krl::Clear => {}
+        Krl::Revoked => {
+            eprintln!("breakglass: grant {grant} was revoked; no session");
+            return Ok(1);
+        }
+        Krl::Unusable(why) => {
+            eprintln!(
+                "breakglass: {why}; no session for grant {grant} until the KRL can be checked"
+            );
+            return Ok(1);
+        }
     }
     // Our own handler: the process-group hang-up below must not end us before we clean up.
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -83,18 +129,20 @@ pub async fn run(grant: &str, serial: u64, until: i64, krl: Option<PathBuf>) -> 
                 // The user left: their exit code is the session's.
                 return Ok(status.ok().and_then(|s| s.code()).unwrap_or(1));
             }
-            _ = tokio::time::sleep_until(deadline) => break "expired",
+            _ = tokio::time::sleep_until(deadline) => break "expired".to_string(),
             _ = tick.tick() => {
                 if unix_now() >= until {
-                    break "expired";
+                    break "expired".to_string();
                 }
-                if revoked(krl, serial) {
-                    break "was revoked";
+                match check_krl(krl, serial).await {
+                    Krl::Clear => {}
+                    Krl::Revoked => break "was revoked".to_string(),
+                    Krl::Unusable(why) => break format!("cannot be checked any more: {why}"),
                 }
             }
             _ = hup.recv() => {
                 // The connection dropped: end the shell too.
-                break "lost its connection";
+                break "lost its connection".to_string();
             }
         }
     };

@@ -1,16 +1,23 @@
 //! `exec`: the operator's own programs for grant and revoke — argv without a shell, a JSON
 //! document on stdin (grant id, user, resource, reason, ticket, expiry), a timeout; non-zero exit
 //! is failure; the grant program's stdout is the credential handed to the responder once.
+//!
+//! The audit trail gets `hmac-sha256:<32 hex>` of the credential, keyed with the server's
+//! fingerprint key (derived from its KEK): stable for the same credential on one installation,
+//! and useless for checking guesses of a weak credential without that key.
 
 use async_trait::async_trait;
 use breakglass_core::grant::GrantInfo;
 use breakglass_core::time::{Timestamp, rfc3339};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
 
-use crate::{Connector, ConnectorError, IssueRequest, Issued, Result};
+use crate::{Connector, ConnectorError, IssueRequest, Issued, Result, Revoked};
 
 /// Runs operator programs: `grant` and `revoke` argv (no shell), a JSON document on stdin,
 /// a timeout; non-zero exit is failure; the grant program's stdout is the credential.
@@ -18,6 +25,18 @@ pub struct Exec {
     grant: Vec<String>,
     revoke: Vec<String>,
     timeout: Duration,
+    fingerprint_key: Zeroizing<[u8; 32]>,
+}
+
+/// `hmac-sha256:` and the first 128 bits of HMAC-SHA256(key, credential), in hex.
+pub fn fingerprint(key: &[u8; 32], credential: &[u8]) -> String {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| crate::postgres::unreachable_hmac());
+    m.update(credential);
+    format!(
+        "hmac-sha256:{}",
+        &hex::encode(m.finalize().into_bytes())[..32]
+    )
 }
 
 fn argv(
@@ -38,9 +57,12 @@ fn argv(
 }
 
 impl Exec {
+    /// `fingerprint_key` keys the audit fingerprint (without one, a random key of this
+    /// connector instance: fingerprints are then not comparable across operations).
     pub fn from_settings(
         resource: &str,
         settings: &serde_json::Map<String, Value>,
+        fingerprint_key: Option<Zeroizing<[u8; 32]>>,
     ) -> Result<Self> {
         let timeout = settings
             .get("timeout")
@@ -57,6 +79,11 @@ impl Exec {
             grant: argv(settings, "grant", resource)?,
             revoke: argv(settings, "revoke", resource)?,
             timeout,
+            fingerprint_key: fingerprint_key.unwrap_or_else(|| {
+                let mut k = Zeroizing::new([0u8; 32]);
+                rand::rngs::OsRng.fill_bytes(&mut k[..]);
+                k
+            }),
         })
     }
 
@@ -146,17 +173,39 @@ impl Connector for Exec {
         };
         Ok(Issued {
             credential,
-            fingerprint: format!(
-                "sha256:{}",
-                &hex::encode(Sha256::digest(text.as_bytes()))[..16]
-            ),
+            fingerprint: fingerprint(&self.fingerprint_key, text.as_bytes()),
             handle: input,
         })
     }
 
-    async fn revoke(&self, handle: &Value) -> Result<()> {
+    async fn revoke(&self, handle: &Value) -> Result<Revoked> {
         let mut input = handle.clone();
         input["action"] = json!("revoke");
-        self.run(&self.revoke, &input).await.map(|_| ())
+        self.run(&self.revoke, &input)
+            .await
+            .map(|_| Revoked::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    #[test]
+    fn fingerprints_are_keyed() {
+        let k1 = [7u8; 32];
+        let k2 = [8u8; 32];
+        let f = fingerprint(&k1, b"hunter2");
+        assert!(f.starts_with("hmac-sha256:") && f.len() == 12 + 32, "{f}");
+        assert_eq!(f, fingerprint(&k1, b"hunter2"), "stable under one key");
+        assert_ne!(
+            f,
+            fingerprint(&k2, b"hunter2"),
+            "another key, another fingerprint"
+        );
+        assert_ne!(f, fingerprint(&k1, b"hunter3"));
+        let plain = hex::encode(sha2::Sha256::digest(b"hunter2"));
+        assert!(!plain.contains(&f["hmac-sha256:".len()..]));
     }
 }

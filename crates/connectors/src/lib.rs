@@ -62,6 +62,34 @@ pub struct Issued {
     pub handle: Value,
 }
 
+/// Something a grant created at the target that outlives it (a table its PostgreSQL role made…),
+/// reported with the revocation so the audit trail and the incident report name it. Names are
+/// chosen by the grant holder: render them escaped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeftObject {
+    /// Where it is (the database, for postgres).
+    pub location: String,
+    /// Schema-qualified identity as the target prints it, e.g. `public.f(integer)`.
+    pub name: String,
+    /// `table`, `view`, `materialized view`, `sequence`, `index`, `function`, `procedure`,
+    /// `aggregate`, `schema`, `type`, `trigger`, …
+    pub kind: String,
+    /// It ran with its owner's rights when called (PostgreSQL `SECURITY DEFINER`).
+    pub security_definer: bool,
+    /// Code the grant left behind that breakglass disarmed (made `SECURITY INVOKER` and not
+    /// executable by PUBLIC, or dropped).
+    pub neutralised: bool,
+    /// What was done with it, e.g. `owned by breakglass_orphans`.
+    pub action: String,
+}
+
+/// What revoking found at the target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// What the grant created that is kept after it (empty for most connectors).
+    pub left_behind: Vec<LeftObject>,
+}
+
 /// Something the sweep found at a target that no grant owns, and removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Swept {
@@ -74,8 +102,9 @@ pub trait Connector: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Creates the credential at the target, valid until `req.expires_at`.
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued>;
-    /// Revokes it at the target; Ok only once the target confirms.
-    async fn revoke(&self, handle: &Value) -> Result<()>;
+    /// Revokes it at the target; Ok only once the target confirms, with what the grant left
+    /// behind there.
+    async fn revoke(&self, handle: &Value) -> Result<Revoked>;
     /// Checks at the target that the credential no longer works.
     async fn verify_revoked(&self, _handle: &Value) -> Result<bool> {
         Ok(true)
@@ -94,12 +123,19 @@ pub struct Context {
     pub ssh_ca: Option<Arc<ssh::Ca>>,
     /// The unsealed admin URL of a postgres resource with `admin_url_sealed: true`, if stored.
     pub sealed_admin_url: Option<zeroize::Zeroizing<String>>,
+    /// The key that fingerprints credentials for the audit trail (HMAC-SHA256), derived by the
+    /// server from its KEK, so a fingerprint cannot be checked against guesses offline.
+    pub fingerprint_key: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// The connector for a resource, if its kind has one.
 pub fn for_resource(r: &Resource, ctx: &Context) -> Result<Option<Box<dyn Connector>>> {
     Ok(match r.kind {
-        ResourceKind::Exec => Some(Box::new(exec::Exec::from_settings(&r.name, &r.settings)?)),
+        ResourceKind::Exec => Some(Box::new(exec::Exec::from_settings(
+            &r.name,
+            &r.settings,
+            ctx.fingerprint_key.clone(),
+        )?)),
         ResourceKind::Ssh => {
             let ca = ctx.ssh_ca.clone().ok_or_else(|| ConnectorError::Config {
                 resource: r.name.clone(),
@@ -153,8 +189,13 @@ pub fn check(r: &Resource) -> Result<()> {
     let ctx = Context {
         ssh_ca: Some(Arc::new(ssh::Ca::from_seed(&[0u8; 32]))),
         sealed_admin_url: None,
+        fingerprint_key: None,
     };
-    for_resource(r, &ctx).map(|_| ())
+    for_resource(r, &ctx)?;
+    if r.kind == ResourceKind::Postgres {
+        postgres::Postgres::from_settings(&r.name, &r.settings, None)?.check_offline()?;
+    }
+    Ok(())
 }
 
 /// [`check`] over every resource of a policy: one message per resource whose settings are wrong.

@@ -276,11 +276,11 @@ impl Connector for SshCert {
 
     /// The revoked certificate's serial is published in the KRL from now on (the server builds
     /// the KRL from its credential records); hosts refuse it once they have refreshed it.
-    async fn revoke(&self, handle: &Value) -> Result<()> {
+    async fn revoke(&self, handle: &Value) -> Result<crate::Revoked> {
         handle
             .get("serial")
             .and_then(Value::as_u64)
-            .map(|_| ())
+            .map(|_| crate::Revoked::default())
             .ok_or_else(|| {
                 ConnectorError::Target("credential record has no certificate serial".into())
             })

@@ -467,6 +467,7 @@ impl Engine {
         let ctx = breakglass_connectors::Context {
             ssh_ca: Some(self.keys.ssh_ca.clone()),
             sealed_admin_url,
+            fingerprint_key: Some(self.keys.kek.derive("credential fingerprint")),
         };
         breakglass_connectors::for_resource(resource, &ctx)
     }

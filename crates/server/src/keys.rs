@@ -99,6 +99,19 @@ impl Kek {
         out
     }
 
+    /// A 32-byte key for one `purpose`, derived from the KEK (HMAC-SHA256(KEK, purpose)): stable
+    /// for the installation, independent of every other purpose's key.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut out = Zeroizing::new([0u8; 32]);
+        if let Ok(mut m) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0[..]) {
+            m.update(b"breakglass key derivation\0");
+            m.update(purpose.as_bytes());
+            out.copy_from_slice(&m.finalize().into_bytes());
+        }
+        out
+    }
+
     /// Decrypts a value sealed with the same `aad`.
     pub fn open(&self, aad: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         if sealed.len() < 24 + 16 {

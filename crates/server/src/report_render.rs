@@ -61,6 +61,7 @@ fn report_text(r: &Value, esc: Esc, details: fn(&Value) -> String) -> String {
             details(&e["details"])
         ));
     }
+    left_behind(r, esc, &mut o);
     o.push_str("\n## Alerts\n\n");
     let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
     if alerts.is_empty() {
@@ -119,6 +120,31 @@ fn report_text(r: &Value, esc: Esc, details: fn(&Value) -> String) -> String {
 }
 
 /// Markdown rendering of a report.
+/// "Objects the grant left behind": what its credential created at the target and breakglass
+/// kept (disarmed), from the revocation's audit event. The names are the grant holder's.
+fn left_behind(r: &Value, esc: Esc, o: &mut String) {
+    let left = r["left_behind"].as_array().cloned().unwrap_or_default();
+    if left.is_empty() {
+        return;
+    }
+    o.push_str("\n## Objects the grant left behind\n\n| name | kind | where | security definer | what breakglass did |\n|---|---|---|---|---|\n");
+    for l in left {
+        let t = |k: &str| val(esc, &l[k]);
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            t("name"),
+            t("kind"),
+            t("location"),
+            if l["security_definer"] == true {
+                "yes"
+            } else {
+                "no"
+            },
+            t("action"),
+        ));
+    }
+}
+
 pub fn report_markdown(r: &Value) -> String {
     report_text(r, text::md, details_md)
 }
@@ -259,5 +285,18 @@ mod tests {
             "{h}"
         );
         assert!(!h.contains('\u{202E}'));
+    }
+
+    #[test]
+    fn left_behind_names_cannot_break_the_markdown() {
+        let r = json!({"left_behind": [{"name": "public.\"a|b\n# x <img src=x>\"()", "kind": "function",
+            "location": "postgres", "security_definer": true, "action": "owned by breakglass_orphans"}]});
+        let mut o = String::new();
+        left_behind(&r, text::md, &mut o);
+        let row = o.lines().last().unwrap();
+        assert_eq!(row.matches(" | ").count(), 4, "{row}");
+        assert!(!o.contains("\n# x"), "{o}");
+        let html = report_html(&json!({"grant": {"id": "g-1"}, "left_behind": r["left_behind"]}));
+        assert!(!html.contains("<img"), "{html}");
     }
 }

@@ -249,11 +249,22 @@ impl Engine {
                        "delivered_at": a.delivered_at.map(rfc3339), "last_error": a.last_error})
             })
             .collect();
+        let left_behind: Vec<Value> = timeline
+            .iter()
+            .filter(|e| e["kind"] == "credential.revoked")
+            .flat_map(|e| {
+                e["details"]["left_behind"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
         Ok(json!({
             "generated_at": rfc3339(now),
             "origin": self.keys.origin,
             "grant": GrantView::of(&g, now),
             "timeline": timeline,
+            "left_behind": left_behind,
             "alerts": alerts,
             "review": self.review_of(grant_id).await?,
             "checkpoint": checkpoint.map(|c| json!({"size": c.size, "note": c.note})),

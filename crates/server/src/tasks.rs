@@ -159,8 +159,8 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
     .and_then(|c| c.ok_or_else(|| format!("resource {} has no connector", cred.resource)));
     let result = match connector {
         Ok(c) => match c.revoke(&cred.handle).await {
-            Ok(()) => match c.verify_revoked(&cred.handle).await {
-                Ok(true) => Ok(()),
+            Ok(revoked) => match c.verify_revoked(&cred.handle).await {
+                Ok(true) => Ok(revoked),
                 Ok(false) => {
                     Err("the target still accepts the credential after revocation".to_string())
                 }
@@ -175,7 +175,7 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
     let grant = engine.store.grant(&cred.grant_id).await.ok().flatten();
     let info = grant.as_ref().map(|g| g.info());
     let (change, ev) = match &result {
-        Ok(()) => (
+        Ok(revoked) => (
             Change::RevocationAttempt {
                 grant_id: cred.grant_id.clone(),
                 done: true,
@@ -189,7 +189,17 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
                 "credential.revoked",
                 Some("system"),
                 info,
-                json!({"kind": cred.kind, "fingerprint": cred.fingerprint, "attempts": attempts, "verified": true}),
+                {
+                    let mut data = json!({"kind": cred.kind, "fingerprint": cred.fingerprint, "attempts": attempts, "verified": true});
+                    // What the grant created and left at the target (attacker-chosen names;
+                    // the first 200 are listed, all are counted).
+                    let left = &revoked.left_behind;
+                    if !left.is_empty() {
+                        data["left_behind"] = json!(left.iter().take(200).collect::<Vec<_>>());
+                        data["left_behind_count"] = json!(left.len());
+                    }
+                    data
+                },
             )),
         ),
         Err(e) => {

@@ -4,6 +4,7 @@
 mod alerts;
 mod audit;
 mod files;
+mod fingerprints;
 mod flow;
 mod harness;
 mod hostile;

@@ -137,7 +137,8 @@ fn postgres_role_works_during_the_grant_and_is_dropped_at_expiry() {
     let out = live.wait_with_output().unwrap();
     assert!(!out.status.success(), "psql survived expiry");
 
-    // Login fails afterwards, the role is gone, what it made is kept (reassigned to the admin).
+    // Login fails afterwards, the role is gone, what it made is kept (owned by
+    // breakglass_orphans, never the admin).
     poll(
         "the revocation to be confirmed",
         Duration::from_secs(20),
@@ -148,7 +149,7 @@ fn postgres_role_works_during_the_grant_and_is_dropped_at_expiry() {
     assert_eq!(role_count(&pg, &role), "0");
     assert_eq!(
         pg.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'made_during_incident'"),
-        "postgres"
+        "breakglass_orphans"
     );
     assert_eq!(pg.sql("SELECT count(*) FROM orders"), "1");
     // A role that only looks like ours (no tag) is never touched.
@@ -231,6 +232,8 @@ fn postgres_revocation_waits_for_the_database_and_crashes_leave_no_orphans() {
         "sweep not audited"
     );
     assert_eq!(role_count(&pg, "bg_not_ours"), "1");
+    // The owner of what grants leave behind is never swept.
+    assert_eq!(role_count(&pg, "breakglass_orphans"), "1");
     // No grant was recorded for the crashed request.
     let mine = alice.ok(&["status"]);
     assert_eq!(mine.as_array().map(|a| a.len()), Some(1), "{mine}");
@@ -310,4 +313,182 @@ fn postgres_admin_url_can_be_sealed_in_breakglass_instead_of_env_or_file() {
     assert_eq!(role_count(&pg, &role), "0");
     let secrets = sam.ok(&["secret", "list"]);
     assert_eq!(secrets[0]["must_rotate"], false, "{secrets}");
+}
+
+fn revoke_and_wait(u: &User, id: &str) {
+    u.ok(&["revoke", id, "--reason", "incident over"]);
+    poll(
+        "the revocation to be confirmed",
+        Duration::from_secs(30),
+        || (u.ok(&["status", id])["credential_status"]["state"] == "revoked").then_some(()),
+    );
+}
+
+/// The attack of issue 9: the responder's role writes a SECURITY DEFINER function (and a trigger
+/// on a table it may only write to); when the grant ended, `REASSIGN OWNED` used to hand them to
+/// the admin, so anyone could then run the responder's code as a superuser.
+#[test]
+fn postgres_objects_a_grant_leaves_behind_never_run_with_more_rights_than_it_had() {
+    let pg = Pg::start();
+    setup_db(&pg);
+    pg.sql("CREATE ROLE victim LOGIN PASSWORD 'victim-pw'");
+    let victim = format!("postgres://victim:victim-pw@127.0.0.1:{}/postgres", pg.port);
+    let url = pg.admin_url();
+    let server = Server::start_with(&policy(""), &[("BREAKGLASS_PG_ADMIN_URL", &url)], &[]);
+    let alice = server.user("alice", &["oncall"]);
+    let sam = server.user("sam", &["security"]);
+    let g = request(&alice, "1h");
+    let id = g["id"].as_str().unwrap().to_string();
+    let dsn = g["credential"]["url"].as_str().unwrap().to_string();
+    let (ok, out) = psql(
+        &dsn,
+        "CREATE FUNCTION public.pwn() RETURNS void LANGUAGE sql SECURITY DEFINER \
+           AS $$ ALTER ROLE victim SUPERUSER $$; \
+         GRANT EXECUTE ON FUNCTION public.pwn() TO PUBLIC; \
+         CREATE FUNCTION public.trap() RETURNS trigger LANGUAGE plpgsql \
+           AS $$ BEGIN ALTER ROLE victim SUPERUSER; RETURN NEW; END $$; \
+         CREATE TRIGGER trap BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION public.trap(); \
+         CREATE TABLE public.loot(id int); \
+         CREATE VIEW public.peek AS SELECT * FROM orders; \
+         GRANT SELECT ON public.peek TO PUBLIC",
+    );
+    assert!(ok, "the grant's role could not create its objects: {out}");
+    revoke_and_wait(&alice, &id);
+
+    // The function runs for nobody, and as nobody in particular.
+    let (ok, out) = psql(&victim, "SELECT public.pwn()");
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    // The trigger no longer fires when the admin writes to the table.
+    pg.sql("INSERT INTO orders VALUES (2)");
+    let (ok, out) = psql(&victim, "SELECT count(*) FROM public.peek");
+    assert!(
+        !ok && out.contains("permission denied"),
+        "the view reads orders: {out}"
+    );
+    assert_eq!(
+        pg.sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'victim'"),
+        "f",
+        "victim became a superuser"
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'trap'"),
+        "0"
+    );
+    assert_eq!(
+        pg.sql("SELECT proowner::regrole, prosecdef, has_function_privilege('victim', oid, 'EXECUTE') FROM pg_proc WHERE proname = 'pwn'"),
+        "breakglass_orphans|f|f"
+    );
+    assert_eq!(
+        pg.sql("SELECT string_agg(relname || '=' || relowner::regrole::text, ',' ORDER BY relname) FROM pg_class WHERE relname IN ('loot', 'peek')"),
+        "loot=breakglass_orphans,peek=breakglass_orphans"
+    );
+    let orphans_are_powerless = || {
+        assert_eq!(
+            pg.sql("SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolinherit, \
+                    (SELECT count(*) FROM pg_auth_members WHERE member = r.oid), \
+                    has_table_privilege(r.oid, 'orders', 'SELECT'), shobj_description(r.oid, 'pg_authid') LIKE 'breakglass:orphans%' \
+                    FROM pg_roles r WHERE rolname = 'breakglass_orphans'"),
+            "f|f|f|f|f|f|f|0|f|t"
+        );
+    };
+    orphans_are_powerless();
+
+    // The revocation's audit event and the incident report name what was left behind.
+    let audit = sam.run(&["audit", "export"]).stdout;
+    assert!(
+        audit.contains("left_behind") && audit.contains("public.pwn()"),
+        "{audit}"
+    );
+    let report = sam.ok(&["report", &id, "--format", "json"]);
+    let left = report["left_behind"]
+        .as_array()
+        .expect("left_behind in the report");
+    let find = |name: &str| {
+        left.iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {left:?}"))
+    };
+    let pwn = find("public.pwn()");
+    assert_eq!(pwn["kind"], "function");
+    assert_eq!(pwn["security_definer"], true);
+    assert_eq!(pwn["neutralised"], true);
+    assert_eq!(find("public.trap()")["kind"], "function");
+    assert_eq!(find("public.loot")["kind"], "table");
+    assert_eq!(find("public.peek")["kind"], "view");
+    assert_eq!(find("trap on public.orders")["kind"], "trigger");
+    let md = sam.run(&["report", &id, "--format", "md"]).stdout;
+    assert!(
+        md.contains("## Objects the grant left behind")
+            && md.contains("| public.pwn() | function |"),
+        "{md}"
+    );
+
+    // Someone made breakglass_orphans a member of a role and able to log in: the next revocation
+    // takes both away before it hands anything over.
+    pg.sql("GRANT app_admin TO breakglass_orphans; ALTER ROLE breakglass_orphans LOGIN INHERIT");
+    let g2 = request(&alice, "1h");
+    let id2 = g2["id"].as_str().unwrap().to_string();
+    let (ok, out) = psql(
+        g2["credential"]["url"].as_str().unwrap(),
+        "CREATE FUNCTION public.pwn2() RETURNS int LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$",
+    );
+    assert!(ok, "{out}");
+    revoke_and_wait(&alice, &id2);
+    orphans_are_powerless();
+    assert_eq!(
+        pg.sql("SELECT proowner::regrole, prosecdef FROM pg_proc WHERE proname = 'pwn2'"),
+        "breakglass_orphans|f"
+    );
+}
+
+#[test]
+fn postgres_reassign_to_a_privileged_role_is_refused() {
+    let pg = Pg::start();
+    setup_db(&pg);
+    pg.sql("CREATE ROLE other_super SUPERUSER NOLOGIN");
+    let url = pg.admin_url();
+
+    // The admin user itself: refused by `policy check` (and at server start).
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("policy.yaml");
+    std::fs::write(&file, policy("    reassign_to: postgres")).unwrap();
+    let out = Command::new(BIN)
+        .args(["policy", "check"])
+        .arg(&file)
+        .env("BREAKGLASS_PG_ADMIN_URL", &url)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("reassign_to") && err.contains("admin user"),
+        "{err}"
+    );
+
+    // Another superuser: the request is refused with a message naming the setting, and no role
+    // is left at the target.
+    let server = Server::start_with(
+        &policy("    reassign_to: other_super"),
+        &[("BREAKGLASS_PG_ADMIN_URL", &url)],
+        &[],
+    );
+    let alice = server.user("alice", &["oncall"]);
+    let r = alice.run(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "orders table locked, checkout down",
+    ]);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("reassign_to")
+            && r.stdout.contains("other_super")
+            && r.stdout.contains("superuser"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE 'breakglass:managed%'"),
+        "0"
+    );
+    assert_eq!(alice.ok(&["status"]).as_array().map(Vec::len), Some(0));
 }

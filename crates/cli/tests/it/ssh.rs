@@ -226,3 +226,117 @@ policies:
     );
     let _ = id3;
 }
+
+/// `breakglass session` fails closed on the KRL it watches (`--krl`, the resource's
+/// `host_krl`): missing or corrupt, no session starts, and a live one ends. Here the session
+/// watches its own copy, so sshd (which refuses every key when its RevokedKeys file is bad)
+/// still lets the login through to the force-command.
+#[test]
+fn ssh_sessions_fail_closed_when_the_host_krl_is_missing_or_corrupt() {
+    let user = whoami();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let sshd_krl = dir.join("revoked.krl");
+    let krl = dir.join("session.krl");
+    let policy = format!(
+        r#"
+admins: {{ groups: [security] }}
+resources:
+  - name: bastion
+    kind: ssh
+    principals: [{user}]
+    host: 127.0.0.1
+    port: {port}
+    session_command: {BIN}
+    host_krl: {krl}
+policies:
+  - name: bastion-emergency
+    resources: [bastion]
+    who: {{ groups: [oncall] }}
+    require: {{ mfa: false }}
+    approval: {{ mode: auto }}
+    duration: {{ default: 30m, max: 2h }}
+"#,
+        krl = krl.display()
+    );
+    let server = Server::start(&policy);
+    let alice = server.user("alice", &["oncall"]);
+    let ca = alice.ok(&["ssh", "ca-key"]);
+    refresh_krl(&alice, &sshd_krl);
+    refresh_krl(&alice, &krl);
+    let sshd = Sshd::start(dir, ca["public_key"].as_str().unwrap(), &sshd_krl, port);
+    let key = dir.join("id");
+    keygen(&key);
+    request(&alice, &key, "1h");
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).to_string();
+    // Written atomically, as a refresher would (rename over the file).
+    let replace = |bytes: &[u8]| {
+        let t = dir.join("session.krl.tmp");
+        std::fs::write(&t, bytes).unwrap();
+        std::fs::rename(&t, &krl).unwrap();
+    };
+    let good = std::fs::read(&krl).unwrap();
+    assert!(sshd.ssh(&key, &user, "true").status.success());
+
+    // Corrupt, then missing: refused at login, saying which file and how to fix it.
+    replace(b"this is not a KRL");
+    let out = sshd.ssh(&key, &user, "echo should-not-run");
+    let e = stderr(&out);
+    assert!(!out.status.success(), "a session started on a corrupt KRL");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    assert!(
+        e.contains(&krl.display().to_string())
+            && e.contains("not a valid OpenSSH KRL")
+            && e.contains("breakglass ssh krl --out"),
+        "{e}"
+    );
+    std::fs::remove_file(&krl).unwrap();
+    let out = sshd.ssh(&key, &user, "echo should-not-run");
+    let e = stderr(&out);
+    assert!(
+        !out.status.success() && e.contains("cannot read the host KRL"),
+        "{e}"
+    );
+    replace(&good);
+    assert!(sshd.ssh(&key, &user, "true").status.success());
+
+    // A live session ends when its KRL turns to garbage, and when it disappears.
+    type Break<'a> = &'a dyn Fn();
+    let garbage = || replace(b"\x00\x01garbage");
+    let delete = || std::fs::remove_file(&krl).unwrap();
+    for (n, (breakit, says)) in [
+        (&garbage as Break, "not a valid OpenSSH KRL"),
+        (&delete as Break, "cannot read the host KRL"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        replace(&good);
+        let marker = dir.join(format!("opened-{n}"));
+        let mut live = sshd
+            .ssh_cmd(
+                &key,
+                &user,
+                &format!("touch {}; sleep 600", marker.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        poll("the live session to open", Duration::from_secs(20), || {
+            marker.exists().then_some(())
+        });
+        breakit();
+        let status = poll(
+            "the live session to be closed",
+            Duration::from_secs(20),
+            || live.try_wait().unwrap(),
+        );
+        let e = stderr(&live.wait_with_output().unwrap());
+        assert!(
+            !status.success() && e.contains("cannot be checked any more") && e.contains(says),
+            "{status:?} {e}"
+        );
+    }
+}

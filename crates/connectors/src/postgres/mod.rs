@@ -5,13 +5,25 @@
 //! clear password never reaches the server's statement log), `VALID UNTIL` the expiry, a
 //! connection limit, no attributes, and membership only in the resource's `grant_roles`.
 //!
-//! Revocation: `NOLOGIN`, terminate the role's backends and wait until they are gone, reassign
-//! what it owns to `reassign_to` (default: the admin user) and drop the rest of its privileges,
-//! `DROP ROLE`. It reports success only once the role no longer exists and no backend of it runs.
+//! Revocation: `NOLOGIN`, terminate the role's backends and wait until they are gone; then, in
+//! every database the role owns or holds anything in, one transaction: inventory what it owns
+//! (returned as [`Revoked::left_behind`], audited and listed in the incident report),
+//! `REASSIGN OWNED` to [`cleanup::ORPHANS`] — a `NOLOGIN` role without attributes, privileges or
+//! memberships that breakglass creates and re-checks (never the admin: a `SECURITY DEFINER`
+//! function the responder wrote would otherwise run as the admin) — or to `reassign_to` if the
+//! policy names one (refused if it is a superuser, has `CREATEROLE`/`BYPASSRLS`/…, can log in,
+//! is the admin, or is a member of such a role); every routine it owned made `SECURITY INVOKER`
+//! and not executable by PUBLIC, every trigger calling one dropped; `DROP OWNED`, and `DROP ROLE`
+//! last. It reports success only once the role no longer exists and no backend of it runs.
 //! The sweep drops tagged roles that no open credential owns once they are older than
-//! `sweep_grace` (so an issue in flight on another node is never swept).
+//! `sweep_grace` (so an issue in flight on another node is never swept); it never touches
+//! `breakglass_orphans` (no `bg_` prefix, no tag).
 
-use crate::{Connector, ConnectorError, IssueRequest, Issued, Result, Swept};
+mod cleanup;
+
+pub use cleanup::ORPHANS;
+
+use crate::{Connector, ConnectorError, IssueRequest, Issued, Result, Revoked, Swept};
 use async_trait::async_trait;
 use base64::Engine as _;
 use breakglass_core::time::{Timestamp, rfc3339};
@@ -122,7 +134,7 @@ pub fn scram_verifier(password: &[u8], salt: &[u8], iterations: u32) -> String {
 }
 
 // HMAC accepts keys of any length; this cannot happen.
-fn unreachable_hmac() -> Hmac<Sha256> {
+pub(crate) fn unreachable_hmac() -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).unwrap_or_else(|_| unreachable_hmac())
 }
 
@@ -191,6 +203,16 @@ impl Postgres {
                 format!("{r:?} is not a PostgreSQL role name"),
             ));
         }
+        if let Some(r) =
+            string("reassign_to").filter(|r| r.starts_with(ROLE_PREFIX) || r.starts_with("pg_"))
+        {
+            return Err(config(
+                resource,
+                format!(
+                    "reassign_to: {r:?} is a grant's own role ({ROLE_PREFIX}…) or a predefined pg_ role; name a NOLOGIN role without attributes, or leave reassign_to out (default: {ORPHANS})"
+                ),
+            ));
+        }
         let connection_limit = match s.get("connection_limit") {
             None => 2,
             Some(v) => v
@@ -227,6 +249,22 @@ impl Postgres {
             connect_port,
             sweep_grace,
         })
+    }
+
+    /// Checks what can be checked without the target: `reassign_to` must not be the user of the
+    /// admin URL (when that URL is readable here; the server checks again at the target).
+    pub fn check_offline(&self) -> Result<()> {
+        if let (Some(r), Ok(opts)) = (&self.reassign_to, self.admin_options())
+            && opts.get_username() == r
+        {
+            return Err(config(
+                &self.resource,
+                format!(
+                    "reassign_to: {r:?} is the admin user of admin_url: what a grant leaves behind would run with the admin's rights; name a NOLOGIN role without attributes, or leave reassign_to out (default: {ORPHANS})"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn admin_options(&self) -> Result<PgConnectOptions> {
@@ -279,84 +317,6 @@ impl Postgres {
             .await
             .map_err(target)
     }
-
-    async fn backends(conn: &PgPool, role: &str) -> Result<i64> {
-        sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
-            .bind(role)
-            .fetch_one(conn)
-            .await
-            .map_err(target)?
-            .try_get::<i64, _>(0)
-            .map_err(target)
-    }
-
-    async fn exists(conn: &PgPool, role: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
-            .bind(role)
-            .fetch_optional(conn)
-            .await
-            .map_err(target)?
-            .is_some())
-    }
-
-    /// Blocks login, kills the role's sessions, hands its objects over and drops it.
-    async fn drop_role(&self, role: &str) -> Result<()> {
-        let conn = self.connect(None).await?;
-        let q = quote_ident(role);
-        if Self::exists(&conn, role).await? {
-            sqlx::raw_sql(&format!("ALTER ROLE {q} NOLOGIN"))
-                .execute(&conn)
-                .await
-                .map_err(target)?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
-                    .bind(role)
-                    .execute(&conn)
-                    .await
-                    .map_err(target)?;
-                if Self::backends(&conn, role).await? == 0 {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(target(format!(
-                        "sessions of {role} are still running after pg_terminate_backend"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let owner = self
-                .reassign_to
-                .as_deref()
-                .map(quote_ident)
-                .unwrap_or_else(|| "CURRENT_USER".into());
-            let cleanup = format!("REASSIGN OWNED BY {q} TO {owner}; DROP OWNED BY {q}");
-            let admin_db = self.admin_options()?.get_database().map(String::from);
-            if let Some(db) = self
-                .database
-                .as_deref()
-                .filter(|d| Some(*d) != admin_db.as_deref())
-            {
-                let other = self.connect(Some(db)).await?;
-                sqlx::raw_sql(&cleanup)
-                    .execute(&other)
-                    .await
-                    .map_err(target)?;
-                other.close().await;
-            }
-            sqlx::raw_sql(&format!("{cleanup}; DROP ROLE {q}"))
-                .execute(&conn)
-                .await
-                .map_err(target)?;
-        }
-        let gone = !Self::exists(&conn, role).await? && Self::backends(&conn, role).await? == 0;
-        conn.close().await;
-        if gone {
-            Ok(())
-        } else {
-            Err(target(format!("role {role} still exists after DROP ROLE")))
-        }
-    }
 }
 
 fn role_of(handle: &Value) -> Result<&str> {
@@ -397,9 +357,22 @@ impl Connector for Postgres {
             members.join(", ")
         );
         let conn = self.connect(None).await?;
-        let res = sqlx::raw_sql(&sql).execute(&conn).await;
+        // A `reassign_to` that would give what the grant leaves behind more rights than the
+        // grant has is refused before anything exists.
+        let res = match &self.reassign_to {
+            Some(_) => self.owner_for_leftovers(&conn).await.map(|_| ()),
+            None => Ok(()),
+        };
+        let res = match res {
+            Ok(()) => sqlx::raw_sql(&sql)
+                .execute(&conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| target(format!("cannot create role {role}: {e}"))),
+            Err(e) => Err(e),
+        };
         conn.close().await;
-        res.map_err(|e| target(format!("cannot create role {role}: {e}")))?;
+        res?;
         let opts = self.admin_options()?;
         let host = self
             .connect_host
@@ -443,16 +416,18 @@ impl Connector for Postgres {
         })
     }
 
-    async fn revoke(&self, handle: &Value) -> Result<()> {
-        self.drop_role(role_of(handle)?).await
+    async fn revoke(&self, handle: &Value) -> Result<Revoked> {
+        Ok(Revoked {
+            left_behind: self.drop_role(role_of(handle)?).await?,
+        })
     }
 
     async fn verify_revoked(&self, handle: &Value) -> Result<bool> {
         let role = role_of(handle)?;
         let conn = self.connect(None).await?;
-        let gone = !Self::exists(&conn, role).await? && Self::backends(&conn, role).await? == 0;
+        let gone = Self::gone(&conn, role).await;
         conn.close().await;
-        Ok(gone)
+        gone
     }
 
     async fn sweep(&self, owned: &[Value], now: Timestamp) -> Result<Vec<Swept>> {
@@ -489,11 +464,21 @@ impl Connector for Postgres {
             if now.unix_secs().saturating_sub(created) < grace {
                 continue; // may be an issue in flight
             }
-            self.drop_role(&name).await?;
-            swept.push(Swept {
-                name,
-                note: format!("grant {}", field("grant=").unwrap_or_else(|| "?".into())),
-            });
+            let left = self.drop_role(&name).await?;
+            let mut note = format!("grant {}", field("grant=").unwrap_or_else(|| "?".into()));
+            if !left.is_empty() {
+                let names: Vec<String> = left
+                    .iter()
+                    .take(20)
+                    .map(|o| format!("{} {} ({})", o.kind, o.name, o.action))
+                    .collect();
+                note.push_str(&format!(
+                    "; left behind in the database: {}{}",
+                    names.join(", "),
+                    if left.len() > 20 { ", …" } else { "" }
+                ));
+            }
+            swept.push(Swept { name, note });
         }
         Ok(swept)
     }
@@ -559,6 +544,26 @@ mod tests {
                 "{bad}"
             );
         }
+        // reassign_to: never a grant's own role or a predefined role, never the admin user.
+        for bad in ["bg_123", "pg_read_all_data"] {
+            let v = json!({"admin_url_env": "X", "grant_roles": ["a"], "reassign_to": bad});
+            let e = Postgres::from_settings("db", &s(v), None).err().unwrap();
+            assert!(e.to_string().contains("reassign_to"), "{e}");
+        }
+        let sealed = |r: &str| {
+            Postgres::from_settings(
+                "db",
+                &s(json!({"admin_url_sealed": true, "grant_roles": ["a"], "reassign_to": r})),
+                Some(Zeroizing::new(
+                    "postgres://boss:pw@127.0.0.1/postgres".into(),
+                )),
+            )
+            .unwrap()
+            .check_offline()
+        };
+        let e = sealed("boss").err().unwrap();
+        assert!(e.to_string().contains("admin user"), "{e}");
+        assert!(sealed("keeper").is_ok());
         assert!(check_admin_url("db", "postgres://u:p@127.0.0.1:5432/postgres").is_ok());
         for bad in [
             "",
