@@ -106,7 +106,7 @@ enum Key {
 struct Entry {
     failures: u32,
     in_flight: u32,
-    /// Last reservation or failure (ms).
+    /// Last failure (ms), or when the entry was made.
     last: i64,
     win_start: i64,
     win_count: u32,
@@ -256,7 +256,6 @@ impl LoginThrottle {
         for (k, mut e) in keys.into_iter().zip([pair, src, acct]) {
             if !matches!(k, Key::Account(_)) {
                 e.in_flight += 1;
-                e.last = now;
             }
             map.insert(k, e);
         }
@@ -578,7 +577,7 @@ mod tests {
         for _ in 0..5 {
             fail(&th, "eve", A, 2.0);
         }
-        assert!(th.reserve("eve", A, t(3.0)).is_err());
+        assert!(th.reserve("eve", A, t(2.5)).is_err());
         assert!(th.reserve("eve", A, t(2.0 + 15.0 * 60.0)).is_ok());
     }
 
@@ -607,8 +606,9 @@ mod tests {
         // The next window reports again.
         let mut later = Vec::new();
         for _ in 0..10 {
-            if let Err(r) = th.reserve("bob", A, t(62.0)) {
-                later.extend(r.bursts);
+            match th.reserve("bob", A, t(62.0)) {
+                Ok(a) => later.extend(a.failed(t(62.0))),
+                Err(r) => later.extend(r.bursts),
             }
         }
         assert_eq!(later.len(), 2, "{later:?}");
