@@ -31,6 +31,8 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// Parsed once per run: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Create the data directory, store and keys (idempotent; never overwrites keys).

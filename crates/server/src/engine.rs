@@ -318,16 +318,6 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
 }
 
-fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// Checks a user or group name.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -728,7 +718,8 @@ impl Engine {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = zeroize::Zeroizing::new(password.to_string());
-        let ok = match self.hash_pool.run(move || verify_password(&pw, &phc)).await {
+        let check = move |mem: &mut _| crate::hash_pool::verify(mem, pw.as_bytes(), &phc);
+        let ok = match self.hash_pool.run(check).await {
             Ok(ok) => ok,
             Err(e) => {
                 self.metrics.logins_busy.inc();

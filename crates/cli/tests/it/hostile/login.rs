@@ -68,7 +68,10 @@ fn login_flood_memory_is_bounded() {
         "256 concurrent checks against a bounded pool: some are refused"
     );
     let peak_mb = peak_rss_kib(pid) / 1024;
-    assert!(peak_mb < 600, "server peak RSS {peak_mb} MB");
+    eprintln!("server peak RSS after the flood: {peak_mb} MB ({busy} of 256 refused busy)");
+    // Measured ~62 MB (256 concurrent). A guard, not a benchmark: 7.9 GB before the pool, and
+    // ~235 MB with the pool but a fresh 19 MiB allocation per check (allocator pile-up).
+    assert!(peak_mb < 200, "server peak RSS {peak_mb} MB");
     let (code, _) = s.get("/healthz");
     assert_eq!(code, 200);
     let (_, metrics) = s.get("/metrics");
