@@ -136,6 +136,8 @@ pub struct Burst {
 #[derive(Debug)]
 pub struct Refusal {
     pub scope: Scope,
+    /// Refused because checks are still in flight beyond the allowance (not yet by failures).
+    pub concurrent: bool,
     pub retry_after: Duration,
     pub bursts: Vec<Burst>,
 }
@@ -236,6 +238,8 @@ impl LoginThrottle {
         } else {
             0
         };
+        let concurrent = (pair.in_flight > 0 && pair.failures < c.pair_free)
+            || (src.in_flight > 0 && src.failures < c.source_free);
         let (scope, wait) = [
             (Scope::Pair, pair_wait),
             (Scope::Source, source_wait),
@@ -248,6 +252,7 @@ impl LoginThrottle {
             let bursts = self.note_attempt(&mut map, account, source, now);
             return Err(Refusal {
                 scope,
+                concurrent: concurrent && scope != Scope::Account,
                 retry_after: Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
                 bursts,
             });
@@ -428,6 +433,9 @@ pub fn refusal_error(account: &str, source: IpAddr, r: &Refusal) -> ApiError {
     let secs = r.retry_after_secs();
     let src = Source::of(source);
     let message = match r.scope {
+        _ if r.concurrent => format!(
+            "too many logins at once for {account} from {src} (checks still running): login is throttled; retry after {secs} s"
+        ),
         Scope::Pair => format!(
             "too many wrong passwords for {account} from {src}: login is throttled; retry after {secs} s"
         ),
@@ -472,7 +480,18 @@ mod tests {
         }
         let r = th.reserve("bob", A, t(0.5)).err().expect("throttled");
         assert_eq!(r.scope, Scope::Pair);
+        assert!(!r.concurrent);
         assert_eq!(r.retry_after_secs(), 1);
+        let e = refusal_error("bob", A, &r);
+        assert!(
+            e.to_string()
+                .contains("too many wrong passwords for bob from 10.0.0.1"),
+            "{e}"
+        );
+        assert!(
+            crate::alerts::ALERTING.contains(&"auth.login_burst"),
+            "bursts alert"
+        );
         fail(&th, "bob", A, 1.0); // 6th: next delay 2 s
         assert!(th.reserve("bob", A, t(2.9)).is_err());
         fail(&th, "bob", A, 3.0); // 7th: 4 s
@@ -507,6 +526,12 @@ mod tests {
         }
         assert_eq!(held.len(), 5);
         assert_eq!(refused, 95);
+        let r = th.reserve("bob", A, t(0.0)).err().unwrap();
+        assert!(r.concurrent);
+        let e = refusal_error("bob", A, &r);
+        assert_eq!(e.status().as_u16(), 429);
+        assert_eq!(e.slug(), "login-throttled");
+        assert!(e.to_string().contains("at once"), "{e}");
         for a in held {
             a.failed(t(0.1));
         }

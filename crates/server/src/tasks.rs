@@ -378,3 +378,29 @@ pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    /// Doubling from `first`, capped at `max`; a success ends the streak and starts over.
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = Backoff::new("test", Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<u128> = (0..6).map(|_| b.failed(&"boom").as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.failures(), 6);
+        b.succeeded();
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.failed(&"boom"), Duration::from_millis(100));
+        for _ in 0..100 {
+            b.failed(&"boom");
+        }
+        assert_eq!(
+            b.failed(&"boom"),
+            Duration::from_secs(1),
+            "no overflow in a long streak"
+        );
+    }
+}
