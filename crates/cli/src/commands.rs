@@ -375,6 +375,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             tls_key,
             public_url,
             sweep_every,
+            header_timeout,
+            max_connections,
+            metrics_token_file,
+            metrics_listen,
         } => {
             let mut cfg =
                 breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
@@ -389,9 +393,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             cfg.sweep_every = duration::parse(sweep_every).context("--sweep-every")?;
             cfg.tls = tls_cert.clone().zip(tls_key.clone());
             cfg.engine.public_url = public_url.clone();
+            cfg.net.header_timeout = duration::parse(header_timeout).context("--header-timeout")?;
+            if cfg.net.header_timeout.is_zero() {
+                bail!("--header-timeout must be more than 0 (e.g. 10s)");
+            }
+            if *max_connections == 0 {
+                bail!("--max-connections must be at least 1 (e.g. 1024)");
+            }
+            cfg.net.max_connections = *max_connections;
+            cfg.metrics_token_file = metrics_token_file.clone();
+            cfg.metrics_listen = *metrics_listen;
             let scheme = if cfg.tls.is_some() { "https" } else { "http" };
             let running = breakglass_server::start(cfg).await?;
             let addr = running.addr;
+            if let Some(m) = running.metrics_addr {
+                eprintln!("breakglass metrics on http://{m}/metrics");
+            }
             let p = running.engine.policy();
             let resources: Vec<String> = p.set.resources.iter().map(|r| r.name.clone()).collect();
             eprintln!(

@@ -31,6 +31,8 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// Parsed once per run: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Create the data directory, store and keys (idempotent; never overwrites keys).
@@ -79,6 +81,19 @@ pub enum Cmd {
         /// How often targets are swept for credentials no grant owns (also at start-up).
         #[arg(long, default_value = "60s")]
         sweep_every: String,
+        /// A request's head (and a TLS handshake) must arrive within this; idle keep-alive
+        /// connections close after it too.
+        #[arg(long, default_value = "10s")]
+        header_timeout: String,
+        /// Connections served at once; beyond it new connections are closed at once.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Protect /metrics: require `Authorization: Bearer <token in FILE>`.
+        #[arg(long, env = "BREAKGLASS_METRICS_TOKEN_FILE")]
+        metrics_token_file: Option<PathBuf>,
+        /// Serve /metrics on this address only (plain HTTP), not on --listen.
+        #[arg(long, env = "BREAKGLASS_METRICS_LISTEN")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// The alert outbox (admins): pending, delivered and dead-lettered alerts.
     Alerts {

@@ -55,6 +55,7 @@ pub const ALERTING: &[&str] = &[
     "grant.expired",
     "grant.timed_out",
     "mfa.locked",
+    "auth.login_burst",
     "policy.reload_failed",
     "alert.dead_lettered",
     "review.overdue",
@@ -538,15 +539,30 @@ pub async fn dispatcher(
         }
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut backoff = crate::tasks::Backoff::new(
+        "reading the alert outbox",
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
     loop {
         if *shutdown.borrow() {
             return;
         }
         let now = engine.now();
-        let due = engine.store.due_alerts(now, 64).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the alert outbox");
-            Vec::new()
-        });
+        let due = match engine.store.due_alerts(now, 64).await {
+            Ok(d) => {
+                backoff.succeeded();
+                d
+            }
+            Err(e) => {
+                let wait = backoff.failed(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
         let mut started = false;
         for a in due {
             let lease = Change::LeaseAlert {

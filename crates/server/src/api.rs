@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Largest request body accepted.
@@ -69,7 +70,88 @@ fn bearer(h: &HeaderMap) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// Who may read `/metrics`.
+#[derive(Clone)]
+pub enum MetricsAccess {
+    /// Anyone who can reach the listener (the default).
+    Public,
+    /// Only with `Authorization: Bearer <token>`; the SHA-256 of the token is kept.
+    Token(Arc<[u8; 32]>),
+}
+
+impl MetricsAccess {
+    /// The token in `path` (surrounding whitespace ignored; at least 16 characters).
+    pub fn token_from_file(path: &std::path::Path) -> Result<MetricsAccess, String> {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the metrics token file {}: {e}\ncreate it, e.g. `openssl rand -hex 32 > {}`",
+                path.display(),
+                path.display()
+            )
+        })?);
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(format!(
+                "the metrics token in {} is shorter than 16 characters\nput a long random token in it, e.g. `openssl rand -hex 32 > {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        Ok(MetricsAccess::Token(Arc::new(
+            Sha256::digest(token.as_bytes()).into(),
+        )))
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        use subtle::ConstantTimeEq;
+        let MetricsAccess::Token(want) = self else {
+            return Ok(());
+        };
+        let hint = "send `Authorization: Bearer <token>` with the token in the server's --metrics-token-file".to_string();
+        let Some(given) = bearer(headers) else {
+            return Err(ApiError::BadToken {
+                message: "/metrics needs a bearer token".into(),
+                hint,
+            });
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        if bool::from(given.ct_eq(want.as_ref())) {
+            Ok(())
+        } else {
+            Err(ApiError::BadToken {
+                message: "wrong metrics token".into(),
+                hint,
+            })
+        }
+    }
+}
+
+/// The API with a public `/metrics`.
 pub fn router(engine: Arc<Engine>) -> Router {
+    router_with(engine, Some(MetricsAccess::Public))
+}
+
+/// Only `/metrics` (for `serve --metrics-listen`).
+pub fn metrics_router(engine: Arc<Engine>, access: MetricsAccess) -> Router {
+    Router::new()
+        .route("/metrics", metrics_route(access))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(engine)
+}
+
+fn metrics_route(access: MetricsAccess) -> axum::routing::MethodRouter<AppState> {
+    get(move |State(e): State<AppState>, headers: HeaderMap| {
+        let access = access.clone();
+        async move {
+            access.check(&headers)?;
+            Ok::<_, ApiError>(metrics(e).await)
+        }
+    })
+}
+
+/// The API; `/metrics` with `metrics` access, or not at all (served on another listener).
+pub fn router_with(engine: Arc<Engine>, metrics: Option<MetricsAccess>) -> Router {
     let api = Router::new()
         .route("/login", post(login))
         .route("/logout", post(logout))
@@ -98,11 +180,13 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/ssh/ca-key", get(ssh_ca_key))
         .route("/ssh/krl", get(ssh_krl))
         .route("/openapi.json", get(openapi));
-    Router::new()
+    let mut root = Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
+        .route("/healthz", get(healthz));
+    if let Some(access) = metrics {
+        root = root.route("/metrics", metrics_route(access));
+    }
+    root.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
@@ -127,11 +211,28 @@ struct LoginBody {
     otp: Option<String>,
 }
 
+/// The TCP peer's address (from the accept loop). X-Forwarded-For is never trusted. In-process
+/// callers without a connection (tests) count as one unspecified source.
+pub struct PeerIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerIp(
+            crate::net::peer(&parts.extensions)
+                .map(|a| a.ip())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        ))
+    }
+}
+
 async fn login(
     State(e): State<AppState>,
+    PeerIp(ip): PeerIp,
     ApiJson(b): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let out = e.login(&b.user, &b.password, b.otp.as_deref()).await?;
+    let out = e.login(&b.user, &b.password, b.otp.as_deref(), ip).await?;
     Ok(Json(out).into_response())
 }
 
@@ -505,7 +606,7 @@ async fn healthz(State(e): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(e): State<AppState>) -> Response {
+async fn metrics(e: AppState) -> Response {
     let active = e.store.count_grants("active").await.ok();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

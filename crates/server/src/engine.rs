@@ -4,7 +4,9 @@
 //! audited too. If the audit write fails, the action fails and nothing changes.
 
 use crate::error::{ApiError, MFA_CONFLICT};
+use crate::hash_pool::HashPool;
 use crate::keys::Keys;
+use crate::login_throttle::{LoginThrottle, ThrottleConfig};
 use crate::metrics::Metrics;
 use breakglass_core::audit::NewEvent;
 use breakglass_core::grant::{self, AnyGrant, Approved, GrantInfo, TimedOut};
@@ -53,9 +55,8 @@ pub struct LoadedPolicy {
 pub struct EngineConfig {
     pub mfa: MfaRules,
     pub session_ttl: Duration,
-    /// Password failures in a row before logins for that user are refused for `login_lockout`.
-    pub login_max_failures: u32,
-    pub login_lockout: Duration,
+    /// Wrong passwords slow further logins (per account and source); see `login_throttle`.
+    pub login_throttle: ThrottleConfig,
     /// Wake the checkpointer after this many new audit events.
     pub checkpoint_every_events: u64,
     /// Where people reach this server (links in alerts), e.g. https://breakglass.example.org.
@@ -67,8 +68,7 @@ impl Default for EngineConfig {
         EngineConfig {
             mfa: MfaRules::default(),
             session_ttl: Duration::from_secs(12 * 3600),
-            login_max_failures: 10,
-            login_lockout: Duration::from_secs(300),
+            login_throttle: ThrottleConfig::default(),
             checkpoint_every_events: 1000,
             public_url: None,
         }
@@ -97,7 +97,9 @@ pub struct Engine {
     pub alert_wake: Notify,
     /// Wakes the revoker when credentials are queued for revocation.
     pub revoke_wake: Notify,
-    login_failures: Mutex<HashMap<String, (u32, Timestamp)>>,
+    login_throttle: LoginThrottle,
+    /// Every password check on the server path runs here (bounded memory and CPU).
+    pub hash_pool: HashPool,
     /// One lock per user, held from reading their MFA state to committing the action it
     /// allows: requests of one user on this node take turns (the store's compare-and-swap on
     /// the state guards against other nodes).
@@ -339,16 +341,6 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
 }
 
-fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// Checks a user or group name.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -479,6 +471,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Self {
+        let login_throttle = config.login_throttle.clone();
         Engine {
             store,
             keys,
@@ -490,7 +483,8 @@ impl Engine {
             checkpoint_wake: Notify::new(),
             alert_wake: Notify::new(),
             revoke_wake: Notify::new(),
-            login_failures: Mutex::new(HashMap::new()),
+            login_throttle: LoginThrottle::new(login_throttle),
+            hash_pool: HashPool::for_machine(),
             mfa_locks: Mutex::new(HashMap::new()),
             last_policy_failure: Mutex::new(None),
             dummy_hash: hash_password("breakglass-dummy-password").unwrap_or_default(),
@@ -745,56 +739,60 @@ impl Engine {
         }
     }
 
+    /// Logs in `user` from `source` (the TCP peer). Wrong passwords slow further tries (see
+    /// [`crate::login_throttle`]); a throttled try is refused with 429 before any check.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
         otp: Option<&str>,
+        source: std::net::IpAddr,
     ) -> Result<LoginOutput, ApiError> {
         if !valid_name(user) || password.len() > 1024 {
             return Err(ApiError::InvalidCredentials);
         }
         let now = self.now();
-        if let Ok(map) = self.login_failures.lock()
-            && let Some((n, until)) = map.get(user)
-            && *n >= self.config.login_max_failures
-            && *until > now
-        {
-            return Err(ApiError::Mfa {
-                slug: "login-locked",
-                message: format!(
-                    "too many wrong passwords for {user}: logins are refused until {until}"
-                ),
-                hint: Some("wait, or ask an admin to check the audit log".into()),
-            });
-        }
+        let attempt = match self.login_throttle.reserve(user, source, now) {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.metrics.logins_throttled.inc();
+                self.audit_only(crate::login_throttle::burst_events(now, &refusal.bursts))
+                    .await?;
+                return Err(crate::login_throttle::refusal_error(user, source, &refusal));
+            }
+        };
         let record = self.store.user(user).await?;
         let phc = record
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = zeroize::Zeroizing::new(password.to_string());
-        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
-            .await
-            .unwrap_or(false);
+        let check = move |mem: &mut _| crate::hash_pool::verify(mem, pw.as_bytes(), &phc);
+        let ok = match self.hash_pool.run(check).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.metrics.logins_busy.inc();
+                return Err(e);
+            }
+        };
         let user_rec = match record {
             Some(u) if ok && !u.disabled => u,
             other => {
-                let lock = self.note_login_failure(user, now);
-                self.audit_only(vec![event(
+                let src = attempt.source();
+                let bursts = attempt.failed(now);
+                let mut events = vec![event(
                     now,
                     "auth.login_failed",
                     Some(user),
                     None,
-                    json!({"known_user": other.is_some(), "disabled": other.map(|u| u.disabled).unwrap_or(false), "locked": lock}),
-                )])
-                .await?;
+                    json!({"known_user": other.is_some(), "disabled": other.map(|u| u.disabled).unwrap_or(false), "source": src}),
+                )];
+                events.extend(crate::login_throttle::burst_events(now, &bursts));
+                self.audit_only(events).await?;
                 return Err(ApiError::InvalidCredentials);
             }
         };
-        if let Ok(mut map) = self.login_failures.lock() {
-            map.remove(user);
-        }
+        attempt.succeeded();
         let principal = Principal {
             name: user_rec.name.clone(),
             groups: user_rec.groups.clone(),
@@ -834,22 +832,6 @@ impl Engine {
             expires_at: time::rfc3339(expires_at),
             totp_enrolled: mfa_rec.totp_confirmed,
         })
-    }
-
-    fn note_login_failure(&self, user: &str, now: Timestamp) -> bool {
-        let Ok(mut map) = self.login_failures.lock() else {
-            return false;
-        };
-        if map.len() > 100_000 {
-            map.retain(|_, (_, until)| *until > now);
-        }
-        let entry = map.entry(user.to_string()).or_insert((0, now));
-        if entry.1 <= now && entry.0 >= self.config.login_max_failures {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-        entry.1 = now.plus(self.config.login_lockout);
-        entry.0 >= self.config.login_max_failures
     }
 
     pub async fn logout(&self, token: &str, who: &Principal) -> Result<(), ApiError> {

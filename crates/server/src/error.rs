@@ -41,6 +41,17 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body too large")]
     TooLarge,
+    /// 429: refused without doing the work; retry after `retry_after_secs` (sent as Retry-After).
+    #[error("{message}")]
+    TooMany {
+        slug: &'static str,
+        message: String,
+        hint: Option<String>,
+        retry_after_secs: u64,
+    },
+    /// 401 for a non-session bearer token (e.g. the metrics token).
+    #[error("{message}")]
+    BadToken { message: String, hint: String },
     /// The target system refused or failed; nothing was granted or changed.
     #[error("{0}")]
     Target(String),
@@ -67,7 +78,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated
+            | ApiError::InvalidCredentials
+            | ApiError::BadToken { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::Mfa { slug, .. } if *slug == "mfa-locked" => StatusCode::LOCKED,
             ApiError::Mfa { slug, .. } if *slug == MFA_CONFLICT => StatusCode::CONFLICT,
@@ -84,7 +98,8 @@ impl ApiError {
     pub fn slug(&self) -> String {
         match self {
             ApiError::BadRequest { .. } => "invalid-request".into(),
-            ApiError::Unauthenticated => "unauthenticated".into(),
+            ApiError::Unauthenticated | ApiError::BadToken { .. } => "unauthenticated".into(),
+            ApiError::TooMany { slug, .. } => (*slug).into(),
             ApiError::InvalidCredentials => "invalid-credentials".into(),
             ApiError::Forbidden(_) => "forbidden".into(),
             ApiError::Refused(r) => format!("policy/{}", r.code.as_str()),
@@ -99,7 +114,10 @@ impl ApiError {
 
     fn hint(&self) -> Option<String> {
         match self {
-            ApiError::BadRequest { hint, .. } | ApiError::Mfa { hint, .. } => hint.clone(),
+            ApiError::BadRequest { hint, .. }
+            | ApiError::Mfa { hint, .. }
+            | ApiError::TooMany { hint, .. } => hint.clone(),
+            ApiError::BadToken { hint, .. } => Some(hint.clone()),
             ApiError::Refused(r) => r.hint.clone(),
             ApiError::Unauthenticated => Some("run `breakglass login --user NAME`".into()),
             ApiError::TooLarge => Some("request bodies are limited to 64 KiB".into()),
@@ -159,11 +177,21 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
-        (
+        let mut resp = (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let ApiError::TooMany {
+            retry_after_secs, ..
+        } = self
+        {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs.max(1)),
+            );
+        }
+        resp
     }
 }

@@ -8,8 +8,11 @@ pub mod api;
 pub mod audit;
 pub mod engine;
 pub mod error;
+pub mod hash_pool;
 pub mod keys;
+pub mod login_throttle;
 pub mod metrics;
+pub mod net;
 pub mod report_render;
 pub mod review;
 pub mod secrets;
@@ -40,6 +43,12 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How often targets are swept for credentials no grant owns (also once at start-up).
     pub sweep_every: Duration,
+    /// Header timeout and connection limit (both listeners).
+    pub net: net::NetConfig,
+    /// `/metrics` needs `Authorization: Bearer <the token in this file>`.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve `/metrics` on this address only (not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -55,6 +64,9 @@ impl ServeConfig {
             alerts: alerts::AlertConfig::default(),
             tls: None,
             sweep_every: Duration::from_secs(60),
+            net: net::NetConfig::default(),
+            metrics_token_file: None,
+            metrics_listen: None,
         }
     }
 }
@@ -82,12 +94,16 @@ pub enum ServeError {
     Tls(String),
     #[error(transparent)]
     Api(#[from] error::ApiError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running server.
 pub struct Running {
     pub engine: Arc<Engine>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `metrics_listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -114,6 +130,10 @@ pub async fn start_with_clock(
     cfg: ServeConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, ServeError> {
+    let metrics_access = match &cfg.metrics_token_file {
+        Some(path) => api::MetricsAccess::token_from_file(path).map_err(ServeError::Config)?,
+        None => api::MetricsAccess::Public,
+    };
     let dir = keys::DataDir::new(&cfg.data_dir);
     let (store, keys) = keys::open(&dir).await?;
     let text = std::fs::read_to_string(&cfg.policy).map_err(|e| ServeError::Policy {
@@ -188,31 +208,47 @@ pub async fn start_with_clock(
             rx.clone(),
         )),
     ];
-    let app = api::router(engine.clone());
-    let mut srx = rx.clone();
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|err| ServeError::Listen { addr, err })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let app = match metrics_listener {
+        Some(l) => {
+            let metrics_app = api::metrics_router(engine.clone(), metrics_access);
+            handles.push(tokio::spawn(net::serve(
+                l,
+                metrics_app,
+                None,
+                cfg.net.clone(),
+                rx.clone(),
+            )));
+            api::router_with(engine.clone(), None)
+        }
+        None => api::router_with(engine.clone(), Some(metrics_access)),
+    };
     let acceptor = match &cfg.tls {
         Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(tls_config(cert, key)?)),
         None => None,
     };
-    handles.push(tokio::spawn(async move {
-        match acceptor {
-            Some(acceptor) => serve_tls(listener, app, acceptor, srx).await,
-            None => {
-                let shutdown = async move {
-                    let _ = srx.wait_for(|v| *v).await;
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(error = %e, "HTTP server stopped");
-                }
-            }
-        }
-    }));
+    handles.push(tokio::spawn(net::serve(
+        listener,
+        app,
+        acceptor,
+        cfg.net.clone(),
+        rx.clone(),
+    )));
     Ok(Running {
         engine,
         addr,
+        metrics_addr,
         shutdown: tx,
         handles,
     })
@@ -259,34 +295,4 @@ fn tls_config(
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Accepts TLS connections and serves the router on each until shutdown.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    acceptor: tokio_rustls::TlsAcceptor,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let (acceptor, app) = (acceptor.clone(), app.clone());
-                tokio::spawn(async move {
-                    // A client that never finishes the handshake is dropped after 10 s.
-                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
-                        return;
-                    };
-                    let service = TowerToHyperService::new(app);
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
-    }
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub checkpoints: Counter,
     pub policy_reload_failures: Counter,
     pub anomalies: Counter,
+    pub logins_throttled: Counter,
+    pub logins_busy: Counter,
     lag_buckets: [Counter; 8],
     lag_sum_ms: Counter,
     lag_count: Counter,
@@ -53,7 +55,7 @@ impl Metrics {
 
     pub fn render(&self, active_grants: Option<u64>) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &Counter); 10] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             (
                 "breakglass_anomaly_flags_total",
                 "Anomaly flags raised on grants.",
@@ -98,6 +100,16 @@ impl Metrics {
                 "breakglass_checkpoints_total",
                 "Signed audit checkpoints written.",
                 &self.checkpoints,
+            ),
+            (
+                "breakglass_logins_throttled_total",
+                "Logins refused by the throttle after wrong passwords (no password checked).",
+                &self.logins_throttled,
+            ),
+            (
+                "breakglass_logins_busy_total",
+                "Logins refused because every password-check slot and queue place was taken.",
+                &self.logins_busy,
             ),
             (
                 "breakglass_policy_reload_failures_total",

@@ -5,6 +5,51 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Exponential backoff for a loop's error path: `first`, doubling per failure, up to `max`. The
+/// first failure of a streak is logged (as an error); the rest are counted, and the count is
+/// logged when the streak ends. A loop that keeps failing neither spins nor floods the log.
+pub struct Backoff {
+    what: &'static str,
+    first: Duration,
+    max: Duration,
+    streak: u64,
+}
+
+impl Backoff {
+    pub fn new(what: &'static str, first: Duration, max: Duration) -> Self {
+        Backoff {
+            what,
+            first,
+            max,
+            streak: 0,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before the next try.
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) -> Duration {
+        self.streak += 1;
+        if self.streak == 1 {
+            tracing::error!(error = %error, "{} failed; retrying with backoff (logged again when it recovers)", self.what);
+        } else {
+            tracing::debug!(error = %error, failures = self.streak, "{} failed again", self.what);
+        }
+        let shift = u32::try_from(self.streak - 1).unwrap_or(u32::MAX).min(20);
+        self.first.saturating_mul(1 << shift).min(self.max)
+    }
+
+    /// Records a success; ends a streak (logging how many failures it had).
+    pub fn succeeded(&mut self) {
+        if self.streak > 0 {
+            tracing::info!(failures = self.streak, "{} works again", self.what);
+            self.streak = 0;
+        }
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.streak
+    }
+}
+
 /// Longest sleep between deadline checks: bounds how late we notice a grant that another
 /// node created with an earlier deadline than the one we were sleeping to.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
@@ -12,26 +57,41 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Sleeps until the next deadline (or until woken by a new grant), then applies every due
 /// transition. Not a poll: with one node, a grant ends within milliseconds of its deadline.
 pub async fn expiry_timer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let mut escalation = Backoff::new(
+        "escalating overdue reviews",
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    // Expiry must not lag: retry soon, but never spin (at most every MAX_SLEEP when failing).
+    let mut expiry = Backoff::new("expiring grants", Duration::from_millis(100), MAX_SLEEP);
+    let mut escalate_at = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        if let Err(e) = engine.escalate_overdue().await {
-            tracing::error!(error = %e, "cannot escalate overdue reviews; will retry");
-        }
-        let wait = match engine.run_due().await {
-            Ok(_) => match engine.store.next_deadline().await {
-                Ok(Some(deadline)) => engine.now().until(deadline).min(MAX_SLEEP),
-                Ok(None) => MAX_SLEEP,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read next deadline; retrying in 1 s");
-                    Duration::from_secs(1)
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "expiry failed; retrying in 1 s");
-                Duration::from_secs(1)
+        if tokio::time::Instant::now() >= escalate_at {
+            match engine.escalate_overdue().await {
+                Ok(_) => escalation.succeeded(),
+                Err(e) => escalate_at = tokio::time::Instant::now() + escalation.failed(&e),
             }
+        }
+        let step = async {
+            engine.run_due().await.map_err(|e| e.to_string())?;
+            engine
+                .store
+                .next_deadline()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let wait = match step.await {
+            Ok(next) => {
+                expiry.succeeded();
+                match next {
+                    Some(deadline) => engine.now().until(deadline).min(MAX_SLEEP),
+                    None => MAX_SLEEP,
+                }
+            }
+            Err(e) => expiry.failed(&e),
         };
         if wait.is_zero() {
             continue;
@@ -60,27 +120,39 @@ pub async fn checkpointer(
         }
     };
     let mut last = tokio::time::Instant::now();
+    // A failing store must not make this loop spin (it once logged 3,920 errors in 45 s).
+    let mut backoff = Backoff::new(
+        "checkpointing the audit log",
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
     loop {
         let stop = *shutdown.borrow();
-        match cp.catch_up(&engine).await {
-            Ok(pending) => {
-                if pending > 0 && (stop || pending >= every_events || last.elapsed() >= every) {
-                    match cp.sign(&engine).await {
-                        Ok(()) => last = tokio::time::Instant::now(),
-                        Err(e) => tracing::error!(error = %e, "cannot write checkpoint"),
-                    }
-                } else if pending == 0 {
-                    last = tokio::time::Instant::now();
-                }
+        let step = async {
+            let pending = cp.catch_up(&engine).await?;
+            if pending > 0 && (stop || pending >= every_events || last.elapsed() >= every) {
+                cp.sign(&engine).await?;
+                last = tokio::time::Instant::now();
+            } else if pending == 0 {
+                last = tokio::time::Instant::now();
             }
-            Err(e) => tracing::error!(error = %e, "checkpointer cannot read the log"),
-        }
+            Ok::<(), breakglass_store::StoreError>(())
+        };
+        let failed_wait = match step.await {
+            Ok(()) => {
+                backoff.succeeded();
+                None
+            }
+            Err(e) => Some(backoff.failed(&e)),
+        };
         if stop {
             return;
         }
-        let wait = every
-            .saturating_sub(last.elapsed())
-            .max(Duration::from_millis(10));
+        let wait = failed_wait.unwrap_or_else(|| {
+            every
+                .saturating_sub(last.elapsed())
+                .max(Duration::from_millis(10))
+        });
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = engine.checkpoint_wake.notified() => {}
@@ -96,6 +168,7 @@ pub async fn policy_watcher(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut reload = Backoff::new("auditing a policy reload", Duration::ZERO, Duration::ZERO);
     loop {
         let sighup = async {
             match hup.as_mut() {
@@ -110,8 +183,11 @@ pub async fn policy_watcher(
             _ = sighup => { tracing::info!("SIGHUP: reloading policy"); }
             _ = shutdown.changed() => { return; }
         }
-        if let Err(e) = engine.reload_policy().await {
-            tracing::error!(error = %e, "policy reload could not be audited");
+        match engine.reload_policy().await {
+            Ok(_) => reload.succeeded(),
+            Err(e) => {
+                reload.failed(&e);
+            }
         }
     }
 }
@@ -121,24 +197,28 @@ pub async fn policy_watcher(
 /// alerted on the first and every fifth attempt). Up to 16 revocations run at once.
 pub async fn revoker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     use futures_util::StreamExt;
+    let mut backoff = Backoff::new(
+        "reading pending revocations",
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    );
     loop {
         if *shutdown.borrow() {
             return;
         }
         let now = engine.now();
-        let due = engine
-            .store
-            .due_revocations(now, 256)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read pending revocations");
-                Vec::new()
-            });
-        futures_util::stream::iter(due)
-            .for_each_concurrent(16, |cred| revoke_one(&engine, cred))
-            .await;
+        let wait = match engine.store.due_revocations(now, 256).await {
+            Ok(due) => {
+                backoff.succeeded();
+                futures_util::stream::iter(due)
+                    .for_each_concurrent(16, |cred| revoke_one(&engine, cred))
+                    .await;
+                Duration::from_millis(500)
+            }
+            Err(e) => backoff.failed(&e),
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = engine.revoke_wake.notified() => {}
             _ = shutdown.changed() => {}
         }
@@ -306,5 +386,31 @@ pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    /// Doubling from `first`, capped at `max`; a success ends the streak and starts over.
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = Backoff::new("test", Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<u128> = (0..6).map(|_| b.failed(&"boom").as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.failures(), 6);
+        b.succeeded();
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.failed(&"boom"), Duration::from_millis(100));
+        for _ in 0..100 {
+            b.failed(&"boom");
+        }
+        assert_eq!(
+            b.failed(&"boom"),
+            Duration::from_secs(1),
+            "no overflow in a long streak"
+        );
     }
 }

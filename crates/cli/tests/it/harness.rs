@@ -125,6 +125,11 @@ impl Server {
         s
     }
 
+    /// The server process id (for /proc checks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -2,6 +2,120 @@
 
 use crate::harness::*;
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+mod login;
+mod net;
+
+/// A raw response: status, head (lower-cased header names), body.
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The problem slug (`busy`, `login-throttled`, …).
+    pub fn slug(&self) -> String {
+        self.json()["type"]
+            .as_str()
+            .and_then(|t| t.rsplit("/problems/").next())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+pub fn addr_of(base: &str) -> SocketAddr {
+    base.trim_start_matches("http://")
+        .parse()
+        .expect("server address")
+}
+
+/// A TCP connection to the server from the loopback address `src` (Linux routes all of
+/// 127.0.0.0/8 to lo), so tests can play several client addresses on one host.
+pub fn connect_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(src, 0).into())?;
+    sock.connect_timeout(&to.into(), Duration::from_secs(30))?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    Ok(s)
+}
+
+/// One request from `src` with `Connection: close`; `None` when the server closed without a
+/// response.
+pub fn request_from(
+    src: IpAddr,
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Option<Resp> {
+    let to = addr_of(base);
+    let mut s = connect_from(src, to).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Resp {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+pub const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The audit events of `kind`, read from the data directory (the server keeps running).
+pub fn audit_events(s: &Server, kind: &str) -> Vec<Value> {
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "export", "--format", "jsonl", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .expect("audit export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "event")
+        .map(|v| v["event"].clone())
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
 
 #[test]
 fn hostile_input_gets_clear_errors() {

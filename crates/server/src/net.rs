@@ -1,0 +1,148 @@
+//! The accept loop, for plain HTTP and HTTPS alike (hyper-util's connection builder; axum's own
+//! `serve` cannot bound header reads). What it guarantees against clients that may be hostile:
+//!
+//! - **Header timeout**: a request's head must arrive within `header_timeout` (default 10 s),
+//!   and an idle keep-alive connection is closed after the same time (hyper starts the timer
+//!   whenever the connection waits for a request head). The TLS handshake has the same bound.
+//! - **Connection limit**: at most `max_connections` connections (default 1024) are served at
+//!   once. Beyond it a new connection is closed at once, without reading from it (the choice: a
+//!   refused client learns immediately and retries, and a flood holds no memory here). The
+//!   refusals are logged once per streak, with their count when accepting resumes.
+//! - **Accept errors** (e.g. out of file descriptors) back off (10 ms doubling to 1 s) instead
+//!   of spinning, logged once per streak.
+//! - **Graceful shutdown**: on shutdown the listener closes, open connections finish their
+//!   current request (idle ones close at once), and after `SHUTDOWN_GRACE` the rest are dropped.
+//!
+//! HTTP/1.1 only (as before: the router was built without HTTP/2). The TCP peer address is
+//! handed to handlers as axum's `ConnectInfo<SocketAddr>`.
+
+use crate::tasks::Backoff;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tower::Layer;
+
+/// How long shutdown waits for open connections before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Connection limits (`serve --header-timeout`, `--max-connections`).
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    cfg: NetConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let mut accept_errors = Backoff::new(
+        "accepting connections",
+        Duration::from_millis(10),
+        Duration::from_secs(1),
+    );
+    let mut refused: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|v| *v) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => {
+                accept_errors.succeeded();
+                x
+            }
+            Err(e) => {
+                let wait = accept_errors.failed(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|v| *v) => break,
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused == 1 {
+                tracing::warn!(
+                    limit = cfg.max_connections,
+                    "connection limit reached: closing new connections until some end (raise --max-connections if this is legitimate load)"
+                );
+            }
+            drop(tcp);
+            continue;
+        };
+        if refused > 0 {
+            tracing::info!(refused, "accepting connections again");
+            refused = 0;
+        }
+        let service =
+            TowerToHyperService::new(axum::Extension(ConnectInfo(peer)).layer(app.clone()));
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let handshake_timeout = cfg.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                Some(acceptor) => {
+                    // A client that never finishes the handshake is dropped.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after shutdown began: dropping them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+}
+
+/// The peer address a connection came from, when served by [`serve`] (`None` in-process).
+pub fn peer(ext: &axum::http::Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
