@@ -353,7 +353,25 @@ fn postgres_objects_a_grant_leaves_behind_never_run_with_more_rights_than_it_had
          GRANT SELECT ON public.peek TO PUBLIC",
     );
     assert!(ok, "the grant's role could not create its objects: {out}");
+    // A name chosen to break SQL built from it, and the report's Markdown and HTML.
+    let (ok, out) = psql(
+        &dsn,
+        "CREATE FUNCTION public.\"x\"\"; DROP TABLE orders; --|<b>\n# hdr\"() RETURNS int \
+           LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$",
+    );
+    assert!(ok, "{out}");
     revoke_and_wait(&alice, &id);
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'orders'"),
+        "1",
+        "orders survives the hostile name"
+    );
+    assert_eq!(
+        pg.sql(
+            "SELECT proowner::regrole, prosecdef FROM pg_proc WHERE proname LIKE 'x%DROP TABLE%'"
+        ),
+        "breakglass_orphans|f"
+    );
 
     // The function runs for nobody, and as nobody in particular.
     let (ok, out) = psql(&victim, "SELECT public.pwn()");
@@ -421,6 +439,16 @@ fn postgres_objects_a_grant_leaves_behind_never_run_with_more_rights_than_it_had
         md.contains("## Objects the grant left behind")
             && md.contains("| public.pwn() | function |"),
         "{md}"
+    );
+    assert!(
+        md.contains(r#"| public."x""; DROP TABLE orders; --\|\<b\> \# hdr"() | function |"#)
+            && !md.contains("\n# hdr"),
+        "{md}"
+    );
+    let html = sam.run(&["report", &id, "--format", "html"]).stdout;
+    assert!(
+        html.contains("Objects the grant left behind") && !html.contains("<b>"),
+        "{html}"
     );
 
     // Someone made breakglass_orphans a member of a role and able to log in: the next revocation
