@@ -353,7 +353,25 @@ fn postgres_objects_a_grant_leaves_behind_never_run_with_more_rights_than_it_had
          GRANT SELECT ON public.peek TO PUBLIC",
     );
     assert!(ok, "the grant's role could not create its objects: {out}");
+    // A name chosen to break SQL built from it, and the report's Markdown and HTML.
+    let (ok, out) = psql(
+        &dsn,
+        "CREATE FUNCTION public.\"x\"\"; DROP TABLE orders; --|<b>\n# hdr\"() RETURNS int \
+           LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$",
+    );
+    assert!(ok, "{out}");
     revoke_and_wait(&alice, &id);
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'orders'"),
+        "1",
+        "orders survives the hostile name"
+    );
+    assert_eq!(
+        pg.sql(
+            "SELECT proowner::regrole, prosecdef FROM pg_proc WHERE proname LIKE 'x%DROP TABLE%'"
+        ),
+        "breakglass_orphans|f"
+    );
 
     // The function runs for nobody, and as nobody in particular.
     let (ok, out) = psql(&victim, "SELECT public.pwn()");
@@ -422,22 +440,59 @@ fn postgres_objects_a_grant_leaves_behind_never_run_with_more_rights_than_it_had
             && md.contains("| public.pwn() | function |"),
         "{md}"
     );
+    assert!(
+        md.contains(r#"| public."x""; DROP TABLE orders; --\|\<b\> \# hdr"() | function |"#)
+            && !md.contains("\n# hdr"),
+        "{md}"
+    );
+    let html = sam.run(&["report", &id, "--format", "html"]).stdout;
+    assert!(
+        html.contains("Objects the grant left behind") && !html.contains("<b>"),
+        "{html}"
+    );
 
     // Someone made breakglass_orphans a member of a role and able to log in: the next revocation
     // takes both away before it hands anything over.
+    // The holder also writes into another database it can reach: cleaned there too.
     pg.sql("GRANT app_admin TO breakglass_orphans; ALTER ROLE breakglass_orphans LOGIN INHERIT");
+    pg.sql("CREATE DATABASE appdb");
+    // The same URL, another database (the part after the last '/').
+    let in_appdb = |u: &str| format!("{}/appdb", &u[..u.rfind('/').unwrap()]);
+    let appdb_admin = in_appdb(&url);
+    let (ok, out) = psql(&appdb_admin, "GRANT CREATE ON SCHEMA public TO app_admin");
+    assert!(ok, "{out}");
     let g2 = request(&alice, "1h");
     let id2 = g2["id"].as_str().unwrap().to_string();
+    let dsn2 = g2["credential"]["url"].as_str().unwrap().to_string();
+    let fun = "RETURNS int LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$";
+    let (ok, out) = psql(&dsn2, &format!("CREATE FUNCTION public.pwn2() {fun}"));
+    assert!(ok, "{out}");
     let (ok, out) = psql(
-        g2["credential"]["url"].as_str().unwrap(),
-        "CREATE FUNCTION public.pwn2() RETURNS int LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$",
+        &in_appdb(&dsn2),
+        &format!("CREATE FUNCTION public.pwn3() {fun}"),
     );
     assert!(ok, "{out}");
     revoke_and_wait(&alice, &id2);
     orphans_are_powerless();
-    assert_eq!(
-        pg.sql("SELECT proowner::regrole, prosecdef FROM pg_proc WHERE proname = 'pwn2'"),
-        "breakglass_orphans|f"
+    let owner_of = |admin: &str, f: &str| {
+        let (ok, out) = psql(
+            admin,
+            &format!("SELECT proowner::regrole, prosecdef FROM pg_proc WHERE proname = '{f}'"),
+        );
+        assert!(ok, "{out}");
+        out.trim().to_string()
+    };
+    assert_eq!(owner_of(&url, "pwn2"), "breakglass_orphans|f");
+    assert_eq!(owner_of(&appdb_admin, "pwn3"), "breakglass_orphans|f");
+    let report = sam.ok(&["report", &id2, "--format", "json"]);
+    assert!(
+        report["left_behind"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "public.pwn3()" && o["location"] == "appdb"),
+        "{}",
+        report["left_behind"]
     );
 }
 

@@ -467,15 +467,17 @@ impl Connector for Postgres {
             let left = self.drop_role(&name).await?;
             let mut note = format!("grant {}", field("grant=").unwrap_or_else(|| "?".into()));
             if !left.is_empty() {
-                let names: Vec<String> = left
-                    .iter()
-                    .take(20)
-                    .map(|o| format!("{} {} ({})", o.kind, o.name, o.action))
-                    .collect();
+                // Kinds only: the names are the grant holder's, and this note goes to alerts.
+                let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+                for o in &left {
+                    *kinds.entry(o.kind.as_str()).or_default() += 1;
+                }
+                let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 note.push_str(&format!(
-                    "; left behind in the database: {}{}",
-                    names.join(", "),
-                    if left.len() > 20 { ", …" } else { "" }
+                    "; it left {} object(s) behind ({}), now owned by {} and disarmed",
+                    left.len(),
+                    kinds.join(", "),
+                    self.reassign_to.as_deref().unwrap_or(ORPHANS)
                 ));
             }
             swept.push(Swept { name, note });
