@@ -437,11 +437,11 @@ fn postgres_objects_a_grant_leaves_behind_never_run_with_more_rights_than_it_had
     let md = sam.run(&["report", &id, "--format", "md"]).stdout;
     assert!(
         md.contains("## Objects the grant left behind")
-            && md.contains("| public.pwn() | function |"),
+            && md.contains(r"| public.pwn\(\) | function |"),
         "{md}"
     );
     assert!(
-        md.contains(r#"| public."x""; DROP TABLE orders; --\|\<b\> \# hdr"() | function |"#)
+        md.contains(r#"| public."x""; DROP TABLE orders; --\|\<b\>␤\# hdr"\(\) | function |"#)
             && !md.contains("\n# hdr"),
         "{md}"
     );
