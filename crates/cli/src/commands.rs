@@ -379,6 +379,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             max_connections,
             metrics_token_file,
             metrics_listen,
+            trust_proxy,
         } => {
             let mut cfg =
                 breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
@@ -401,6 +402,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 bail!("--max-connections must be at least 1 (e.g. 1024)");
             }
             cfg.net.max_connections = *max_connections;
+            cfg.net.trusted_proxies = trust_proxy.clone();
             cfg.metrics_token_file = metrics_token_file.clone();
             cfg.metrics_listen = *metrics_listen;
             let scheme = if cfg.tls.is_some() { "https" } else { "http" };

@@ -91,6 +91,10 @@ pub enum Cmd {
         /// Protect /metrics: require `Authorization: Bearer <token in FILE>`.
         #[arg(long, env = "BREAKGLASS_METRICS_TOKEN_FILE")]
         metrics_token_file: Option<PathBuf>,
+        /// A reverse proxy whose X-Forwarded-For is believed for login throttling (repeat
+        /// for several); without it the TCP peer is the client.
+        #[arg(long = "trust-proxy", value_name = "IP")]
+        trust_proxy: Vec<std::net::IpAddr>,
         /// Serve /metrics on this address only (plain HTTP), not on --listen.
         #[arg(long, env = "BREAKGLASS_METRICS_LISTEN")]
         metrics_listen: Option<std::net::SocketAddr>,

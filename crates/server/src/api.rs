@@ -211,19 +211,18 @@ struct LoginBody {
     otp: Option<String>,
 }
 
-/// The TCP peer's address (from the accept loop). X-Forwarded-For is never trusted. In-process
-/// callers without a connection (tests) count as one unspecified source.
+/// The client's address: the TCP peer (X-Forwarded-For only from `serve --trust-proxy`
+/// addresses, see [`crate::net::client_ip`]). In-process callers without a connection (tests)
+/// count as one unspecified source.
 pub struct PeerIp(pub std::net::IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(PeerIp(
-            crate::net::peer(&parts.extensions)
-                .map(|a| a.ip())
-                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-        ))
+        Ok(PeerIp(crate::net::client_ip(parts).unwrap_or(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        )))
     }
 }
 

@@ -14,7 +14,8 @@
 //!   current request (idle ones close at once), and after `SHUTDOWN_GRACE` the rest are dropped.
 //!
 //! HTTP/1.1 only (as before: the router was built without HTTP/2). The TCP peer address is
-//! handed to handlers as axum's `ConnectInfo<SocketAddr>`.
+//! handed to handlers as axum's `ConnectInfo<SocketAddr>`; [`client_ip`] believes
+//! X-Forwarded-For only from `--trust-proxy` addresses.
 
 use crate::tasks::Backoff;
 use axum::Router;
@@ -23,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
@@ -37,6 +38,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct NetConfig {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Reverse proxies whose X-Forwarded-For is believed (`serve --trust-proxy`); empty: none.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for NetConfig {
@@ -44,6 +47,7 @@ impl Default for NetConfig {
         NetConfig {
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -71,6 +75,7 @@ pub async fn serve(
         Duration::from_secs(1),
     );
     let mut refused: u64 = 0;
+    let proxies = TrustedProxies(Arc::new(cfg.trusted_proxies.clone()));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -105,8 +110,8 @@ pub async fn serve(
             tracing::info!(refused, "accepting connections again");
             refused = 0;
         }
-        let service =
-            TowerToHyperService::new(axum::Extension(ConnectInfo(peer)).layer(app.clone()));
+        let service = axum::Extension(ConnectInfo(peer)).layer(app.clone());
+        let service = TowerToHyperService::new(axum::Extension(proxies.clone()).layer(service));
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         let handshake_timeout = cfg.header_timeout;
         tokio::spawn(async move {
@@ -142,7 +147,89 @@ pub async fn serve(
     }
 }
 
+#[derive(Clone)]
+struct TrustedProxies(Arc<Vec<IpAddr>>);
+
 /// The peer address a connection came from, when served by [`serve`] (`None` in-process).
 pub fn peer(ext: &axum::http::Extensions) -> Option<SocketAddr> {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy; then the rightmost
+/// X-Forwarded-For entry that is not itself a trusted proxy (entries further left were written
+/// by the client and prove nothing). `None` in-process.
+pub fn client_ip(parts: &axum::http::request::Parts) -> Option<IpAddr> {
+    let peer = peer(&parts.extensions)?.ip();
+    let Some(TrustedProxies(trusted)) = parts.extensions.get::<TrustedProxies>() else {
+        return Some(peer);
+    };
+    forwarded_client(peer, trusted, &parts.headers)
+}
+
+fn forwarded_client(
+    peer: IpAddr,
+    trusted: &[IpAddr],
+    headers: &axum::http::HeaderMap,
+) -> Option<IpAddr> {
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return Some(ip),
+            // Unparsable: stop at the last proxy we trust.
+            Err(_) => return Some(client),
+        }
+    }
+    Some(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted = [proxy, inner];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let other = ip("192.0.2.7");
+        // Not from a proxy: the header is ignored.
+        assert_eq!(
+            forwarded_client(other, &trusted, &xff(&["1.2.3.4"])),
+            Some(other)
+        );
+        // From a proxy: the rightmost untrusted hop; a client's forged entries on the left lose.
+        assert_eq!(
+            forwarded_client(proxy, &trusted, &xff(&["6.6.6.6, 203.0.113.9"])),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            forwarded_client(proxy, &trusted, &xff(&["203.0.113.9", "10.0.0.2"])),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(forwarded_client(proxy, &trusted, &xff(&[])), Some(proxy));
+        assert_eq!(
+            forwarded_client(proxy, &trusted, &xff(&["junk, 10.0.0.2"])),
+            Some(inner)
+        );
+    }
 }

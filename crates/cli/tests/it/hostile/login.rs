@@ -166,3 +166,49 @@ fn wrong_password_flood_is_throttled_without_locking_the_responder_out() {
     );
     assert!(bursts.iter().all(|e| e["data"]["count"] == 10));
 }
+
+/// With `--trust-proxy`, X-Forwarded-For from that proxy names the client (throttled on its own,
+/// other clients behind the proxy unaffected); from anyone else the header is ignored.
+#[test]
+fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let s = Server::start_with(POLICY, &[], &["--trust-proxy", "127.0.0.1"]);
+    s.add_user("bob", &["oncall"]);
+    let login = |src: IpAddr, xff: &str, password: &str| {
+        let body = format!(r#"{{"user":"bob","password":"{password}"}}"#);
+        request_from(
+            src,
+            &s.url,
+            "POST",
+            "/api/v1/login",
+            &[("X-Forwarded-For", xff)],
+            Some(&body),
+        )
+        .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(login(LOCAL, "6.6.6.6, 203.0.113.9", "guess").status, 401);
+    }
+    let r = login(LOCAL, "203.0.113.9", "guess");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("203.0.113.9"), "{}", r.body);
+    // Another client behind the same proxy, and the proxy's own address: unaffected.
+    assert_eq!(login(LOCAL, "203.0.113.10", PASSWORD).status, 200);
+    // Not a trusted proxy: its X-Forwarded-For is ignored, it is throttled as itself.
+    let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    assert_eq!(login(other, "203.0.113.9", "guess").status, 401);
+    let sources: Vec<Value> = audit_events(&s, "auth.login_failed")
+        .iter()
+        .map(|e| e["data"]["source"].clone())
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "203.0.113.9",
+            "203.0.113.9",
+            "203.0.113.9",
+            "203.0.113.9",
+            "203.0.113.9",
+            "127.0.0.2"
+        ]
+    );
+}
