@@ -1,0 +1,276 @@
+//! Who is calling: passwords, login sessions, and disabling a user (which ends what they hold).
+
+use super::CAS_RETRIES;
+use super::Engine;
+use super::Principal;
+use super::event;
+use super::factors::MfaLock;
+use super::views::LoginOutput;
+use crate::error::ApiError;
+use breakglass_core::audit::NewEvent;
+use breakglass_core::grant::AnyGrant;
+use breakglass_core::time;
+use breakglass_store::Change;
+use breakglass_store::GrantFilter;
+use breakglass_store::Session;
+use breakglass_store::User;
+use rand::RngCore;
+use serde_json::json;
+use sha2::Digest;
+use sha2::Sha256;
+
+/// SHA-256 of a session token (tokens are 256-bit random, so a fast hash is enough).
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub(crate) fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!(
+        "bgs_{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+    )
+}
+
+/// Hashes a password with Argon2id (PHC string).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+}
+
+/// Checks a user or group name.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || (i > 0 && matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+impl Engine {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        if token.len() > 128 {
+            return Err(ApiError::Unauthenticated);
+        }
+        let Some(session) = self.store.session(&token_hash(token)).await? else {
+            return Err(ApiError::Unauthenticated);
+        };
+        if session.expires_at <= self.now() {
+            return Err(ApiError::Unauthenticated);
+        }
+        match self.store.user(&session.user).await? {
+            Some(u) if !u.disabled => Ok(Principal {
+                name: u.name,
+                groups: u.groups,
+            }),
+            _ => Err(ApiError::Unauthenticated),
+        }
+    }
+
+    /// Logs in `user` from `source` (the TCP peer). Wrong passwords slow further tries (see
+    /// [`crate::login_throttle`]); a throttled try is refused with 429 before any check.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        otp: Option<&str>,
+        source: std::net::IpAddr,
+    ) -> Result<LoginOutput, ApiError> {
+        if !valid_name(user) || password.len() > 1024 {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let now = self.now();
+        let attempt = match self.login_throttle.reserve(user, source, now) {
+            Ok(a) => a,
+            Err(refusal) => {
+                self.metrics.logins_throttled.inc();
+                self.audit_only(crate::login_throttle::burst_events(now, &refusal.bursts))
+                    .await?;
+                return Err(crate::login_throttle::refusal_error(user, source, &refusal));
+            }
+        };
+        let record = self.store.user(user).await?;
+        let phc = record
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        let check = move |mem: &mut _| crate::hash_pool::verify(mem, pw.as_bytes(), &phc);
+        let ok = match self.hash_pool.run(check).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.metrics.logins_busy.inc();
+                return Err(e);
+            }
+        };
+        let user_rec = match record {
+            Some(u) if ok && !u.disabled => u,
+            other => {
+                let src = attempt.source();
+                let bursts = attempt.failed(now);
+                let mut events = vec![event(
+                    now,
+                    "auth.login_failed",
+                    Some(user),
+                    None,
+                    json!({"known_user": other.is_some(), "disabled": other.map(|u| u.disabled).unwrap_or(false), "source": src}),
+                )];
+                events.extend(crate::login_throttle::burst_events(now, &bursts));
+                self.audit_only(events).await?;
+                return Err(ApiError::InvalidCredentials);
+            }
+        };
+        attempt.succeeded();
+        let principal = Principal {
+            name: user_rec.name.clone(),
+            groups: user_rec.groups.clone(),
+        };
+        let mfa_rec = self.store.mfa(user).await?;
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        let mut _mfa = MfaLock::none();
+        if let Some(code) = otp {
+            let (c, e, lock) = self.verify_mfa(&principal, Some(code), "login").await?;
+            changes.extend(c);
+            events.extend(e);
+            _mfa = lock;
+        }
+        let token = random_token();
+        let expires_at = now.plus(self.config.session_ttl);
+        changes.push(Change::CreateSession {
+            token_hash: token_hash(&token),
+            session: Session {
+                user: user.to_string(),
+                created_at: now,
+                expires_at,
+            },
+        });
+        events.push(event(
+            now,
+            "auth.login",
+            Some(user),
+            None,
+            json!({"mfa": otp.is_some(), "session_expires_at": time::rfc3339(expires_at)}),
+        ));
+        self.commit(changes, events).await?;
+        Ok(LoginOutput {
+            token,
+            user: user_rec.name,
+            groups: user_rec.groups,
+            expires_at: time::rfc3339(expires_at),
+            totp_enrolled: mfa_rec.totp_confirmed,
+        })
+    }
+
+    pub async fn logout(&self, token: &str, who: &Principal) -> Result<(), ApiError> {
+        self.commit(
+            vec![Change::DeleteSession {
+                token_hash: token_hash(token),
+            }],
+            vec![event(
+                self.now(),
+                "auth.logout",
+                Some(&who.name),
+                None,
+                json!({}),
+            )],
+        )
+        .await
+    }
+
+    /// Alerts for admins: the outbox, newest first.
+    /// Disables a user: no new login, their sessions end, and every grant they hold ends now,
+    /// in one transaction — active grants are revoked (their target credentials queued for
+    /// revocation, reviews opened, alerts queued by [`Engine::commit`]), pending ones cancelled.
+    /// Returns the ids of the grants it ended.
+    pub async fn disable_user(&self, name: &str, actor: &str) -> Result<Vec<String>, ApiError> {
+        let mut attempt = 0;
+        loop {
+            if self.store.user(name).await?.is_none() {
+                return Err(ApiError::NotFound(format!(
+                    "no user {name}: see `breakglass admin user list`"
+                )));
+            }
+            let open = self
+                .store
+                .grants(&GrantFilter {
+                    user: Some(name.to_string()),
+                    states: vec!["pending".into(), "active".into()],
+                    limit: 10_000,
+                })
+                .await?;
+            let now = self.now();
+            let mut changes = vec![
+                Change::SetUserDisabled {
+                    name: name.to_string(),
+                    disabled: true,
+                },
+                Change::DeleteUserSessions {
+                    user: name.to_string(),
+                },
+            ];
+            let mut events = Vec::new();
+            let mut ended = Vec::new();
+            for g in open {
+                let info = g.info().clone();
+                let (expected, next, kind) = match g {
+                    AnyGrant::Active(a) => (
+                        "active",
+                        AnyGrant::from(a.revoke(actor, Some("user disabled".into()), now)),
+                        "grant.revoked",
+                    ),
+                    AnyGrant::Pending(p) => (
+                        "pending",
+                        AnyGrant::from(p.cancel(actor, now)),
+                        "grant.cancelled",
+                    ),
+                    AnyGrant::Ended(_) => continue,
+                };
+                changes.push(Change::UpdateGrant {
+                    expected_state: expected,
+                    grant: next,
+                });
+                events.push(event(
+                    now,
+                    kind,
+                    Some(actor),
+                    Some(&info),
+                    json!({"reason": "user disabled"}),
+                ));
+                ended.push(info.id);
+            }
+            events.insert(
+                0,
+                NewEvent {
+                    ts_ms: now.0,
+                    kind: "admin.user_disabled".into(),
+                    actor: Some(actor.to_string()),
+                    grant_id: None,
+                    resource: None,
+                    data: json!({"user": name, "details": {"ended_grants": ended}}),
+                },
+            );
+            match self.commit(changes, events).await {
+                // A grant of the user changed while we read them (an extension, an expiry).
+                Err(ApiError::Conflict(_)) if attempt < CAS_RETRIES => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.metrics.revocations.add(ended.len() as u64);
+                    self.wake.notify_one();
+                    return Ok(ended);
+                }
+            }
+        }
+    }
+
+    pub async fn user_exists(&self, name: &str) -> Result<Option<User>, ApiError> {
+        Ok(self.store.user(name).await?)
+    }
+}
