@@ -148,11 +148,17 @@ pub async fn checkpointer(
         if stop {
             return;
         }
-        let wait = failed_wait.unwrap_or_else(|| {
-            every
-                .saturating_sub(last.elapsed())
-                .max(Duration::from_millis(10))
-        });
+        if let Some(wait) = failed_wait {
+            // While failing, new events do not wake us early: only the backoff (or shutdown).
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let wait = every
+            .saturating_sub(last.elapsed())
+            .max(Duration::from_millis(10));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = engine.checkpoint_wake.notified() => {}
