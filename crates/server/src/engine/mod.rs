@@ -30,12 +30,14 @@ mod identity;
 mod lifecycle;
 mod policy_reload;
 mod request;
-mod reviews_open;
+pub mod reviews;
+mod secrets;
 mod views;
 mod visibility;
 
 pub use factors::{MfaLock, MfaPass};
 pub use identity::{hash_password, token_hash, valid_name};
+pub use secrets::MAX_SECRET;
 pub use views::{ApprovalView, EnrollOutput, GrantView, LoginOutput, RequestInput};
 
 /// Where time comes from. The system clock in production; tests inject their own.

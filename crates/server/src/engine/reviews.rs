@@ -4,12 +4,14 @@
 //! of the policy's `review.by` groups, never the requester, and pass MFA; verdicts are audited and
 //! immutable (a correction is a new entry). Overdue reviews escalate once, with an alert.
 
-use crate::engine::{Engine, GrantView, Principal, event};
+use super::{Engine, GrantView, Principal, event};
 use crate::error::ApiError;
-use breakglass_core::audit::{self, merkle};
+use breakglass_core::audit::{self, NewEvent, merkle};
+use breakglass_core::grant::AnyGrant;
 use breakglass_core::time::{Timestamp, rfc3339};
 use breakglass_store::{Change, Review, ReviewEntry};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub use crate::report_render::{report_html, report_markdown, summary_html, summary_markdown};
 
@@ -388,5 +390,45 @@ impl Engine {
             "events": kinds,
             "controls": controls,
         }))
+    }
+}
+
+impl Engine {
+    /// The review to open when `change` ends an active grant.
+    pub(crate) fn review_for(&self, change: &Change) -> Option<(Change, NewEvent)> {
+        let Change::UpdateGrant {
+            expected_state: "active",
+            grant: AnyGrant::Ended(e),
+        } = change
+        else {
+            return None;
+        };
+        let info = &e.info;
+        let now = e.state.ended_at;
+        let within = Duration::from_millis(info.review_within_ms.unwrap_or(72 * 3600 * 1000));
+        let by = if info.review_by.is_empty() {
+            self.policy().set.admins.groups.clone()
+        } else {
+            info.review_by.clone()
+        };
+        let due = now.plus(within);
+        Some((
+            Change::OpenReview(breakglass_store::Review {
+                grant_id: info.id.clone(),
+                requester: info.user.clone(),
+                opened_at: now,
+                due_at: due,
+                by: by.clone(),
+                state: "open".into(),
+                escalated_at: None,
+            }),
+            event(
+                now,
+                "review.opened",
+                Some("system"),
+                Some(info),
+                json!({"due_at": rfc3339(due), "by": by}),
+            ),
+        ))
     }
 }

@@ -3,7 +3,7 @@
 //! of an active grant on that resource (each release audited before the value leaves), and
 //! flagged "must rotate" when the grant ends until an admin stores a new value.
 
-use crate::engine::{Engine, Principal, event};
+use super::{Engine, Principal, event};
 use crate::error::ApiError;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::policy::ResourceKind;
