@@ -185,6 +185,16 @@ fn busy() -> ApiError {
     }
 }
 
+/// Hashes a password with Argon2id (PHC string).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +265,7 @@ mod tests {
             assert!(!verify(&mut scratch, b"wrong", &phc));
         }
         assert_eq!(scratch.len(), 19 * 1024, "kept at the largest size seen");
-        let engine_hash = crate::engine::hash_password("pw").unwrap();
+        let engine_hash = hash_password("pw").unwrap();
         assert!(verify(&mut scratch, b"pw", &engine_hash));
         assert!(!verify(&mut scratch, b"pw", "not a phc string"));
     }

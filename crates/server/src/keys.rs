@@ -323,7 +323,7 @@ async fn ssh_ca(store: &SqliteStore, kek: &Kek) -> Result<[u8; 32], KeyError> {
                 value: kek.seal(META_SSH_CA, &seed[..]),
             }],
             vec![audit::NewEvent {
-                ts_ms: crate::engine::Clock::now(&crate::engine::SystemClock).0,
+                ts_ms: crate::clock::Clock::now(&crate::clock::SystemClock).0,
                 kind: "ssh_ca.created".into(),
                 actor: Some("system".into()),
                 grant_id: None,

@@ -6,6 +6,8 @@
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod backoff;
+pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod hash_pool;
@@ -196,7 +198,7 @@ pub async fn start_with_clock(
             cfg.checkpoint_every,
             rx.clone(),
         )),
-        tokio::spawn(alerts::dispatcher(
+        tokio::spawn(tasks::dispatcher(
             engine.clone(),
             cfg.alerts.clone(),
             rx.clone(),

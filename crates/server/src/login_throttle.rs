@@ -423,7 +423,7 @@ pub fn burst_events(now: Timestamp, bursts: &[Burst]) -> Vec<NewEvent> {
             }
             data["last_account"] = json!(b.account);
             data["last_source"] = json!(b.source);
-            crate::engine::event(now, "auth.login_burst", None, None, data)
+            breakglass_core::audit::event(now, "auth.login_burst", None, None, data)
         })
         .collect()
 }

@@ -17,7 +17,7 @@
 //! handed to handlers as axum's `ConnectInfo<SocketAddr>`; [`client_ip`] believes
 //! X-Forwarded-For only from `--trust-proxy` addresses.
 
-use crate::tasks::Backoff;
+use crate::backoff::Backoff;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -206,6 +206,24 @@ pub fn decode_body(body: &[u8]) -> Result<DecodedEvent, AuditError> {
     })
 }
 
+/// An event at `now` of `kind` by `actor`, about `grant` (its id and resource) if any.
+pub fn event(
+    now: crate::time::Timestamp,
+    kind: &str,
+    actor: Option<&str>,
+    grant: Option<&crate::grant::GrantInfo>,
+    data: serde_json::Value,
+) -> NewEvent {
+    NewEvent {
+        ts_ms: now.0,
+        kind: kind.to_string(),
+        actor: actor.map(String::from),
+        grant_id: grant.map(|g| g.id.clone()),
+        resource: grant.map(|g| g.resource.clone()),
+        data,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -7,6 +7,7 @@ use super::event;
 use super::factors::MfaLock;
 use super::views::LoginOutput;
 use crate::error::ApiError;
+pub use crate::hash_pool::hash_password;
 use breakglass_core::audit::NewEvent;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::time;
@@ -31,16 +32,6 @@ pub(crate) fn random_token() -> String {
         "bgs_{}",
         base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
     )
-}
-
-/// Hashes a password with Argon2id (PHC string).
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
 }
 
 /// Checks a user or group name.

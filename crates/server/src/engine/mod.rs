@@ -9,7 +9,7 @@ use crate::keys::Keys;
 use crate::login_throttle::{LoginThrottle, ThrottleConfig};
 use crate::metrics::Metrics;
 use breakglass_core::audit::NewEvent;
-use breakglass_core::grant::{AnyGrant, GrantInfo};
+use breakglass_core::grant::AnyGrant;
 use breakglass_core::mfa::MfaRules;
 use breakglass_core::policy::PolicySet;
 use breakglass_core::time::Timestamp;
@@ -35,28 +35,12 @@ mod secrets;
 mod views;
 mod visibility;
 
+pub use crate::clock::{Clock, SystemClock};
+pub use breakglass_core::audit::event;
 pub use factors::{MfaLock, MfaPass};
 pub use identity::{hash_password, token_hash, valid_name};
 pub use secrets::MAX_SECRET;
 pub use views::{ApprovalView, EnrollOutput, GrantView, LoginOutput, RequestInput};
-
-/// Where time comes from. The system clock in production; tests inject their own.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Timestamp;
-}
-
-/// The wall clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
-    }
-}
 
 /// The policy in force and where it came from.
 pub struct LoadedPolicy {
@@ -152,23 +136,6 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Api
         }
     }
     Ok(())
-}
-
-pub fn event(
-    now: Timestamp,
-    kind: &str,
-    actor: Option<&str>,
-    grant: Option<&GrantInfo>,
-    data: serde_json::Value,
-) -> NewEvent {
-    NewEvent {
-        ts_ms: now.0,
-        kind: kind.to_string(),
-        actor: actor.map(String::from),
-        grant_id: grant.map(|g| g.id.clone()),
-        resource: grant.map(|g| g.resource.clone()),
-        data,
-    }
 }
 
 /// Parses and fingerprints a policy text.

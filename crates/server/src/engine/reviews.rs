@@ -101,7 +101,7 @@ impl Engine {
                 "say what you checked and what you found: --notes TEXT",
             ));
         }
-        crate::engine::check_text("notes", notes, 4000)?;
+        super::check_text("notes", notes, 4000)?;
         let Some(r) = self.store.review(grant_id).await? else {
             return Err(ApiError::NotFound(format!(
                 "no review for grant {grant_id:.64}: reviews open when a grant that had access ends"

@@ -1,201 +1,14 @@
-//! Alerts that are never silently lost.
-//!
-//! When the engine commits an alertable audit event, it writes one outbox row per sink in the
-//! SAME transaction ([`enqueue`]). The dispatcher ([`dispatcher`]) leases due rows, delivers them
-//! (signed webhook, Slack, PagerDuty Events v2) with exponential backoff and jitter, across
-//! restarts, and after the retry budget dead-letters them with an audit event; an admin can
-//! retry them. Delivery is at-least-once with a stable dedup key per alert, so receivers drop
-//! the duplicate a crash mid-delivery can cause. A slow or dead sink only delays its own alerts.
+//! Delivering one alert to its sink: signed webhook, Slack, PagerDuty Events v2, email.
 
-use crate::engine::Engine;
-use breakglass_core::audit::NewEvent;
-use breakglass_core::policy::{PolicySet, Sink, SinkKind};
-use breakglass_core::time::{Timestamp, rfc3339};
-use breakglass_store::{AlertRow, Change, NewAlert};
+use super::{AlertConfig, one_line, pagerduty_action, summary};
+use breakglass_core::policy::{Sink, SinkKind};
+use breakglass_core::time::Timestamp;
+use breakglass_store::AlertRow;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-
-/// Delivery tunables.
-#[derive(Debug, Clone)]
-pub struct AlertConfig {
-    /// Attempts before an alert is dead-lettered.
-    pub max_attempts: u32,
-    /// First retry delay; doubles each attempt (±20 % jitter), capped at `max_backoff`.
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
-    /// How long a node holds an alert it is delivering before another node may retry it.
-    pub lease: Duration,
-}
-
-impl Default for AlertConfig {
-    fn default() -> Self {
-        AlertConfig {
-            max_attempts: 10,
-            base_backoff: Duration::from_secs(2),
-            max_backoff: Duration::from_secs(3600),
-            lease: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Audit event kinds that raise an alert.
-pub const ALERTING: &[&str] = &[
-    "grant.requested",
-    "grant.activated",
-    "grant.approved",
-    "grant.denied",
-    "grant.extended",
-    "grant.revoked",
-    "grant.cancelled",
-    "grant.expired",
-    "grant.timed_out",
-    "mfa.locked",
-    "auth.login_burst",
-    "policy.reload_failed",
-    "alert.dead_lettered",
-    "review.overdue",
-    "anomaly.flagged",
-    "secret.must_rotate",
-    "revocation.failed",
-    "credential.issue_failed",
-    "credential.orphan_removed",
-    "sweep.failed",
-];
-
-/// What PagerDuty is told about: pages open on activation and security events, resolve when
-/// the grant ends.
-fn pagerduty_action(kind: &str) -> Option<&'static str> {
-    match kind {
-        "grant.activated"
-        | "mfa.locked"
-        | "policy.reload_failed"
-        | "alert.dead_lettered"
-        | "anomaly.flagged"
-        | "review.overdue" => Some("trigger"),
-        "grant.expired" | "grant.revoked" => Some("resolve"),
-        _ => None,
-    }
-}
-
-/// Outbox rows for the alertable events of one unit of work. Grant events go to the grant's
-/// policy `notify` sinks plus the top-level `notify`; other events to the top-level `notify`.
-pub fn enqueue(
-    policy: &PolicySet,
-    origin: &str,
-    public_url: Option<&str>,
-    changes: &[Change],
-    events: &[NewEvent],
-) -> Vec<Change> {
-    let mut out = Vec::new();
-    for ev in events
-        .iter()
-        .filter(|e| ALERTING.contains(&e.kind.as_str()))
-    {
-        let grant = ev.grant_id.as_deref().and_then(|id| {
-            changes.iter().find_map(|c| match c {
-                Change::InsertGrant(g) | Change::UpdateGrant { grant: g, .. } if g.id() == id => {
-                    Some(g)
-                }
-                _ => None,
-            })
-        });
-        let sinks = policy.sinks_for(grant.map(|g| g.info().policy.as_str()));
-        if sinks.is_empty() {
-            continue;
-        }
-        let grant_doc = grant.map(|g| {
-            let i = g.info();
-            json!({
-                "id": i.id, "user": i.user, "resource": i.resource, "policy": i.policy,
-                "reason": i.reason, "ticket": i.ticket, "state": g.state_name(),
-                "expires_at": g.expires_at().map(rfc3339),
-                "flags": i.flags,
-            })
-        });
-        let doc = json!({
-            "event": ev.kind,
-            "at": rfc3339(Timestamp(ev.ts_ms)),
-            "actor": ev.actor,
-            "resource": ev.resource,
-            "grant": grant_doc,
-            "details": ev.data,
-            "origin": origin,
-            "link": grant.and_then(|g| public_url.map(|u| format!("{}/api/v1/grants/{}", u.trim_end_matches('/'), g.id()))),
-        });
-        for sink in sinks {
-            let Some(s) = policy.sink(&sink) else {
-                continue;
-            };
-            if s.kind == SinkKind::Pagerduty && pagerduty_action(&ev.kind).is_none() {
-                continue;
-            }
-            out.push(Change::EnqueueAlert(NewAlert {
-                created_at: Timestamp(ev.ts_ms),
-                sink: sink.clone(),
-                kind: ev.kind.clone(),
-                dedup_key: format!(
-                    "{origin}/{}/{}/{}/{sink}",
-                    ev.grant_id.as_deref().unwrap_or("-"),
-                    ev.kind,
-                    ev.ts_ms
-                ),
-                doc: doc.clone(),
-            }));
-        }
-    }
-    out
-}
-
-/// A human summary line (Slack text, PagerDuty summary, the first line of an email). Every
-/// value in it is flattened to one line ([`one_line`]), so requester text cannot start lines
-/// of its own.
-pub fn summary(doc: &Value) -> String {
-    let s = |v: &Value| one_line(v.as_str().unwrap_or(""));
-    let g = &doc["grant"];
-    let event = s(&doc["event"]);
-    if g.is_object() {
-        let mut line = format!(
-            "breakglass {event}: {} on {} (policy {}, ticket {}) — \"{}\"",
-            s(&g["user"]),
-            s(&g["resource"]),
-            s(&g["policy"]),
-            one_line(g["ticket"].as_str().unwrap_or("none")),
-            s(&g["reason"]),
-        );
-        if let Some(e) = g["expires_at"].as_str() {
-            line.push_str(&format!(", until {}", one_line(e)));
-        }
-        line.push_str(&format!(
-            " [grant {}, by {}] — details: {}",
-            s(&g["id"]),
-            one_line(doc["actor"].as_str().unwrap_or("system")),
-            doc["link"]
-                .as_str()
-                .map(one_line)
-                .unwrap_or_else(|| format!("`breakglass status {}`", s(&g["id"])))
-        ));
-        line
-    } else {
-        format!(
-            "breakglass {event} ({}): {}",
-            one_line(doc["actor"].as_str().unwrap_or("system")),
-            doc["details"]
-        )
-    }
-}
-
-/// `s` on one line: control characters (newlines included) become a space, so text from a
-/// requester can neither start a line of its own in a message nor end a mail header.
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
 
 /// Slack's escaping (<https://api.slack.com/reference/surfaces/formatting#escaping>): `&`, `<`
 /// and `>` as `&amp;`, `&lt;`, `&gt;`, so no text shows as a mention (`<!channel>`), a link
@@ -384,7 +197,7 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-async fn deliver(
+pub async fn deliver(
     http: &reqwest::Client,
     sink: &Sink,
     alert: &AlertRow,
@@ -461,147 +274,13 @@ async fn deliver(
     }
 }
 
-fn backoff(cfg: &AlertConfig, attempts: u32) -> Duration {
+pub fn backoff(cfg: &AlertConfig, attempts: u32) -> Duration {
     let exp = cfg
         .base_backoff
         .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
     let d = exp.min(cfg.max_backoff);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     d.mul_f64(jitter)
-}
-
-/// Delivers one leased alert and records the outcome.
-async fn attempt(engine: &Engine, http: &reqwest::Client, cfg: &AlertConfig, alert: AlertRow) {
-    let now = engine.now();
-    let policy = engine.policy();
-    let result = match policy.set.sink(&alert.sink) {
-        Some(sink) => deliver(http, sink, &alert, now).await,
-        None => Err(format!("sink {} is no longer in the policy", alert.sink)),
-    };
-    let done = engine.now();
-    let attempts = alert.attempts + 1;
-    let (state, next, err) = match &result {
-        Ok(()) => ("delivered", done, None),
-        Err(e) if attempts >= cfg.max_attempts => ("failed", done, Some(e.clone())),
-        Err(e) => (
-            "pending",
-            done.plus(backoff(cfg, attempts)),
-            Some(e.clone()),
-        ),
-    };
-    if let Some(e) = &err {
-        tracing::warn!(alert = alert.id, sink = %alert.sink, attempts, error = %e, "alert delivery failed");
-    }
-    let change = Change::AlertAttempt {
-        id: alert.id,
-        state,
-        attempts,
-        next_attempt_at: next,
-        last_error: err.clone(),
-        at: done,
-    };
-    let outcome = if state == "failed" {
-        let ev = crate::engine::event(
-            done,
-            "alert.dead_lettered",
-            Some("system"),
-            None,
-            json!({"alert_id": alert.id, "sink": alert.sink, "kind": alert.kind, "attempts": attempts, "last_error": err, "dedup_key": alert.dedup_key}),
-        );
-        engine.commit(vec![change], vec![ev]).await
-    } else {
-        engine
-            .store
-            .commit(vec![change], vec![])
-            .await
-            .map(|_| ())
-            .map_err(Into::into)
-    };
-    if let Err(e) = outcome {
-        tracing::error!(alert = alert.id, error = %e, "cannot record alert delivery; it will be retried after its lease");
-    }
-}
-
-/// The delivery loop: sleeps until the next alert is due (or new ones are queued).
-pub async fn dispatcher(
-    engine: Arc<Engine>,
-    cfg: AlertConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let http = match reqwest::Client::builder()
-        .user_agent(concat!("breakglass/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "alert dispatcher cannot start");
-            return;
-        }
-    };
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut backoff = crate::tasks::Backoff::new(
-        "reading the alert outbox",
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    );
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let now = engine.now();
-        let due = match engine.store.due_alerts(now, 64).await {
-            Ok(d) => {
-                backoff.succeeded();
-                d
-            }
-            Err(e) => {
-                let wait = backoff.failed(&e);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-        };
-        let mut started = false;
-        for a in due {
-            let lease = Change::LeaseAlert {
-                id: a.id,
-                expected_next: a.next_attempt_at,
-                until: now.plus(cfg.lease),
-            };
-            if engine.store.commit(vec![lease], vec![]).await.is_err() {
-                continue; // another node has it
-            }
-            // Bounded concurrency; a slow sink holds only its own slot, never the loop.
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            started = true;
-            let (engine, http, cfg) = (engine.clone(), http.clone(), cfg.clone());
-            tokio::spawn(async move {
-                attempt(&engine, &http, &cfg, a).await;
-                drop(permit);
-                // Its next attempt may be due before whatever the loop sleeps to.
-                engine.alert_wake.notify_one();
-            });
-        }
-        if started {
-            continue;
-        }
-        let wait = match engine.store.next_alert_at().await {
-            Ok(Some(t)) => engine.now().until(t).min(Duration::from_secs(5)),
-            _ => Duration::from_secs(5),
-        };
-        if wait.is_zero() {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = engine.alert_wake.notified() => {}
-            _ = shutdown.changed() => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! Background tasks: the expiry timer, the checkpointer and the policy watcher here; the
+//! revoker and sweeper in `revocation`, the alert dispatcher in `alert_dispatch`.
+
+use crate::engine::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+mod alert_dispatch;
+mod revocation;
+
+pub use crate::backoff::Backoff;
+pub use alert_dispatch::dispatcher;
+pub use revocation::{revoker, sweep_once, sweeper};
+
+/// Longest sleep between deadline checks: bounds how late we notice a grant that another
+/// node created with an earlier deadline than the one we were sleeping to.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+/// Sleeps until the next deadline (or until woken by a new grant), then applies every due
+/// transition. Not a poll: with one node, a grant ends within milliseconds of its deadline.
+pub async fn expiry_timer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let mut escalation = Backoff::new(
+        "escalating overdue reviews",
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    // Expiry must not lag: retry soon, but never spin (at most every MAX_SLEEP when failing).
+    let mut expiry = Backoff::new("expiring grants", Duration::from_millis(100), MAX_SLEEP);
+    let mut escalate_at = tokio::time::Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if tokio::time::Instant::now() >= escalate_at {
+            match engine.escalate_overdue().await {
+                Ok(_) => escalation.succeeded(),
+                Err(e) => escalate_at = tokio::time::Instant::now() + escalation.failed(&e),
+            }
+        }
+        let step = async {
+            engine.run_due().await.map_err(|e| e.to_string())?;
+            engine
+                .store
+                .next_deadline()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let wait = match step.await {
+            Ok(next) => {
+                expiry.succeeded();
+                match next {
+                    Some(deadline) => engine.now().until(deadline).min(MAX_SLEEP),
+                    None => MAX_SLEEP,
+                }
+            }
+            Err(e) => expiry.failed(&e),
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = engine.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit log every `every_events` new events or every `every`,
+/// whichever comes first, and once more at shutdown.
+pub async fn checkpointer(
+    engine: Arc<Engine>,
+    every_events: u64,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut cp = match crate::audit::Checkpointer::load(&engine).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "checkpointer cannot start");
+            return;
+        }
+    };
+    let mut last = tokio::time::Instant::now();
+    // A failing store must not make this loop spin (it once logged 3,920 errors in 45 s).
+    let mut backoff = Backoff::new(
+        "checkpointing the audit log",
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
+    loop {
+        let stop = *shutdown.borrow();
+        let step = async {
+            let pending = cp.catch_up(&engine).await?;
+            if pending > 0 && (stop || pending >= every_events || last.elapsed() >= every) {
+                cp.sign(&engine).await?;
+                last = tokio::time::Instant::now();
+            } else if pending == 0 {
+                last = tokio::time::Instant::now();
+            }
+            Ok::<(), breakglass_store::StoreError>(())
+        };
+        let failed_wait = match step.await {
+            Ok(()) => {
+                backoff.succeeded();
+                None
+            }
+            Err(e) => Some(backoff.failed(&e)),
+        };
+        if stop {
+            return;
+        }
+        if let Some(wait) = failed_wait {
+            // While failing, new events do not wake us early: only the backoff (or shutdown).
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let wait = every
+            .saturating_sub(last.elapsed())
+            .max(Duration::from_millis(10));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = engine.checkpoint_wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Reloads the policy on SIGHUP and when the file changes (checked every `poll`).
+pub async fn policy_watcher(
+    engine: Arc<Engine>,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut reload = Backoff::new("auditing a policy reload", Duration::ZERO, Duration::ZERO);
+    loop {
+        let sighup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = sighup => { tracing::info!("SIGHUP: reloading policy"); }
+            _ = shutdown.changed() => { return; }
+        }
+        match engine.reload_policy().await {
+            Ok(_) => reload.succeeded(),
+            Err(e) => {
+                reload.failed(&e);
+            }
+        }
+    }
+}
