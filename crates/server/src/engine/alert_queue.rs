@@ -1,8 +1,6 @@
 //! The alert outbox as admins see it: listing and retrying dead-lettered alerts.
 
-use super::Engine;
-use super::Principal;
-use super::event;
+use super::{Engine, Principal, event};
 use crate::error::ApiError;
 use breakglass_store::Change;
 use serde_json::json;

@@ -1,18 +1,12 @@
 //! Approvals and denials of pending grants. Approvals never overwrite each other: a change computed from a stale grant is re-applied on the current one.
 
-use super::CAS_RETRIES;
-use super::Engine;
-use super::Principal;
-use super::check_text;
-use super::event;
 use super::factors::SpendMfaOnError;
 use super::request::activation_event;
 use super::views::GrantView;
+use super::{CAS_RETRIES, Engine, Principal, check_text, event};
 use crate::error::ApiError;
 use breakglass_core::audit::NewEvent;
-use breakglass_core::grant;
-use breakglass_core::grant::AnyGrant;
-use breakglass_core::grant::Approved;
+use breakglass_core::grant::{self, AnyGrant, Approved};
 use breakglass_store::Change;
 use serde_json::json;
 

@@ -1,15 +1,11 @@
 //! Credentials at the targets: issuing them with an activation, one-time pickup, the SSH KRL.
 
-use super::Engine;
-use super::Principal;
-use super::event;
+use super::{Engine, Principal, event};
 use crate::error::ApiError;
 use breakglass_core::audit::NewEvent;
-use breakglass_core::grant::AnyGrant;
-use breakglass_core::grant::GrantInfo;
+use breakglass_core::grant::{AnyGrant, GrantInfo};
 use breakglass_core::policy;
-use breakglass_core::time;
-use breakglass_core::time::Timestamp;
+use breakglass_core::time::{self, Timestamp};
 use breakglass_store::Change;
 use serde_json::json;
 

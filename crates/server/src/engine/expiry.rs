@@ -1,11 +1,9 @@
 //! Time-driven transitions: expiries and approval time-outs (safe on several nodes at once).
 
-use super::Engine;
-use super::event;
 use super::request::activation_event;
+use super::{Engine, event};
 use crate::error::ApiError;
-use breakglass_core::grant::AnyGrant;
-use breakglass_core::grant::TimedOut;
+use breakglass_core::grant::{AnyGrant, TimedOut};
 use breakglass_core::time;
 use breakglass_store::Change;
 use serde_json::json;

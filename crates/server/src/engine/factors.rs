@@ -1,15 +1,10 @@
 //! MFA factors (TOTP today): enrolment and verification. A code is accepted once and every wrong code counts, under any concurrency: a user's requests take turns on this node (the MFA lock) and the store writes the state by compare-and-swap in the same transaction as the action.
 
-use super::CAS_RETRIES;
-use super::Engine;
-use super::Principal;
-use super::event;
 use super::views::EnrollOutput;
-use crate::error::ApiError;
-use crate::error::MFA_CONFLICT;
+use super::{CAS_RETRIES, Engine, Principal, event};
+use crate::error::{ApiError, MFA_CONFLICT};
 use breakglass_core::audit::NewEvent;
-use breakglass_core::mfa;
-use breakglass_core::mfa::TotpOutcome;
+use breakglass_core::mfa::{self, TotpOutcome};
 use breakglass_store::Change;
 use rand::RngCore;
 use serde_json::json;

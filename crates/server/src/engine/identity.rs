@@ -1,24 +1,17 @@
 //! Who is calling: passwords, login sessions, and disabling a user (which ends what they hold).
 
-use super::CAS_RETRIES;
-use super::Engine;
-use super::Principal;
-use super::event;
 use super::factors::MfaLock;
 use super::views::LoginOutput;
+use super::{CAS_RETRIES, Engine, Principal, event};
 use crate::error::ApiError;
 pub use crate::hash_pool::hash_password;
 use breakglass_core::audit::NewEvent;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::time;
-use breakglass_store::Change;
-use breakglass_store::GrantFilter;
-use breakglass_store::Session;
-use breakglass_store::User;
+use breakglass_store::{Change, GrantFilter, Session, User};
 use rand::RngCore;
 use serde_json::json;
-use sha2::Digest;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// SHA-256 of a session token (tokens are 256-bit random, so a fast hash is enough).
 pub fn token_hash(token: &str) -> [u8; 32] {

@@ -1,15 +1,11 @@
 //! Ending a grant early (revoke) and extending it.
 
-use super::Engine;
-use super::Principal;
-use super::check_text;
-use super::event;
 use super::factors::MfaLock;
 use super::views::GrantView;
+use super::{Engine, Principal, check_text, event};
 use crate::error::ApiError;
-use breakglass_core::duration;
 use breakglass_core::grant::AnyGrant;
-use breakglass_core::time;
+use breakglass_core::{duration, time};
 use breakglass_store::Change;
 use serde_json::json;
 

@@ -1,12 +1,9 @@
 //! Hot reload of the policy file: a broken file keeps the policy in force and is audited once.
 
-use super::Engine;
-use super::event;
-use super::load_policy_text;
+use super::{Engine, event, load_policy_text};
 use crate::error::ApiError;
 use serde_json::json;
-use sha2::Digest;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 impl Engine {

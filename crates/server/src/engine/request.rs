@@ -1,23 +1,15 @@
 //! Breaking glass: a request is decided by the policy, proven by MFA, and recorded with its credential in one transaction.
 
-use super::Engine;
-use super::Principal;
-use super::check_text;
-use super::event;
-use super::factors::MfaLock;
 use super::factors::SpendMfaOnError;
-use super::views::GrantView;
-use super::views::RequestInput;
+use super::factors::{MfaLock, MfaPass};
+use super::views::{GrantView, RequestInput};
+use super::{Engine, Principal, check_text, event};
 use crate::error::ApiError;
 use breakglass_core::audit::NewEvent;
 use breakglass_core::duration;
-use breakglass_core::grant;
-use breakglass_core::grant::AnyGrant;
-use breakglass_core::grant::GrantInfo;
-use breakglass_core::policy;
-use breakglass_core::policy::AccessRequest;
-use breakglass_core::time;
-use breakglass_core::time::Timestamp;
+use breakglass_core::grant::{self, AnyGrant, GrantInfo};
+use breakglass_core::policy::{self, AccessRequest};
+use breakglass_core::time::{self, Timestamp};
 use breakglass_store::Change;
 use rand::RngCore;
 use serde_json::json;
@@ -86,22 +78,37 @@ impl Engine {
         .await
     }
 
+    /// Breaks glass: decide, prove, record. Each step refuses (audited) or passes on.
     pub async fn request(
         &self,
         who: &Principal,
         input: RequestInput,
     ) -> Result<GrantView, ApiError> {
-        check_text("resource", &input.resource, 64)?;
-        check_text("reason", &input.reason, 2000)?;
-        if let Some(t) = &input.ticket {
-            check_text("ticket", t, 128)?;
-        }
-        let requested = match input.duration.as_deref() {
-            None | Some("") => None,
-            Some(d) => Some(duration::parse(d).map_err(|e| ApiError::bad(e.to_string()))?),
-        };
-        let policy = self.policy();
+        let requested = check_request(&input)?;
         let now = self.now();
+        let (decision, approval) = self.decide(who, &input, requested, now).await?;
+        // Input the target needs is checked before the MFA code is spent.
+        let ssh_public_key = self.ssh_key_for(&input)?;
+        let (changes, mut events, _mfa) = self.prove(who, &input, &decision).await?;
+        let flags = self.request_flags(who, &input.resource, now).await?;
+        let info = grant_info(who, &input, &decision, flags, ssh_public_key, now);
+        let g = grant::request(info, &approval, now);
+        events.extend(request_events(&g, &decision, &approval, now));
+        if !g.info().flags.is_empty() {
+            self.metrics.anomalies.add(g.info().flags.len() as u64);
+        }
+        self.record_new_grant(g, changes, events, now).await
+    }
+
+    /// The policy's answer; a refusal is audited and returned.
+    async fn decide(
+        &self,
+        who: &Principal,
+        input: &RequestInput,
+        requested: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(policy::Decision, grant::Approval), ApiError> {
+        let policy = self.policy();
         let req = AccessRequest {
             user: &who.name,
             groups: &who.groups,
@@ -111,21 +118,11 @@ impl Engine {
             duration: requested,
             now,
         };
-        let summary = json!({
-            "reason": input.reason, "ticket": input.ticket, "duration": input.duration,
-        });
         let decision = match policy.set.evaluate(&req) {
             Ok(d) => d,
             Err(refusal) => {
-                self.refuse(
-                    who,
-                    &input.resource,
-                    None,
-                    refusal.code.as_str(),
-                    &refusal.message,
-                    summary,
-                )
-                .await?;
+                self.refuse_request(who, input, refusal.code.as_str(), &refusal.message)
+                    .await?;
                 return Err(ApiError::Refused(refusal));
             }
         };
@@ -134,19 +131,31 @@ impl Engine {
                 "policy {} denies access to {}",
                 decision.policy, input.resource
             );
-            self.refuse(
-                who,
-                &input.resource,
-                None,
-                "denied-by-policy",
-                &msg,
-                summary,
-            )
-            .await?;
+            self.refuse_request(who, input, "denied-by-policy", &msg)
+                .await?;
             return Err(ApiError::Forbidden(msg));
         };
-        // Input the target needs is checked before the MFA code is spent.
-        let ssh_public_key = match policy.set.resource(&input.resource).map(|r| r.kind) {
+        Ok((decision, approval))
+    }
+
+    /// Audits a refused request with what was asked.
+    async fn refuse_request(
+        &self,
+        who: &Principal,
+        input: &RequestInput,
+        code: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        let summary = json!({
+            "reason": input.reason, "ticket": input.ticket, "duration": input.duration,
+        });
+        self.refuse(who, &input.resource, None, code, message, summary)
+            .await
+    }
+
+    /// The requester's SSH public key, required (and checked) for SSH resources.
+    fn ssh_key_for(&self, input: &RequestInput) -> Result<Option<String>, ApiError> {
+        match self.policy().set.resource(&input.resource).map(|r| r.kind) {
             Some(policy::ResourceKind::Ssh) => {
                 let text = input.ssh_public_key.as_deref().ok_or_else(|| {
                     ApiError::bad(format!(
@@ -156,82 +165,43 @@ impl Engine {
                 })?;
                 breakglass_connectors::ssh::parse_public_key(text)
                     .map_err(|e| ApiError::bad(e.to_string()))?;
-                Some(text.trim().to_string())
+                Ok(Some(text.trim().to_string()))
             }
-            _ => None,
-        };
-        let (mut changes, mut events, _mfa) = if decision.mfa_required {
-            match self.verify_mfa(who, input.otp.as_deref(), "request").await {
-                Ok(x) => x,
-                Err(e) => {
-                    if matches!(&e, ApiError::Mfa { slug, .. } if *slug == "mfa-required") {
-                        self.refuse(
-                            who,
-                            &input.resource,
-                            None,
-                            "mfa-required",
-                            &e.to_string(),
-                            summary,
-                        )
+            _ => Ok(None),
+        }
+    }
+
+    /// MFA when the policy asks for it (a missing code is audited as a refusal).
+    async fn prove(
+        &self,
+        who: &Principal,
+        input: &RequestInput,
+        decision: &policy::Decision,
+    ) -> Result<MfaPass, ApiError> {
+        if !decision.mfa_required {
+            return Ok((vec![], vec![], MfaLock::none()));
+        }
+        match self.verify_mfa(who, input.otp.as_deref(), "request").await {
+            Ok(x) => Ok(x),
+            Err(e) => {
+                if matches!(&e, ApiError::Mfa { slug, .. } if *slug == "mfa-required") {
+                    self.refuse_request(who, input, "mfa-required", &e.to_string())
                         .await?;
-                    }
-                    return Err(e);
                 }
+                Err(e)
             }
-        } else {
-            (vec![], vec![], MfaLock::none())
-        };
-        let flags = self.request_flags(who, &input.resource, now).await?;
-        let info = GrantInfo {
-            rev: 0,
-            flags,
-            ssh_public_key,
-            id: new_grant_id(),
-            user: who.name.clone(),
-            resource: input.resource.clone(),
-            policy: decision.policy.clone(),
-            reason: input.reason.trim().to_string(),
-            ticket: input.ticket.as_ref().map(|t| t.trim().to_string()),
-            requested_at: now,
-            duration_ms: u64::try_from(decision.duration.as_millis()).unwrap_or(u64::MAX),
-            max_ms: u64::try_from(decision.max.as_millis()).unwrap_or(u64::MAX),
-            review_by: decision
-                .review
-                .as_ref()
-                .map(|r| r.by.clone())
-                .unwrap_or_default(),
-            review_within_ms: decision
-                .review
-                .as_ref()
-                .map(|r| u64::try_from(r.within.as_millis()).unwrap_or(u64::MAX)),
-            notify: decision.notify.clone(),
-        };
-        let g = grant::request(info, &approval, now);
-        let info = g.info();
-        events.push(event(
-            now,
-            "grant.requested",
-            Some(&who.name),
-            Some(info),
-            json!({
-                "policy": info.policy, "reason": info.reason, "ticket": info.ticket,
-                "duration_secs": info.duration_ms / 1000, "mfa": decision.mfa_required,
-                "approval": match &approval { grant::Approval::Auto => "auto", grant::Approval::Quorum{..} => "quorum" },
-            }),
-        ));
-        if !info.flags.is_empty() {
-            self.metrics.anomalies.add(info.flags.len() as u64);
-            events.push(event(
-                now,
-                "anomaly.flagged",
-                Some("system"),
-                Some(info),
-                json!({"flags": info.flags}),
-            ));
         }
-        if let AnyGrant::Active(a) = &g {
-            events.push(activation_event(now, &a.info, &a.state));
-        }
+    }
+
+    /// Issues the credential of an active grant and commits the grant with its events (and the
+    /// MFA state); a credential whose grant fails to record is taken back at once.
+    async fn record_new_grant(
+        &self,
+        g: AnyGrant,
+        mut changes: Vec<Change>,
+        mut events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Result<GrantView, ApiError> {
         let mut issued = None;
         if let AnyGrant::Active(a) = &g
             && let Some((change, ev, out)) = self
@@ -304,4 +274,86 @@ impl Engine {
             rules, &facts, &who.name, resource, now,
         ))
     }
+}
+
+/// Text limits and the requested duration.
+fn check_request(input: &RequestInput) -> Result<Option<Duration>, ApiError> {
+    check_text("resource", &input.resource, 64)?;
+    check_text("reason", &input.reason, 2000)?;
+    if let Some(t) = &input.ticket {
+        check_text("ticket", t, 128)?;
+    }
+    match input.duration.as_deref() {
+        None | Some("") => Ok(None),
+        Some(d) => Ok(Some(
+            duration::parse(d).map_err(|e| ApiError::bad(e.to_string()))?,
+        )),
+    }
+}
+
+/// What the grant records of the request and the policy's decision.
+fn grant_info(
+    who: &Principal,
+    input: &RequestInput,
+    decision: &policy::Decision,
+    flags: Vec<breakglass_core::anomaly::Flag>,
+    ssh_public_key: Option<String>,
+    now: Timestamp,
+) -> GrantInfo {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    GrantInfo {
+        rev: 0,
+        flags,
+        ssh_public_key,
+        id: new_grant_id(),
+        user: who.name.clone(),
+        resource: input.resource.clone(),
+        policy: decision.policy.clone(),
+        reason: input.reason.trim().to_string(),
+        ticket: input.ticket.as_ref().map(|t| t.trim().to_string()),
+        requested_at: now,
+        duration_ms: ms(decision.duration),
+        max_ms: ms(decision.max),
+        review_by: decision
+            .review
+            .as_ref()
+            .map(|r| r.by.clone())
+            .unwrap_or_default(),
+        review_within_ms: decision.review.as_ref().map(|r| ms(r.within)),
+        notify: decision.notify.clone(),
+    }
+}
+
+/// `grant.requested`, `anomaly.flagged` (if any) and `grant.activated` (if auto).
+fn request_events(
+    g: &AnyGrant,
+    decision: &policy::Decision,
+    approval: &grant::Approval,
+    now: Timestamp,
+) -> Vec<NewEvent> {
+    let info = g.info();
+    let mut events = vec![event(
+        now,
+        "grant.requested",
+        Some(&info.user),
+        Some(info),
+        json!({
+            "policy": info.policy, "reason": info.reason, "ticket": info.ticket,
+            "duration_secs": info.duration_ms / 1000, "mfa": decision.mfa_required,
+            "approval": match approval { grant::Approval::Auto => "auto", grant::Approval::Quorum{..} => "quorum" },
+        }),
+    )];
+    if !info.flags.is_empty() {
+        events.push(event(
+            now,
+            "anomaly.flagged",
+            Some("system"),
+            Some(info),
+            json!({"flags": info.flags}),
+        ));
+    }
+    if let AnyGrant::Active(a) = g {
+        events.push(activation_event(now, &a.info, &a.state));
+    }
+    events
 }

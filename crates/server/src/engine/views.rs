@@ -1,11 +1,8 @@
 //! What the engine answers with: the API views of grants, logins and enrolments.
 
-use breakglass_core::grant;
-use breakglass_core::grant::AnyGrant;
-use breakglass_core::time;
-use breakglass_core::time::Timestamp;
-use serde::Deserialize;
-use serde::Serialize;
+use breakglass_core::grant::{self, AnyGrant};
+use breakglass_core::time::{self, Timestamp};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovalView {

@@ -1,12 +1,10 @@
 //! Loading grants and who may see them.
 
-use super::Engine;
-use super::Principal;
 use super::views::GrantView;
+use super::{Engine, Principal};
 use crate::error::ApiError;
 use breakglass_core::grant::AnyGrant;
-use breakglass_core::policy;
-use breakglass_core::time;
+use breakglass_core::{policy, time};
 use breakglass_store::GrantFilter;
 use serde_json::json;
 
