@@ -608,7 +608,10 @@ async fn healthz(State(e): State<AppState>) -> Response {
 async fn metrics(e: AppState) -> Response {
     let active = e.store.count_grants("active").await.ok();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         e.metrics.render(active),
     )
         .into_response()

@@ -1,29 +1,40 @@
-//! Prometheus counters, rendered by hand in the text exposition format (a handful of atomics
-//! needs no metrics framework).
+//! Prometheus metrics through `prometheus-client`: counters for what the engine does and
+//! histograms for the latencies a responder and an auditor care about (time to grant, expiry
+//! lag, revocation lag, alert delivery latency). One registry per engine, so several engines in
+//! one process (tests, benchmarks) never share counts.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
-#[derive(Default)]
-pub struct Counter(AtomicU64);
+/// A monotonically increasing count.
+#[derive(Default, Clone)]
+pub struct Counter(PromCounter);
 
 impl Counter {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
     /// Adds `n`, returning the previous value.
     pub fn add(&self, n: u64) -> u64 {
-        self.0.fetch_add(n, Ordering::Relaxed)
+        self.0.inc_by(n)
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// Upper bounds (ms) of the expiry-lag histogram buckets.
-const LAG_BUCKETS: [i64; 8] = [1, 5, 10, 50, 100, 250, 500, 1000];
+/// Bucket upper bounds in seconds: 1 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
-#[derive(Default)]
+fn latency() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
 pub struct Metrics {
     pub activations: Counter,
     pub pending: Counter,
@@ -37,115 +48,199 @@ pub struct Metrics {
     pub anomalies: Counter,
     pub logins_throttled: Counter,
     pub logins_busy: Counter,
-    lag_buckets: [Counter; 8],
-    lag_sum_ms: Counter,
-    lag_count: Counter,
+    time_to_grant: Histogram,
+    expiry_lag: Histogram,
+    revocation_lag: Histogram,
+    alert_latency: Histogram,
+    active: Gauge,
+    registry: Registry,
 }
 
-impl Metrics {
-    pub fn observe_expiry_lag(&self, ms: i64) {
-        for (i, b) in LAG_BUCKETS.iter().enumerate() {
-            if ms <= *b {
-                self.lag_buckets[i].inc();
-            }
-        }
-        self.lag_sum_ms.add(u64::try_from(ms).unwrap_or(0));
-        self.lag_count.inc();
-    }
-
-    pub fn render(&self, active_grants: Option<u64>) -> String {
-        let mut out = String::new();
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            activations: Counter::default(),
+            pending: Counter::default(),
+            refusals: Counter::default(),
+            revocations: Counter::default(),
+            expiries: Counter::default(),
+            mfa_failures: Counter::default(),
+            audit_events: Counter::default(),
+            checkpoints: Counter::default(),
+            policy_reload_failures: Counter::default(),
+            anomalies: Counter::default(),
+            logins_throttled: Counter::default(),
+            logins_busy: Counter::default(),
+            time_to_grant: latency(),
+            expiry_lag: latency(),
+            revocation_lag: latency(),
+            alert_latency: latency(),
+            active: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let mut r = Registry::default();
         let counters: [(&str, &str, &Counter); 12] = [
             (
-                "breakglass_anomaly_flags_total",
+                "breakglass_anomaly_flags",
                 "Anomaly flags raised on grants.",
-                &self.anomalies,
+                &m.anomalies,
             ),
             (
-                "breakglass_grants_activated_total",
+                "breakglass_grants_activated",
                 "Grants that became active.",
-                &self.activations,
+                &m.activations,
             ),
             (
-                "breakglass_grants_pending_total",
+                "breakglass_grants_pending",
                 "Grants created pending approval.",
-                &self.pending,
+                &m.pending,
             ),
             (
-                "breakglass_requests_refused_total",
+                "breakglass_requests_refused",
                 "Requests and actions refused (audited).",
-                &self.refusals,
+                &m.refusals,
             ),
             (
-                "breakglass_grants_revoked_total",
+                "breakglass_grants_revoked",
                 "Grants revoked or cancelled early.",
-                &self.revocations,
+                &m.revocations,
             ),
             (
-                "breakglass_grants_expired_total",
+                "breakglass_grants_expired",
                 "Grants expired at their deadline.",
-                &self.expiries,
+                &m.expiries,
             ),
             (
-                "breakglass_mfa_failures_total",
+                "breakglass_mfa_failures",
                 "Failed, replayed or locked-out MFA attempts.",
-                &self.mfa_failures,
+                &m.mfa_failures,
             ),
             (
-                "breakglass_audit_events_total",
+                "breakglass_audit_events",
                 "Audit events written by this process.",
-                &self.audit_events,
+                &m.audit_events,
             ),
             (
-                "breakglass_checkpoints_total",
+                "breakglass_checkpoints",
                 "Signed audit checkpoints written.",
-                &self.checkpoints,
+                &m.checkpoints,
             ),
             (
-                "breakglass_logins_throttled_total",
+                "breakglass_logins_throttled",
                 "Logins refused by the throttle after wrong passwords (no password checked).",
-                &self.logins_throttled,
+                &m.logins_throttled,
             ),
             (
-                "breakglass_logins_busy_total",
+                "breakglass_logins_busy",
                 "Logins refused because every password-check slot and queue place was taken.",
-                &self.logins_busy,
+                &m.logins_busy,
             ),
             (
-                "breakglass_policy_reload_failures_total",
+                "breakglass_policy_reload_failures",
                 "Policy reloads refused (old policy kept).",
-                &self.policy_reload_failures,
+                &m.policy_reload_failures,
             ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.get()
-            );
+            r.register(name, help, c.0.clone());
         }
-        if let Some(n) = active_grants {
-            let _ = writeln!(
-                out,
-                "# HELP breakglass_grants_active Grants active now.\n# TYPE breakglass_grants_active gauge\nbreakglass_grants_active {n}"
-            );
+        let histograms: [(&str, &str, &Histogram); 4] = [
+            (
+                "breakglass_time_to_grant",
+                "From receiving a request to its grant (and credential) being recorded.",
+                &m.time_to_grant,
+            ),
+            (
+                "breakglass_expiry_lag",
+                "Delay between a grant's deadline and its recorded expiry.",
+                &m.expiry_lag,
+            ),
+            (
+                "breakglass_revocation_lag",
+                "From a grant's end to its credential confirmed revoked at the target.",
+                &m.revocation_lag,
+            ),
+            (
+                "breakglass_alert_delivery_latency",
+                "From an alert being queued to its delivery.",
+                &m.alert_latency,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            r.register_with_unit(name, help, Unit::Seconds, h.clone());
         }
-        let name = "breakglass_expiry_lag_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Delay between a grant's deadline and its recorded expiry.\n# TYPE {name} histogram"
+        r.register(
+            "breakglass_grants_active",
+            "Grants active now.",
+            m.active.clone(),
         );
-        for (i, b) in LAG_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {}",
-                *b as f64 / 1000.0,
-                self.lag_buckets[i].get()
-            );
+        Metrics { registry: r, ..m }
+    }
+}
+
+fn secs(ms: i64) -> f64 {
+    ms.max(0) as f64 / 1000.0
+}
+
+impl Metrics {
+    pub fn observe_time_to_grant(&self, elapsed: std::time::Duration) {
+        self.time_to_grant.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_expiry_lag(&self, ms: i64) {
+        self.expiry_lag.observe(secs(ms));
+    }
+
+    pub fn observe_revocation_lag(&self, ms: i64) {
+        self.revocation_lag.observe(secs(ms));
+    }
+
+    pub fn observe_alert_latency(&self, ms: i64) {
+        self.alert_latency.observe(secs(ms));
+    }
+
+    /// The text exposition format; `active_grants` (read from the store) sets the gauge.
+    pub fn render(&self, active_grants: Option<u64>) -> String {
+        if let Some(n) = active_grants {
+            self.active.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.lag_count.get());
-        let _ = writeln!(out, "{name}_sum {}", self.lag_sum_ms.get() as f64 / 1000.0);
-        let _ = writeln!(out, "{name}_count {}", self.lag_count.get());
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.activations.inc();
+        assert_eq!(m.audit_events.add(3), 0);
+        m.observe_time_to_grant(std::time::Duration::from_millis(2));
+        m.observe_expiry_lag(1);
+        let text = m.render(Some(4));
+        assert!(
+            text.contains("breakglass_grants_activated_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("breakglass_audit_events_total 3"), "{text}");
+        assert!(text.contains("breakglass_grants_active 4"), "{text}");
+        assert!(
+            text.contains("breakglass_time_to_grant_seconds_bucket{le=\"0.0025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("breakglass_expiry_lag_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("breakglass_revocation_lag_seconds_count 0"),
+            "{text}"
+        );
     }
 }

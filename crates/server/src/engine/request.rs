@@ -84,6 +84,7 @@ impl Engine {
         who: &Principal,
         input: RequestInput,
     ) -> Result<GrantView, ApiError> {
+        let started = std::time::Instant::now();
         let requested = check_request(&input)?;
         let now = self.now();
         let (decision, approval) = self.decide(who, &input, requested, now).await?;
@@ -97,7 +98,11 @@ impl Engine {
         if !g.info().flags.is_empty() {
             self.metrics.anomalies.add(g.info().flags.len() as u64);
         }
-        self.record_new_grant(g, changes, events, now).await
+        let view = self.record_new_grant(g, changes, events, now).await?;
+        if view.state == "active" {
+            self.metrics.observe_time_to_grant(started.elapsed());
+        }
+        Ok(view)
     }
 
     /// The policy's answer; a refusal is audited and returned.

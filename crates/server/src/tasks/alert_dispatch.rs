@@ -20,7 +20,12 @@ async fn attempt(engine: &Engine, http: &reqwest::Client, cfg: &AlertConfig, ale
     let done = engine.now();
     let attempts = alert.attempts + 1;
     let (state, next, err) = match &result {
-        Ok(()) => ("delivered", done, None),
+        Ok(()) => {
+            engine
+                .metrics
+                .observe_alert_latency(done.0.saturating_sub(alert.created_at.0));
+            ("delivered", done, None)
+        }
         Err(e) if attempts >= cfg.max_attempts => ("failed", done, Some(e.clone())),
         Err(e) => (
             "pending",

@@ -68,6 +68,13 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
     let attempts = cred.attempts + 1;
     let grant = engine.store.grant(&cred.grant_id).await.ok().flatten();
     let info = grant.as_ref().map(|g| g.info());
+    if result.is_ok()
+        && let Some(breakglass_core::grant::AnyGrant::Ended(e)) = &grant
+    {
+        engine
+            .metrics
+            .observe_revocation_lag(at.0.saturating_sub(e.state.ended_at.0));
+    }
     let (change, ev) = match &result {
         Ok(revoked) => (
             Change::RevocationAttempt {
