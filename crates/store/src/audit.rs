@@ -28,3 +28,19 @@ pub trait AuditLog: Send + Sync {
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()>;
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
 }
+
+/// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
+pub(crate) mod sql {
+    /// The chain's last link.
+    pub const HEAD: &str = "SELECT seq, chain FROM audit ORDER BY seq DESC LIMIT 1";
+    pub const APPEND: &str = "INSERT INTO audit (seq, body, leaf, chain, ts, kind, grant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    /// Records and their index columns from seq `$1`, at most `$2`.
+    pub const ROWS: &str = "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit \
+         WHERE seq >= $1 ORDER BY seq LIMIT $2";
+    pub const FOR_GRANT: &str =
+        "SELECT seq, body, leaf, chain FROM audit WHERE grant_id = $1 ORDER BY seq";
+    pub const ADD_CHECKPOINT: &str = "INSERT INTO checkpoints (size, note, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT(size) DO NOTHING";
+    pub const CHECKPOINTS: &str = "SELECT size, note, created_at FROM checkpoints ORDER BY size";
+}

@@ -10,6 +10,16 @@
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default; `sqlite/` has one module per aggregate). A
 //! PostgreSQL backend implements the same traits and must pass the same test suite.
+//!
+//! # SQL
+//!
+//! Each aggregate module has a `sql` submodule with its queries as `const` strings, written in
+//! the dialect SQLite and PostgreSQL share. Placeholders are numbered (`$1`, `$2`, …):
+//! PostgreSQL takes them natively and sqlx's SQLite driver binds `$N` to the N-th bound value, so
+//! a PostgreSQL backend (`postgres/<aggregate>.rs` beside `sqlite/`) runs the same strings,
+//! binding the values in number order (its column types may want other Rust types, e.g. `bool`
+//! for SQLite's 0/1 integers). What only one database accepts (SQLite's `json_extract`, queries
+//! built at run time, migrations) stays in that backend's module.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -74,4 +84,11 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{Alerts, AuditLog, Credentials, Grants, Reviews, Secrets, Store, Users};
+}
+
+/// SQL of the `meta` key/value table (see "SQL" above).
+pub(crate) mod sql {
+    pub const PUT_META: &str = "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+    pub const META: &str = "SELECT value FROM meta WHERE key = $1";
 }
