@@ -1,6 +1,6 @@
 //! The alert outbox.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
 

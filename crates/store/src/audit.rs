@@ -1,6 +1,6 @@
 //! The audit log (hash chain) and its signed checkpoints.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::audit::{AuditRecord, Head, IndexColumns};
 use breakglass_core::time::Timestamp;

@@ -1,6 +1,6 @@
 //! Grants: the requests for access and their state.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::time::Timestamp;

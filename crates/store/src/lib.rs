@@ -26,6 +26,7 @@ pub mod alerts;
 pub mod audit;
 mod change;
 pub mod credentials;
+mod error;
 pub mod grants;
 pub mod reviews;
 pub mod secrets;
@@ -36,6 +37,7 @@ pub use alerts::{AlertRow, Alerts, NewAlert};
 pub use audit::{AuditLog, StoredCheckpoint};
 pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
+pub use error::{Result, StoreError};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
@@ -43,31 +45,6 @@ pub use users::{MfaRecord, Session, User, Users};
 
 use async_trait::async_trait;
 use breakglass_core::audit::{Head, NewEvent};
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// A grant changed under us (another request or node got there first). Nothing was written.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The user's MFA state changed since it was read (a code used by a concurrent request or
-    /// node). Nothing was written.
-    #[error("the MFA state of {0} changed concurrently")]
-    MfaConflict(String),
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// The transaction could not be made durable: nothing it carried was applied.
-    #[error("commit failed: {0}")]
-    CommitFailed(String),
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A whole store: one trait per aggregate for reads, and the one write door, [`Store::commit`].
 #[async_trait]

@@ -1,6 +1,6 @@
 //! Post-incident reviews and their entries.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
 

@@ -1,6 +1,6 @@
 //! Users, their login sessions and their MFA state.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;
