@@ -205,3 +205,16 @@ impl Client {
         Ok(resp)
     }
 }
+
+/// Percent-encodes a path segment or query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -79,7 +79,7 @@ pub async fn connect(
     args: &[String],
 ) -> Result<()> {
     let g = c
-        .get(&format!("/grants/{}", crate::commands::urlencode(grant_id)))
+        .get(&format!("/grants/{}", crate::client::urlencode(grant_id)))
         .await?;
     if g["state"].as_str() != Some("active") {
         bail!(

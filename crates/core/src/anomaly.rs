@@ -2,40 +2,9 @@
 //! access (that is the policy's job); they are carried in the grant, its audit events, its
 //! alerts and its review. Pure: the engine gathers the facts, this module decides.
 
-use crate::policy::Hours;
+use crate::policy::AnomalyRules;
 use crate::time::{Timestamp, weekday_and_minute};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
-/// Thresholds (top-level `anomalies:` in the policy file; these are the defaults).
-#[derive(Debug, Clone)]
-pub struct AnomalyRules {
-    /// More than `count` grants by one user within `within`.
-    pub per_user: (u32, Duration),
-    /// More than `count` grants on one resource within `within`.
-    pub per_resource: (u32, Duration),
-    /// Flag a user's first ever grant on a resource.
-    pub first_grant: bool,
-    /// More than this many extensions of one grant.
-    pub max_extensions: u32,
-    /// A grant within this long after the user's MFA was locked out.
-    pub after_lockout: Duration,
-    /// Normal working hours (UTC); use outside them is flagged.
-    pub hours: Option<Hours>,
-}
-
-impl Default for AnomalyRules {
-    fn default() -> Self {
-        AnomalyRules {
-            per_user: (3, Duration::from_secs(24 * 3600)),
-            per_resource: (10, Duration::from_secs(3600)),
-            first_grant: true,
-            max_extensions: 2,
-            after_lockout: Duration::from_secs(24 * 3600),
-            hours: None,
-        }
-    }
-}
 
 /// What the engine found out about a request.
 #[derive(Debug, Clone, Default)]

@@ -1,6 +1,6 @@
 //! The alert outbox.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
 
@@ -40,4 +40,23 @@ pub trait Alerts: Send + Sync {
     async fn alerts(&self, state: Option<&str>, limit: u32) -> Result<Vec<AlertRow>>;
     /// When the next pending alert is due.
     async fn next_alert_at(&self) -> Result<Option<Timestamp>>;
+}
+
+/// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
+pub(crate) mod sql {
+    pub const ENQUEUE: &str = "INSERT INTO alerts (created_at, sink, kind, dedup_key, doc, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)";
+    /// Claims a due alert: only if still pending and nobody moved its next attempt.
+    pub const LEASE: &str = "UPDATE alerts SET next_attempt_at = $1 \
+         WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3";
+    /// `$5` is the state again: `delivered` also stamps `delivered_at` (`$6`).
+    pub const ATTEMPT: &str = "UPDATE alerts SET state = $1, attempts = $2, next_attempt_at = $3, last_error = $4, \
+         delivered_at = CASE WHEN $5 = 'delivered' THEN $6 ELSE delivered_at END WHERE id = $7";
+    pub const RETRY: &str = "UPDATE alerts SET state = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL \
+         WHERE id = $2 AND state = 'failed'";
+    pub const DUE: &str = "SELECT * FROM alerts WHERE state = 'pending' AND next_attempt_at <= $1 \
+         ORDER BY next_attempt_at LIMIT $2";
+    pub const IN_STATE: &str = "SELECT * FROM alerts WHERE state = $1 ORDER BY id DESC LIMIT $2";
+    pub const ALL: &str = "SELECT * FROM alerts ORDER BY id DESC LIMIT $1";
+    pub const NEXT_AT: &str = "SELECT MIN(next_attempt_at) FROM alerts WHERE state = 'pending'";
 }

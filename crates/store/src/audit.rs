@@ -1,6 +1,6 @@
 //! The audit log (hash chain) and its signed checkpoints.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::audit::{AuditRecord, Head, IndexColumns};
 use breakglass_core::time::Timestamp;
@@ -27,4 +27,20 @@ pub trait AuditLog: Send + Sync {
     async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>>;
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()>;
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
+}
+
+/// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
+pub(crate) mod sql {
+    /// The chain's last link.
+    pub const HEAD: &str = "SELECT seq, chain FROM audit ORDER BY seq DESC LIMIT 1";
+    pub const APPEND: &str = "INSERT INTO audit (seq, body, leaf, chain, ts, kind, grant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    /// Records and their index columns from seq `$1`, at most `$2`.
+    pub const ROWS: &str = "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit \
+         WHERE seq >= $1 ORDER BY seq LIMIT $2";
+    pub const FOR_GRANT: &str =
+        "SELECT seq, body, leaf, chain FROM audit WHERE grant_id = $1 ORDER BY seq";
+    pub const ADD_CHECKPOINT: &str = "INSERT INTO checkpoints (size, note, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT(size) DO NOTHING";
+    pub const CHECKPOINTS: &str = "SELECT size, note, created_at FROM checkpoints ORDER BY size";
 }

@@ -1,6 +1,9 @@
 //! The changes a unit of work applies (see [`crate::Store::commit`]).
 
-use crate::{CredentialRecord, NewAlert, Review, ReviewEntry, Session, User};
+use crate::alerts::NewAlert;
+use crate::credentials::CredentialRecord;
+use crate::reviews::{Review, ReviewEntry};
+use crate::users::{Session, User};
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;

@@ -1,6 +1,6 @@
 //! Grants: the requests for access and their state.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::time::Timestamp;
@@ -39,4 +39,26 @@ pub trait Grants: Send + Sync {
     async fn due_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<AnyGrant>>;
     /// The earliest deadline of any pending or active grant.
     async fn next_deadline(&self) -> Result<Option<Timestamp>>;
+}
+
+/// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
+pub(crate) mod sql {
+    pub const INSERT: &str = "INSERT INTO grants (id, user_name, resource, state, deadline, created_at, doc) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    /// Compare-and-swap: `$6` the state and `$7` the revision the caller read.
+    pub const UPDATE: &str = "UPDATE grants SET state = $1, deadline = $2, doc = $3, rev = $4 \
+         WHERE id = $5 AND state = $6 AND rev = $7";
+    pub const BY_ID: &str = "SELECT doc FROM grants WHERE id = $1";
+    /// The user's grants since `$2` and the resource's since `$5`, each counted up to `$3`/`$6`
+    /// ([`crate::GRANT_STATS_CAP`]), and whether the user ever had the resource.
+    pub const STATS: &str = "SELECT \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE user_name = $1 AND created_at >= $2 LIMIT $3) AS uw) AS u, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE resource = $4 AND created_at >= $5 LIMIT $6) AS rw) AS r, \
+         EXISTS(SELECT 1 FROM grants WHERE user_name = $7 AND resource = $8) AS e";
+    pub const SINCE: &str =
+        "SELECT doc FROM grants WHERE created_at >= $1 ORDER BY created_at LIMIT $2";
+    pub const COUNT_IN_STATE: &str = "SELECT COUNT(*) FROM grants WHERE state = $1";
+    pub const DUE: &str = "SELECT doc FROM grants WHERE deadline IS NOT NULL AND deadline <= $1 \
+         ORDER BY deadline LIMIT $2";
+    pub const NEXT_DEADLINE: &str = "SELECT MIN(deadline) FROM grants WHERE deadline IS NOT NULL";
 }

@@ -10,12 +10,23 @@
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default; `sqlite/` has one module per aggregate). A
 //! PostgreSQL backend implements the same traits and must pass the same test suite.
+//!
+//! # SQL
+//!
+//! Each aggregate module has a `sql` submodule with its queries as `const` strings, written in
+//! the dialect SQLite and PostgreSQL share. Placeholders are numbered (`$1`, `$2`, …):
+//! PostgreSQL takes them natively and sqlx's SQLite driver binds `$N` to the N-th bound value, so
+//! a PostgreSQL backend (`postgres/<aggregate>.rs` beside `sqlite/`) runs the same strings,
+//! binding the values in number order (its column types may want other Rust types, e.g. `bool`
+//! for SQLite's 0/1 integers). What only one database accepts (SQLite's `json_extract`, queries
+//! built at run time, migrations) stays in that backend's module.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
 pub mod audit;
 mod change;
 pub mod credentials;
+mod error;
 pub mod grants;
 pub mod reviews;
 pub mod secrets;
@@ -26,6 +37,7 @@ pub use alerts::{AlertRow, Alerts, NewAlert};
 pub use audit::{AuditLog, StoredCheckpoint};
 pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
+pub use error::{Result, StoreError};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
@@ -33,31 +45,6 @@ pub use users::{MfaRecord, Session, User, Users};
 
 use async_trait::async_trait;
 use breakglass_core::audit::{Head, NewEvent};
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// A grant changed under us (another request or node got there first). Nothing was written.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The user's MFA state changed since it was read (a code used by a concurrent request or
-    /// node). Nothing was written.
-    #[error("the MFA state of {0} changed concurrently")]
-    MfaConflict(String),
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// The transaction could not be made durable: nothing it carried was applied.
-    #[error("commit failed: {0}")]
-    CommitFailed(String),
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A whole store: one trait per aggregate for reads, and the one write door, [`Store::commit`].
 #[async_trait]
@@ -74,4 +61,11 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{Alerts, AuditLog, Credentials, Grants, Reviews, Secrets, Store, Users};
+}
+
+/// SQL of the `meta` key/value table (see "SQL" above).
+pub(crate) mod sql {
+    pub const PUT_META: &str = "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+    pub const META: &str = "SELECT value FROM meta WHERE key = $1";
 }

@@ -1,6 +1,6 @@
 //! Post-incident reviews and their entries.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
 
@@ -37,4 +37,22 @@ pub trait Reviews: Send + Sync {
     async fn review_entries(&self, grant_id: &str) -> Result<Vec<ReviewEntry>>;
     /// Open reviews past their due date that were not escalated yet.
     async fn overdue_reviews(&self, now: Timestamp) -> Result<Vec<Review>>;
+}
+
+/// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
+pub(crate) mod sql {
+    pub const OPEN: &str = "INSERT INTO reviews (grant_id, opened_at, due_at, by_json, requester, state) \
+         VALUES ($1, $2, $3, $4, $5, 'open')";
+    pub const ADD_ENTRY: &str = "INSERT INTO review_entries (grant_id, reviewer, verdict, notes, at) \
+         VALUES ($1, $2, $3, $4, $5)";
+    pub const MARK_DONE: &str = "UPDATE reviews SET state = 'done' WHERE grant_id = $1";
+    pub const ESCALATE: &str = "UPDATE reviews SET escalated_at = $1 \
+         WHERE grant_id = $2 AND escalated_at IS NULL AND state = 'open'";
+    pub const BY_GRANT: &str = "SELECT * FROM reviews WHERE grant_id = $1";
+    pub const OPEN_ONES: &str =
+        "SELECT * FROM reviews WHERE state = 'open' ORDER BY due_at LIMIT $1";
+    pub const ALL: &str = "SELECT * FROM reviews ORDER BY opened_at DESC LIMIT $1";
+    pub const ENTRIES: &str = "SELECT * FROM review_entries WHERE grant_id = $1 ORDER BY id";
+    pub const OVERDUE: &str = "SELECT * FROM reviews \
+         WHERE state = 'open' AND escalated_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT 100";
 }

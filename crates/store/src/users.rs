@@ -1,6 +1,6 @@
 //! Users, their login sessions and their MFA state.
 
-use crate::Result;
+use crate::error::Result;
 use async_trait::async_trait;
 use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;
@@ -40,4 +40,31 @@ pub trait Users: Send + Sync {
     async fn users(&self) -> Result<Vec<User>>;
     async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
     async fn mfa(&self, user: &str) -> Result<MfaRecord>;
+}
+
+/// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
+pub(crate) mod sql {
+    pub const ADD: &str = "INSERT INTO users (name, password_hash, groups_json, disabled, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT(name) DO NOTHING";
+    pub const SET_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE name = $2";
+    pub const CREATE_SESSION: &str = "INSERT INTO sessions (token_hash, user_name, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4)";
+    pub const DELETE_SESSION: &str = "DELETE FROM sessions WHERE token_hash = $1";
+    pub const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_name = $1";
+    /// Sets the TOTP enrolment; bumps the version so a concurrent state write is refused.
+    pub const PUT_TOTP: &str = "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json) \
+         VALUES ($1, $2, $3, '{}') \
+         ON CONFLICT(user_name) DO UPDATE SET totp_sealed = excluded.totp_sealed, \
+           totp_confirmed = excluded.totp_confirmed, version = mfa.version + 1";
+    /// Compare-and-swap on the version read (`$3`).
+    pub const PUT_MFA_STATE: &str = "UPDATE mfa SET state_json = $1, version = version + 1 WHERE user_name = $2 AND version = $3";
+    /// The first state write of a user with no MFA row (version 0).
+    pub const INSERT_MFA_STATE: &str = "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json, version) \
+         VALUES ($1, NULL, 0, $2, 1) ON CONFLICT(user_name) DO NOTHING";
+    pub const BY_NAME: &str = "SELECT * FROM users WHERE name = $1";
+    pub const ALL: &str = "SELECT * FROM users ORDER BY name";
+    pub const SESSION: &str =
+        "SELECT user_name, created_at, expires_at FROM sessions WHERE token_hash = $1";
+    pub const MFA: &str =
+        "SELECT totp_sealed, totp_confirmed, state_json, version FROM mfa WHERE user_name = $1";
 }

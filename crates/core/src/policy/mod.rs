@@ -79,6 +79,37 @@ impl Hours {
     }
 }
 
+/// Thresholds for anomaly flags (top-level `anomalies:` in the policy file; these are the
+/// defaults). The anomaly module applies them.
+#[derive(Debug, Clone)]
+pub struct AnomalyRules {
+    /// More than `count` grants by one user within `within`.
+    pub per_user: (u32, Duration),
+    /// More than `count` grants on one resource within `within`.
+    pub per_resource: (u32, Duration),
+    /// Flag a user's first ever grant on a resource.
+    pub first_grant: bool,
+    /// More than this many extensions of one grant.
+    pub max_extensions: u32,
+    /// A grant within this long after the user's MFA was locked out.
+    pub after_lockout: Duration,
+    /// Normal working hours (UTC); use outside them is flagged.
+    pub hours: Option<Hours>,
+}
+
+impl Default for AnomalyRules {
+    fn default() -> Self {
+        AnomalyRules {
+            per_user: (3, Duration::from_secs(24 * 3600)),
+            per_resource: (10, Duration::from_secs(3600)),
+            first_grant: true,
+            max_extensions: 2,
+            after_lockout: Duration::from_secs(24 * 3600),
+            hours: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Require {
     /// A fresh MFA verification is required (default true).
@@ -161,7 +192,7 @@ pub struct PolicySet {
     /// reload failures, and every grant event), in addition to a policy's own `notify`.
     pub notify: Vec<String>,
     /// Thresholds for anomaly flags.
-    pub anomalies: crate::anomaly::AnomalyRules,
+    pub anomalies: AnomalyRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -642,7 +642,7 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
     }
 
     let anomalies = match top.get("anomalies") {
-        None => crate::anomaly::AnomalyRules::default(),
+        None => AnomalyRules::default(),
         Some(n) => anomalies(v, n),
     };
 
@@ -1481,8 +1481,8 @@ fn review(v: &mut V, n: &N, label: &str) -> Option<Review> {
     })
 }
 
-fn anomalies(v: &mut V, n: &N) -> crate::anomaly::AnomalyRules {
-    let mut rules = crate::anomaly::AnomalyRules::default();
+fn anomalies(v: &mut V, n: &N) -> AnomalyRules {
+    let mut rules = AnomalyRules::default();
     let Some(o) = v.obj(n, "`anomalies`", ANOMALY_FIELDS) else {
         return rules;
     };

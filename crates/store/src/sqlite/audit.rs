@@ -1,6 +1,7 @@
 //! The audit log (hash chain) and its signed checkpoints. SQLite backend.
 
-use super::SqliteStore;
+use super::common::{SqliteStore, count, rows, ts};
+use crate::audit::sql;
 use crate::{AuditLog, Result, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
 use breakglass_core::audit::{AuditRecord, Head, IndexColumns, NewEvent};
@@ -10,44 +11,66 @@ use sqlx::{Row, SqliteConnection};
 use std::path::Path;
 use std::time::Duration;
 
-pub(super) fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
     v.try_into()
         .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
 }
 
-pub(super) fn record_from_row(row: &SqliteRow) -> Result<AuditRecord> {
+fn seq_u64(seq: i64) -> Result<u64> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative audit seq".into()))
+}
+
+fn seq_i64(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq overflow".into()))
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<AuditRecord> {
     Ok(AuditRecord {
-        seq: u64::try_from(row.try_get::<i64, _>("seq")?)
-            .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
+        seq: seq_u64(row.try_get("seq")?)?,
         body: row.try_get("body")?,
         leaf_hash: hash32(row.try_get("leaf")?, "leaf hash")?,
         chain_hash: hash32(row.try_get("chain")?, "chain hash")?,
     })
 }
 
+fn indexed_record_from_row(row: &SqliteRow) -> Result<(AuditRecord, IndexColumns)> {
+    Ok((
+        record_from_row(row)?,
+        IndexColumns {
+            ts_ms: row.try_get("ts")?,
+            kind: row.try_get("kind")?,
+            grant_id: row.try_get("grant_id")?,
+        },
+    ))
+}
+
+fn head_from_row(row: &SqliteRow) -> Result<Head> {
+    Ok(Head {
+        seq: seq_u64(row.try_get("seq")?)?,
+        chain_hash: hash32(row.try_get("chain")?, "chain hash")?,
+    })
+}
+
+fn checkpoint_from_row(row: &SqliteRow) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: u64::try_from(row.try_get::<i64, _>("size")?)
+            .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
+        note: row.try_get("note")?,
+        created_at: ts(row, "created_at")?,
+    })
+}
+
 pub(super) async fn head(conn: &mut SqliteConnection) -> Result<Option<Head>> {
-    let row = sqlx::query("SELECT seq, chain FROM audit ORDER BY seq DESC LIMIT 1")
+    sqlx::query(sql::HEAD)
         .fetch_optional(conn)
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => Ok(Some(Head {
-            seq: u64::try_from(r.try_get::<i64, _>("seq")?)
-                .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
-            chain_hash: hash32(r.try_get("chain")?, "chain hash")?,
-        })),
-    }
+        .await?
+        .as_ref()
+        .map(head_from_row)
+        .transpose()
 }
 
-pub(super) fn seq_i64(seq: u64) -> Result<i64> {
-    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq overflow".into()))
-}
-
-pub(super) fn read_audit(
-    path: &Path,
-    from: u64,
-    limit: u32,
-) -> Result<Vec<(AuditRecord, IndexColumns)>> {
+/// [`sql::ROWS`] on a plain read-only rusqlite connection (see [`AuditLog::audit_rows`]).
+fn read_audit(path: &Path, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>> {
     use rusqlite::{Connection, OpenFlags};
     let db = |e: rusqlite::Error| StoreError::CommitFailed(format!("audit read: {e}"));
     let conn = Connection::open_with_flags(
@@ -56,19 +79,13 @@ pub(super) fn read_audit(
     )
     .map_err(db)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
-        )
-        .map_err(db)?;
+    let mut stmt = conn.prepare(sql::ROWS).map_err(db)?;
     let mut rows = stmt.query((seq_i64(from)?, i64::from(limit))).map_err(db)?;
     let mut out = Vec::with_capacity(limit.min(100_000) as usize);
     while let Some(r) = rows.next().map_err(db)? {
-        let seq: i64 = r.get(0).map_err(db)?;
         out.push((
             AuditRecord {
-                seq: u64::try_from(seq)
-                    .map_err(|_| StoreError::Corrupt("negative audit seq".into()))?,
+                seq: seq_u64(r.get(0).map_err(db)?)?,
                 body: r.get(1).map_err(db)?,
                 leaf_hash: hash32(r.get(2).map_err(db)?, "leaf hash")?,
                 chain_hash: hash32(r.get(3).map_err(db)?, "chain hash")?,
@@ -107,83 +124,45 @@ impl AuditLog for SqliteStore {
                 .await
                 .map_err(|e| StoreError::CommitFailed(format!("reader task: {e}")))?;
         }
-        sqlx::query(
-            "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?",
-        )
-        .bind(seq_i64(from)?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                record_from_row(row)?,
-                IndexColumns {
-                    ts_ms: row.try_get("ts")?,
-                    kind: row.try_get("kind")?,
-                    grant_id: row.try_get("grant_id")?,
-                },
-            ))
-        })
-        .collect()
+        let q = sqlx::query(sql::ROWS)
+            .bind(seq_i64(from)?)
+            .bind(i64::from(limit));
+        rows(&self.pool, q, indexed_record_from_row).await
     }
 
     async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>> {
-        sqlx::query("SELECT seq, body, leaf, chain FROM audit WHERE grant_id = ? ORDER BY seq")
-            .bind(grant_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(record_from_row)
-            .collect()
+        let q = sqlx::query(sql::FOR_GRANT).bind(grant_id);
+        rows(&self.pool, q, record_from_row).await
     }
 
     async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query(
-            // Read from the hashed body, not the `kind`/`ts` index columns (`audit verify`
-            // checks those, but a summary must not depend on it having been run).
+        // SQLite only (`json_extract`). Read from the hashed body, not the `kind`/`ts` index
+        // columns (`audit verify` checks those, but a summary must not depend on it having run).
+        let q = sqlx::query(
             "SELECT json_extract(CAST(body AS TEXT), '$.kind') AS kind, COUNT(*) AS n FROM audit \
              WHERE json_extract(CAST(body AS TEXT), '$.ts') >= ? GROUP BY 1 ORDER BY 1",
         )
-        .bind(since.0)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("kind")?,
-                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
-                ))
-            })
-            .collect()
+        .bind(since.0);
+        rows(&self.pool, q, |r| Ok((r.try_get("kind")?, count(r, "n")?))).await
     }
 
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?) ON CONFLICT(size) DO NOTHING",
-        )
-        .bind(seq_i64(cp.size)?)
-        .bind(&cp.note)
-        .bind(cp.created_at.0)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::ADD_CHECKPOINT)
+            .bind(seq_i64(cp.size)?)
+            .bind(&cp.note)
+            .bind(cp.created_at.0)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
-        let rows = sqlx::query("SELECT size, note, created_at FROM checkpoints ORDER BY size")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredCheckpoint {
-                    size: u64::try_from(r.try_get::<i64, _>("size")?)
-                        .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
-                    note: r.try_get("note")?,
-                    created_at: Timestamp(r.try_get("created_at")?),
-                })
-            })
-            .collect()
+        rows(
+            &self.pool,
+            sqlx::query(sql::CHECKPOINTS),
+            checkpoint_from_row,
+        )
+        .await
     }
 }
 
@@ -196,18 +175,16 @@ pub(super) async fn append(
 ) -> Result<Option<Head>> {
     for ev in events {
         let rec = breakglass_core::audit::seal(prev, ev);
-        sqlx::query(
-            "INSERT INTO audit (seq, body, leaf, chain, ts, kind, grant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq_i64(rec.seq)?)
-        .bind(&rec.body)
-        .bind(&rec.leaf_hash[..])
-        .bind(&rec.chain_hash[..])
-        .bind(ev.ts_ms)
-        .bind(&ev.kind)
-        .bind(&ev.grant_id)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(sql::APPEND)
+            .bind(seq_i64(rec.seq)?)
+            .bind(&rec.body)
+            .bind(&rec.leaf_hash[..])
+            .bind(&rec.chain_hash[..])
+            .bind(ev.ts_ms)
+            .bind(&ev.kind)
+            .bind(&ev.grant_id)
+            .execute(&mut *conn)
+            .await?;
         prev = Some(Head {
             seq: rec.seq,
             chain_hash: rec.chain_hash,

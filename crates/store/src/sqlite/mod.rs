@@ -7,19 +7,21 @@
 
 mod alerts;
 mod audit;
+mod common;
 mod credentials;
 mod grants;
 mod reviews;
 mod secrets;
 mod users;
 
-use crate::{Change, Result, Store, StoreError};
+pub use common::SqliteStore;
+
+use crate::{Change, Result, Store, StoreError, sql};
 use async_trait::async_trait;
 use audit::head;
 use breakglass_core::audit::{Head, NewEvent};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use common::Job;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -54,21 +56,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Most units of work committed together.
 const MAX_BATCH: usize = 128;
-
-struct Job {
-    changes: Vec<Change>,
-    events: Vec<NewEvent>,
-    reply: tokio::sync::oneshot::Sender<Result<Option<Head>>>,
-}
-
-/// The SQLite store. Cheap to clone.
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: tokio::sync::mpsc::Sender<Job>,
-    /// The database file (None for in-memory stores); bulk audit reads open it directly.
-    path: Option<std::path::PathBuf>,
-}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations. The file
@@ -174,69 +161,24 @@ fn private_db_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// The row whose key column equals `key`, mapped by `f`.
-async fn fetch_one_by<T>(
-    pool: &SqlitePool,
-    sql: &str,
-    key: &str,
-    f: fn(&SqliteRow) -> Result<T>,
-) -> Result<Option<T>> {
-    sqlx::query(sql)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?
-        .as_ref()
-        .map(f)
-        .transpose()
-}
-
-/// Every row of a parameterless query, mapped by `f`.
-async fn fetch_all<T>(
-    pool: &SqlitePool,
-    sql: &str,
-    f: fn(&SqliteRow) -> Result<T>,
-) -> Result<Vec<T>> {
-    sqlx::query(sql)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(f)
-        .collect()
+/// Offers `$change` to each aggregate module's `apply` in turn: the module that owns the change
+/// applies it (and the caller returns), the others hand it on.
+macro_rules! offer {
+    ($conn:ident, $change:ident => $($module:ident),+) => {
+        $(
+            let Some($change) = $module::apply($conn, $change).await? else {
+                return Ok(());
+            };
+        )+
+    };
 }
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
-    let Some(change) = users::apply(conn, change).await? else {
-        return Ok(());
-    };
-    let Some(change) = grants::apply(conn, change).await? else {
-        return Ok(());
-    };
-    let Some(change) = alerts::apply(conn, change).await? else {
-        return Ok(());
-    };
-    let Some(change) = reviews::apply(conn, change).await? else {
-        return Ok(());
-    };
-    let Some(change) = credentials::apply(conn, change).await? else {
-        return Ok(());
-    };
-    let Some(change) = secrets::apply(conn, change).await? else {
-        return Ok(());
-    };
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets);
     match change {
         Change::PutMeta { key, value } => {
-            sqlx::query(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(&key)
-            .bind(value)
-            .execute(&mut *conn)
-            .await?;
+            common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;
         }
         other => {
             return Err(StoreError::Corrupt(format!(
@@ -359,7 +301,7 @@ impl Store for SqliteStore {
     }
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        Ok(sqlx::query_scalar(sql::META)
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
