@@ -19,9 +19,6 @@ pub mod report_render;
 pub mod tasks;
 pub mod text;
 
-/// Incident reports (rendering lives in `report_render`); kept at this path for the CLI.
-pub use engine::reviews as review;
-
 use engine::{Clock, Engine, EngineConfig, SystemClock};
 use std::net::SocketAddr;
 use std::path::PathBuf;

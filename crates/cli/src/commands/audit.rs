@@ -200,7 +200,7 @@ pub(super) async fn report(
     format: &str,
     path: &Option<PathBuf>,
 ) -> Result<()> {
-    use breakglass_server::review;
+    use breakglass_server::report_render as review;
     type Render = fn(&Value) -> String;
     let c = authed(cli)?;
     let (r, md, html): (Value, Render, Render) = match (grant_id, since) {

@@ -30,7 +30,7 @@ mod identity;
 mod lifecycle;
 mod policy_reload;
 mod request;
-pub mod reviews;
+mod reviews;
 mod secrets;
 mod views;
 mod visibility;

@@ -13,8 +13,6 @@ use breakglass_store::{Change, Review, ReviewEntry};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-pub use crate::report_render::{report_html, report_markdown, summary_html, summary_markdown};
-
 fn review_json(
     r: &Review,
     entries: &[ReviewEntry],
