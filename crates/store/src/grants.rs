@@ -17,6 +17,16 @@ pub struct GrantFilter {
 /// Where [`Grants::grant_stats`] stops counting (anomaly thresholds are far below it).
 pub const GRANT_STATS_CAP: u64 = 1000;
 
+/// What [`Grants::grant_stats`] counts: `user`'s grants since `user_since`, `resource`'s since
+/// `resource_since`.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsQuery<'a> {
+    pub user: &'a str,
+    pub resource: &'a str,
+    pub user_since: Timestamp,
+    pub resource_since: Timestamp,
+}
+
 #[async_trait]
 pub trait Grants: Send + Sync {
     async fn grant(&self, id: &str) -> Result<Option<AnyGrant>>;
@@ -24,13 +34,7 @@ pub trait Grants: Send + Sync {
     /// For anomaly flags: the user's grants since `user_since`, the resource's grants since
     /// `resource_since`, and whether the user ever had a grant on the resource. Counts stop at
     /// [`GRANT_STATS_CAP`] so the cost of a request stays bounded however busy the window.
-    async fn grant_stats(
-        &self,
-        user: &str,
-        resource: &str,
-        user_since: Timestamp,
-        resource_since: Timestamp,
-    ) -> Result<(u64, u64, bool)>;
+    async fn grant_stats(&self, q: &StatsQuery<'_>) -> Result<(u64, u64, bool)>;
     /// Grants requested at or after `since`, oldest first.
     async fn grants_since(&self, since: Timestamp, limit: u32) -> Result<Vec<AnyGrant>>;
     /// How many grants are in `state`.

@@ -38,7 +38,7 @@ pub use audit::{AuditLog, StoredCheckpoint};
 pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
 pub use error::{Result, StoreError};
-pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants};
+pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
 pub use users::{MfaRecord, Session, User, Users};

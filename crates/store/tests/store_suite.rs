@@ -6,7 +6,7 @@ use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;
 use breakglass_store::prelude::*;
 use breakglass_store::sqlite::SqliteStore;
-use breakglass_store::{Change, GrantFilter, StoreError, User};
+use breakglass_store::{Change, GrantFilter, StatsQuery, StoreError, User};
 use std::time::Duration;
 
 fn ev(kind: &str) -> NewEvent {
@@ -420,7 +420,7 @@ async fn grant_stats(store: &dyn Store) {
     let cap = breakglass_store::GRANT_STATS_CAP;
     assert_eq!(
         store
-            .grant_stats("carol", "stats-db", Timestamp(0), Timestamp(0))
+            .grant_stats(&stats("carol", Timestamp(0), Timestamp(0)))
             .await
             .unwrap(),
         (cap, cap, true)
@@ -428,19 +428,14 @@ async fn grant_stats(store: &dyn Store) {
     let recent = Timestamp(10_000 + n as i64 - 2);
     assert_eq!(
         store
-            .grant_stats(
-                "carol",
-                "stats-db",
-                recent,
-                Timestamp(10_000 + n as i64 - 3)
-            )
+            .grant_stats(&stats("carol", recent, Timestamp(10_000 + n as i64 - 3)))
             .await
             .unwrap(),
         (2, 3, true)
     );
     assert_eq!(
         store
-            .grant_stats("dave", "stats-db", Timestamp(0), recent)
+            .grant_stats(&stats("dave", Timestamp(0), recent))
             .await
             .unwrap(),
         (0, 2, false)
@@ -530,4 +525,13 @@ async fn sqlite_concurrent_units_commit_independently() {
     let recs = store.audit_records(1, 1000).await.unwrap();
     assert_eq!(recs.len(), 151);
     assert_eq!(verify_chain(&recs), 151);
+}
+
+fn stats(user: &str, user_since: Timestamp, resource_since: Timestamp) -> StatsQuery<'_> {
+    StatsQuery {
+        user,
+        resource: "stats-db",
+        user_since,
+        resource_since,
+    }
 }

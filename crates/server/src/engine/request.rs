@@ -261,12 +261,12 @@ impl Engine {
         };
         let (user_recent, resource_recent, had) = self
             .store
-            .grant_stats(
-                &who.name,
+            .grant_stats(&breakglass_store::StatsQuery {
+                user: &who.name,
                 resource,
-                since(rules.per_user.1),
-                since(rules.per_resource.1),
-            )
+                user_since: since(rules.per_user.1),
+                resource_since: since(rules.per_resource.1),
+            })
             .await?;
         let mfa = self.store.mfa(&who.name).await?;
         let facts = breakglass_core::anomaly::Facts {

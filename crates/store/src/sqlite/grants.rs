@@ -2,7 +2,7 @@
 
 use super::common::{SqliteStore, count, earliest, json, row, rows, to_json, write, write_one};
 use crate::grants::sql;
-use crate::{Change, GRANT_STATS_CAP, GrantFilter, Grants, Result, StoreError};
+use crate::{Change, GRANT_STATS_CAP, GrantFilter, Grants, Result, StatsQuery, StoreError};
 use async_trait::async_trait;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::time::Timestamp;
@@ -47,23 +47,17 @@ impl Grants for SqliteStore {
         rows(&self.pool, q.bind(i64::from(limit)), grant_from_row).await
     }
 
-    async fn grant_stats(
-        &self,
-        user: &str,
-        resource: &str,
-        user_since: Timestamp,
-        resource_since: Timestamp,
-    ) -> Result<(u64, u64, bool)> {
+    async fn grant_stats(&self, q: &StatsQuery<'_>) -> Result<(u64, u64, bool)> {
         let cap = GRANT_STATS_CAP as i64;
         let row = sqlx::query(sql::STATS)
-            .bind(user)
-            .bind(user_since.0)
+            .bind(q.user)
+            .bind(q.user_since.0)
             .bind(cap)
-            .bind(resource)
-            .bind(resource_since.0)
+            .bind(q.resource)
+            .bind(q.resource_since.0)
             .bind(cap)
-            .bind(user)
-            .bind(resource)
+            .bind(q.user)
+            .bind(q.resource)
             .fetch_one(&self.pool)
             .await?;
         Ok((
