@@ -3,8 +3,9 @@
 use super::request::activation_event;
 use super::{Engine, event};
 use crate::error::ApiError;
-use breakglass_core::grant::{AnyGrant, TimedOut};
+use breakglass_core::grant::{Active, AnyGrant, Grant, Pending, TimedOut};
 use breakglass_core::time;
+use breakglass_core::time::Timestamp;
 use breakglass_store::Change;
 use serde_json::json;
 
@@ -23,90 +24,12 @@ impl Engine {
             for g in due {
                 let id = g.id().to_string();
                 let result = match g {
-                    AnyGrant::Active(a) => {
-                        let deadline = a.state.expires_at;
-                        let info = a.info.clone();
-                        match a.expire(now) {
-                            Ok(e) => {
-                                let lag = now.0.saturating_sub(deadline.0);
-                                self.metrics.observe_expiry_lag(lag);
-                                self.commit(
-                                    vec![Change::UpdateGrant {
-                                        expected_state: "active",
-                                        grant: e.into(),
-                                    }],
-                                    vec![event(
-                                        now,
-                                        "grant.expired",
-                                        Some("system"),
-                                        Some(&info),
-                                        json!({"deadline": time::rfc3339(deadline), "lag_ms": lag}),
-                                    )],
-                                )
-                                .await
-                                .map(|_| self.metrics.expiries.inc())
-                            }
-                            Err(_) => Ok(()),
-                        }
-                    }
-                    AnyGrant::Pending(p) => {
-                        let info = p.info.clone();
-                        match p.time_out(now) {
-                            Ok(TimedOut::Ended(e)) => {
-                                self.commit(
-                                    vec![Change::UpdateGrant {
-                                        expected_state: "pending",
-                                        grant: e.into(),
-                                    }],
-                                    vec![event(
-                                        now,
-                                        "grant.timed_out",
-                                        Some("system"),
-                                        Some(&info),
-                                        json!({"on_timeout": "deny"}),
-                                    )],
-                                )
-                                .await
-                            }
-                            Ok(TimedOut::Activated(a)) => {
-                                let mut events = vec![
-                                    event(
-                                        now,
-                                        "grant.timed_out",
-                                        Some("system"),
-                                        Some(&info),
-                                        json!({"on_timeout": "auto", "review_required": true}),
-                                    ),
-                                    activation_event(now, &a.info, &a.state),
-                                ];
-                                let mut changes = Vec::new();
-                                match self
-                                    .issue_credential(&a.info, a.state.expires_at, true)
-                                    .await
-                                {
-                                    Ok(Some((change, ev, _))) => {
-                                        changes.push(change);
-                                        events.push(ev);
-                                    }
-                                    Ok(None) => {}
-                                    // The target refused: the fallback cannot give access; deny instead.
-                                    Err(_) => continue,
-                                }
-                                changes.push(Change::UpdateGrant {
-                                    expected_state: "pending",
-                                    grant: a.into(),
-                                });
-                                self.commit(changes, events)
-                                    .await
-                                    .map(|_| self.metrics.activations.inc())
-                            }
-                            Err(_) => Ok(()),
-                        }
-                    }
-                    AnyGrant::Ended(_) => Ok(()),
+                    AnyGrant::Active(a) => self.expire(a, now).await,
+                    AnyGrant::Pending(p) => self.time_out(p, now).await,
+                    AnyGrant::Ended(_) => Ok(true),
                 };
                 match result {
-                    Ok(()) => done += 1,
+                    Ok(changed) => done += usize::from(changed),
                     // Another node or request got there first: fine.
                     Err(ApiError::Conflict(_)) => {}
                     Err(e) => {
@@ -118,6 +41,91 @@ impl Engine {
             if batch < 256 {
                 return Ok(done);
             }
+        }
+    }
+
+    /// Ends an active grant at its deadline (its revocation and review follow in `commit`).
+    async fn expire(&self, a: Grant<Active>, now: Timestamp) -> Result<bool, ApiError> {
+        let deadline = a.state.expires_at;
+        let info = a.info.clone();
+        let Ok(e) = a.expire(now) else {
+            return Ok(true);
+        };
+        let lag = now.0.saturating_sub(deadline.0);
+        self.metrics.observe_expiry_lag(lag);
+        self.commit(
+            vec![Change::UpdateGrant {
+                expected_state: "active",
+                grant: e.into(),
+            }],
+            vec![event(
+                now,
+                "grant.expired",
+                Some("system"),
+                Some(&info),
+                json!({"deadline": time::rfc3339(deadline), "lag_ms": lag}),
+            )],
+        )
+        .await?;
+        self.metrics.expiries.inc();
+        Ok(true)
+    }
+
+    /// A pending grant whose approval window closed: denied, or activated by the policy's
+    /// fallback (with its credential; if the target refuses, the grant stays for the next run).
+    async fn time_out(&self, p: Grant<Pending>, now: Timestamp) -> Result<bool, ApiError> {
+        let info = p.info.clone();
+        match p.time_out(now) {
+            Ok(TimedOut::Ended(e)) => {
+                self.commit(
+                    vec![Change::UpdateGrant {
+                        expected_state: "pending",
+                        grant: e.into(),
+                    }],
+                    vec![event(
+                        now,
+                        "grant.timed_out",
+                        Some("system"),
+                        Some(&info),
+                        json!({"on_timeout": "deny"}),
+                    )],
+                )
+                .await?;
+                Ok(true)
+            }
+            Ok(TimedOut::Activated(a)) => {
+                let mut events = vec![
+                    event(
+                        now,
+                        "grant.timed_out",
+                        Some("system"),
+                        Some(&info),
+                        json!({"on_timeout": "auto", "review_required": true}),
+                    ),
+                    activation_event(now, &a.info, &a.state),
+                ];
+                let mut changes = Vec::new();
+                match self
+                    .issue_credential(&a.info, a.state.expires_at, true)
+                    .await
+                {
+                    Ok(Some((change, ev, _))) => {
+                        changes.push(change);
+                        events.push(ev);
+                    }
+                    Ok(None) => {}
+                    // The target refused: the fallback cannot give access; deny instead.
+                    Err(_) => return Ok(false),
+                }
+                changes.push(Change::UpdateGrant {
+                    expected_state: "pending",
+                    grant: a.into(),
+                });
+                self.commit(changes, events).await?;
+                self.metrics.activations.inc();
+                Ok(true)
+            }
+            Err(_) => Ok(true),
         }
     }
 }
