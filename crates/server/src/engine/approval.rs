@@ -100,16 +100,9 @@ impl Engine {
             events.push(activation_event(now, &a.info, &a.state));
             // The credential is issued, never shown to the approver: sealed for the holder's
             // one-time pickup (`breakglass credential GRANT_ID`).
-            if let Some((change, ev, out)) = self
-                .issue_credential(&a.info, a.state.expires_at, true)
-                .await
-                .or_else_spend_mfa(self, &changes, &events)
-                .await?
-            {
-                changes.push(change);
-                events.push(ev);
-                issued = Some(out);
-            }
+            issued = self
+                .add_credential(a, true, &mut changes, &mut events)
+                .await?;
         }
         changes.push(Change::UpdateGrant {
             expected_state: "pending",

@@ -1,9 +1,10 @@
 //! Credentials at the targets: issuing them with an activation, one-time pickup, the SSH KRL.
 
+use super::factors::SpendMfaOnError;
 use super::{Engine, Principal, event};
 use crate::error::ApiError;
 use breakglass_core::audit::NewEvent;
-use breakglass_core::grant::{AnyGrant, GrantInfo};
+use breakglass_core::grant::{Active, AnyGrant, Grant, GrantInfo};
 use breakglass_core::policy;
 use breakglass_core::time::{self, Timestamp};
 use breakglass_store::Change;
@@ -47,6 +48,37 @@ impl Engine {
     /// event to commit with the activation, plus (connector, handle, credential) for the caller.
     /// A target failure is audited and nothing is granted.
     #[allow(clippy::type_complexity)]
+    /// Issues the credential of a grant becoming active and adds its record and event to the
+    /// unit of work; a target failure still spends the MFA code the unit carries. Returns
+    /// (connector, handle, credential) for the caller.
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn add_credential(
+        &self,
+        a: &Grant<Active>,
+        for_pickup: bool,
+        changes: &mut Vec<Change>,
+        events: &mut Vec<NewEvent>,
+    ) -> Result<
+        Option<(
+            Box<dyn breakglass_connectors::Connector>,
+            serde_json::Value,
+            Option<serde_json::Value>,
+        )>,
+        ApiError,
+    > {
+        let Some((change, ev, out)) = self
+            .issue_credential(&a.info, a.state.expires_at, for_pickup)
+            .await
+            .or_else_spend_mfa(self, changes, events)
+            .await?
+        else {
+            return Ok(None);
+        };
+        changes.push(change);
+        events.push(ev);
+        Ok(Some(out))
+    }
+
     pub(crate) async fn issue_credential(
         &self,
         info: &GrantInfo,

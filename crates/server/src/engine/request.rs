@@ -1,6 +1,5 @@
 //! Breaking glass: a request is decided by the policy, proven by MFA, and recorded with its credential in one transaction.
 
-use super::factors::SpendMfaOnError;
 use super::factors::{MfaLock, MfaPass};
 use super::views::{GrantView, RequestInput};
 use super::{Engine, Principal, check_text, event};
@@ -207,18 +206,13 @@ impl Engine {
         mut events: Vec<NewEvent>,
         now: Timestamp,
     ) -> Result<GrantView, ApiError> {
-        let mut issued = None;
-        if let AnyGrant::Active(a) = &g
-            && let Some((change, ev, out)) = self
-                .issue_credential(&a.info, a.state.expires_at, false)
-                .await
-                .or_else_spend_mfa(self, &changes, &events)
-                .await?
-        {
-            changes.push(change);
-            events.push(ev);
-            issued = Some(out);
-        }
+        let issued = match &g {
+            AnyGrant::Active(a) => {
+                self.add_credential(a, false, &mut changes, &mut events)
+                    .await?
+            }
+            _ => None,
+        };
         changes.push(Change::InsertGrant(g.clone()));
         // Test hook for the crash window between "credential created at the target" and "grant
         // recorded" (the sweep must clean up after it). Never set in production.
