@@ -4,7 +4,7 @@ use crate::alerts::NewAlert;
 use crate::credentials::CredentialRecord;
 use crate::reviews::{Review, ReviewEntry};
 use crate::users::{Session, User};
-use breakglass_core::grant::AnyGrant;
+use breakglass_core::grant::{AnyGrant, Ended, Grant};
 use breakglass_core::mfa::MfaState;
 use breakglass_core::time::Timestamp;
 
@@ -113,4 +113,18 @@ pub enum Change {
         last_error: Option<String>,
         at: Timestamp,
     },
+}
+
+impl Change {
+    /// The ended grant, when this change ends a grant that had access (active → ended): what
+    /// opens a review, queues a revocation and flags an exposed secret.
+    pub fn ends_access(&self) -> Option<&Grant<Ended>> {
+        match self {
+            Change::UpdateGrant {
+                expected_state: "active",
+                grant: AnyGrant::Ended(e),
+            } => Some(e),
+            _ => None,
+        }
+    }
 }

@@ -15,6 +15,14 @@ pub(crate) fn pickup_aad(grant_id: &str) -> String {
     format!("credential-pickup:{grant_id}")
 }
 
+/// A credential just issued at its target: the connector, its revoke handle, and the credential
+/// to hand out (None when it is sealed for pickup).
+pub(crate) type Issued = (
+    Box<dyn breakglass_connectors::Connector>,
+    serde_json::Value,
+    Option<serde_json::Value>,
+);
+
 impl Engine {
     /// The connector for a resource (with the keys the server lends connectors).
     pub async fn connector(
@@ -44,28 +52,16 @@ impl Engine {
         breakglass_connectors::for_resource(resource, &ctx)
     }
 
-    /// Issues the target credential for a grant that is becoming active. Returns the change and
-    /// event to commit with the activation, plus (connector, handle, credential) for the caller.
-    /// A target failure is audited and nothing is granted.
-    #[allow(clippy::type_complexity)]
     /// Issues the credential of a grant becoming active and adds its record and event to the
     /// unit of work; a target failure still spends the MFA code the unit carries. Returns
     /// (connector, handle, credential) for the caller.
-    #[allow(clippy::type_complexity)]
     pub(crate) async fn add_credential(
         &self,
         a: &Grant<Active>,
         for_pickup: bool,
         changes: &mut Vec<Change>,
         events: &mut Vec<NewEvent>,
-    ) -> Result<
-        Option<(
-            Box<dyn breakglass_connectors::Connector>,
-            serde_json::Value,
-            Option<serde_json::Value>,
-        )>,
-        ApiError,
-    > {
+    ) -> Result<Option<Issued>, ApiError> {
         let Some((change, ev, out)) = self
             .issue_credential(&a.info, a.state.expires_at, for_pickup)
             .await
@@ -79,23 +75,15 @@ impl Engine {
         Ok(Some(out))
     }
 
+    /// Issues the target credential for a grant that is becoming active. Returns the change and
+    /// event to commit with the activation, plus (connector, handle, credential) for the caller.
+    /// A target failure is audited and nothing is granted.
     pub(crate) async fn issue_credential(
         &self,
         info: &GrantInfo,
         expires_at: Timestamp,
         for_pickup: bool,
-    ) -> Result<
-        Option<(
-            Change,
-            NewEvent,
-            (
-                Box<dyn breakglass_connectors::Connector>,
-                serde_json::Value,
-                Option<serde_json::Value>,
-            ),
-        )>,
-        ApiError,
-    > {
+    ) -> Result<Option<(Change, NewEvent, Issued)>, ApiError> {
         let policy = self.policy();
         let Some(resource) = policy.set.resource(&info.resource) else {
             return Ok(None);

@@ -9,7 +9,6 @@ use crate::keys::Keys;
 use crate::login_throttle::{LoginThrottle, ThrottleConfig};
 use crate::metrics::Metrics;
 use breakglass_core::audit::NewEvent;
-use breakglass_core::grant::AnyGrant;
 use breakglass_core::mfa::MfaRules;
 use breakglass_core::policy::PolicySet;
 use breakglass_core::time::Timestamp;
@@ -220,15 +219,11 @@ impl Engine {
         // same transaction (a no-op for grants without one).
         let revocations: Vec<Change> = changes
             .iter()
-            .filter_map(|c| match c {
-                Change::UpdateGrant {
-                    expected_state: "active",
-                    grant: AnyGrant::Ended(e),
-                } => Some(Change::StartRevocation {
+            .filter_map(|c| {
+                c.ends_access().map(|e| Change::StartRevocation {
                     grant_id: e.info.id.clone(),
                     at: e.state.ended_at,
-                }),
-                _ => None,
+                })
             })
             .collect();
         let revoking = !revocations.is_empty();

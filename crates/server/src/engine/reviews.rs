@@ -7,7 +7,6 @@
 use super::{Engine, GrantView, Principal, event};
 use crate::error::ApiError;
 use breakglass_core::audit::{self, NewEvent, merkle};
-use breakglass_core::grant::AnyGrant;
 use breakglass_core::time::{Timestamp, rfc3339};
 use breakglass_store::{Change, Review, ReviewEntry};
 use serde_json::{Value, json};
@@ -394,13 +393,7 @@ impl Engine {
 impl Engine {
     /// The review to open when `change` ends an active grant.
     pub(crate) fn review_for(&self, change: &Change) -> Option<(Change, NewEvent)> {
-        let Change::UpdateGrant {
-            expected_state: "active",
-            grant: AnyGrant::Ended(e),
-        } = change
-        else {
-            return None;
-        };
+        let e = change.ends_access()?;
         let info = &e.info;
         let now = e.state.ended_at;
         let within = Duration::from_millis(info.review_within_ms.unwrap_or(72 * 3600 * 1000));

@@ -186,13 +186,7 @@ impl Engine {
         &self,
         change: &Change,
     ) -> Option<(Change, breakglass_core::audit::NewEvent)> {
-        let Change::UpdateGrant {
-            expected_state: "active",
-            grant: AnyGrant::Ended(e),
-        } = change
-        else {
-            return None;
-        };
+        let e = change.ends_access()?;
         let kind = self.policy().set.resource(&e.info.resource).map(|r| r.kind);
         (kind == Some(ResourceKind::Secret)).then(|| {
             (
