@@ -14,4 +14,5 @@ pub mod duration;
 pub mod grant;
 pub mod mfa;
 pub mod policy;
+pub mod recording;
 pub mod time;

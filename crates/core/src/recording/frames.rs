@@ -1,0 +1,187 @@
+//! The record format inside a chunk: `kind (1 byte) | ms since the session started (u32 BE) |
+//! length (u32 BE) | data`. The decoder is strict (unknown kinds, truncated or oversized
+//! records, text that must be UTF-8 and is not, are errors) because a chunk comes from a host
+//! the requester may control.
+
+use super::MAX_CHUNK;
+
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Terminal output (PTY) or the command's stdout.
+    Output,
+    /// The command's stderr (no PTY).
+    Stderr,
+    /// Keystrokes (PTY) or stdin (no PTY).
+    Input,
+    /// Keystrokes typed while the terminal had echo off: data is the count, never the bytes.
+    HiddenInput,
+    /// A window size, `COLSxROWS`.
+    Resize,
+    /// A note from the recorder (paused, resumed, cap reached, …).
+    Marker,
+    /// The shell's exit status (decimal).
+    Exit,
+}
+
+impl Kind {
+    pub fn code(self) -> u8 {
+        match self {
+            Kind::Output => b'o',
+            Kind::Stderr => b'e',
+            Kind::Input => b'i',
+            Kind::HiddenInput => b'h',
+            Kind::Resize => b'r',
+            Kind::Marker => b'm',
+            Kind::Exit => b'x',
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Kind> {
+        Some(match c {
+            b'o' => Kind::Output,
+            b'e' => Kind::Stderr,
+            b'i' => Kind::Input,
+            b'h' => Kind::HiddenInput,
+            b'r' => Kind::Resize,
+            b'm' => Kind::Marker,
+            b'x' => Kind::Exit,
+            _ => return None,
+        })
+    }
+
+    /// Whether the data is text the recorder wrote (must be UTF-8), not terminal bytes.
+    fn is_text(self) -> bool {
+        matches!(
+            self,
+            Kind::HiddenInput | Kind::Resize | Kind::Marker | Kind::Exit
+        )
+    }
+}
+
+/// One record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: Kind,
+    /// Milliseconds since the session started.
+    pub ms: u32,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("the chunk is larger than {MAX_CHUNK} bytes")]
+    TooLarge,
+    #[error("record at byte {0} is truncated")]
+    Truncated(usize),
+    #[error("record at byte {at} has the unknown kind {code:#04x}")]
+    UnknownKind { at: usize, code: u8 },
+    #[error("record at byte {0} should hold UTF-8 text and does not")]
+    NotText(usize),
+    #[error("record at byte {0} is not valid for its kind")]
+    Invalid(usize),
+}
+
+const HEADER: usize = 9;
+
+/// Appends one record to `out`.
+pub fn encode_record(out: &mut Vec<u8>, kind: Kind, ms: u32, data: &[u8]) {
+    out.push(kind.code());
+    out.extend_from_slice(&ms.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Decodes every record of a chunk, or says what is wrong with it.
+pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
+    if chunk.len() > MAX_CHUNK {
+        return Err(RecordError::TooLarge);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < chunk.len() {
+        let head = chunk
+            .get(at..at + HEADER)
+            .ok_or(RecordError::Truncated(at))?;
+        let kind = Kind::from_code(head[0]).ok_or(RecordError::UnknownKind { at, code: head[0] })?;
+        let ms = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let len = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) as usize;
+        let data = chunk
+            .get(at + HEADER..at + HEADER + len)
+            .ok_or(RecordError::Truncated(at))?;
+        if kind.is_text() {
+            let text = std::str::from_utf8(data).map_err(|_| RecordError::NotText(at))?;
+            let valid = match kind {
+                Kind::HiddenInput | Kind::Exit => {
+                    !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                }
+                Kind::Resize => parse_size(text).is_some(),
+                _ => text.len() <= 1024,
+            };
+            if !valid {
+                return Err(RecordError::Invalid(at));
+            }
+        }
+        out.push(Record {
+            kind,
+            ms,
+            data: data.to_vec(),
+        });
+        at += HEADER + len;
+    }
+    Ok(out)
+}
+
+/// `COLSxROWS` → (cols, rows), each 1..=10000.
+pub fn parse_size(s: &str) -> Option<(u16, u16)> {
+    let (c, r) = s.split_once('x')?;
+    let c: u16 = c.parse().ok()?;
+    let r: u16 = r.parse().ok()?;
+    ((1..=10_000).contains(&c) && (1..=10_000).contains(&r)).then_some((c, r))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut c = Vec::new();
+        encode_record(&mut c, Kind::Output, 5, b"hello\x1b[0m");
+        encode_record(&mut c, Kind::Resize, 9, b"80x24");
+        encode_record(&mut c, Kind::HiddenInput, 10, b"7");
+        let r = decode_chunk(&c).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].data, b"hello\x1b[0m");
+        assert_eq!(r[1].kind, Kind::Resize);
+        assert_eq!(r[2].ms, 10);
+    }
+
+    #[test]
+    fn hostile_chunks_are_refused() {
+        assert_eq!(decode_chunk(b"o\0\0"), Err(RecordError::Truncated(0)));
+        assert!(matches!(
+            decode_chunk(b"z\0\0\0\0\0\0\0\0"),
+            Err(RecordError::UnknownKind { .. })
+        ));
+        let mut c = Vec::new();
+        encode_record(&mut c, Kind::Output, 0, b"abc");
+        c[8] = 200; // length beyond the end
+        assert_eq!(decode_chunk(&c), Err(RecordError::Truncated(0)));
+        let mut c = Vec::new();
+        encode_record(&mut c, Kind::Resize, 0, b"0x0");
+        assert_eq!(decode_chunk(&c), Err(RecordError::Invalid(0)));
+        let mut c = Vec::new();
+        encode_record(&mut c, Kind::Marker, 0, &[0xff, 0xfe]);
+        assert_eq!(decode_chunk(&c), Err(RecordError::NotText(0)));
+        let mut c = Vec::new();
+        encode_record(&mut c, Kind::HiddenInput, 0, b"secret");
+        assert_eq!(decode_chunk(&c), Err(RecordError::Invalid(0)));
+        assert_eq!(
+            decode_chunk(&vec![0; MAX_CHUNK + 1]),
+            Err(RecordError::TooLarge)
+        );
+        assert_eq!(decode_chunk(b""), Ok(vec![]));
+    }
+}
