@@ -2,6 +2,7 @@
 
 use crate::alerts::NewAlert;
 use crate::credentials::CredentialRecord;
+use crate::recordings::{Chunk, RecordingSession};
 use crate::reviews::{Review, ReviewEntry};
 use crate::users::{Session, User};
 use breakglass_core::grant::{AnyGrant, Ended, Grant};
@@ -112,6 +113,25 @@ pub enum Change {
         next_attempt_at: Timestamp,
         last_error: Option<String>,
         at: Timestamp,
+    },
+    /// A recorder opened a session.
+    StartRecording(RecordingSession),
+    /// The session's next chunk (a conflict unless `seq` is the next number and it is open).
+    AppendChunk(Chunk),
+    /// The session reached its size cap.
+    CapRecording {
+        session_id: String,
+    },
+    /// The session ended (a conflict if it already had).
+    EndRecording {
+        session_id: String,
+        at: Timestamp,
+        reason: String,
+        exit_status: Option<i32>,
+    },
+    /// Retention: deletes the session's chunk payloads (their digests stay).
+    PurgeRecording {
+        session_id: String,
     },
 }
 

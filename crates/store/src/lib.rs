@@ -6,7 +6,8 @@
 //! compare-and-swap (the grant's `rev`, the MFA record's `version`), so concurrent requests or
 //! several servers sharing one database never apply a change computed from a stale read.
 //!
-//! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets) holds
+//! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets,
+//! recordings) holds
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default; `sqlite/` has one module per aggregate). A
 //! PostgreSQL backend implements the same traits and must pass the same test suite.
@@ -28,6 +29,7 @@ mod change;
 pub mod credentials;
 mod error;
 pub mod grants;
+pub mod recordings;
 pub mod reviews;
 pub mod secrets;
 pub mod sqlite;
@@ -39,6 +41,7 @@ pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
 pub use error::{Result, StoreError};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
+pub use recordings::{Chunk, RecordingSession, Recordings};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
 pub use users::{MfaRecord, Session, User, Users};
@@ -49,7 +52,7 @@ use breakglass_core::audit::{Head, NewEvent};
 /// A whole store: one trait per aggregate for reads, and the one write door, [`Store::commit`].
 #[async_trait]
 pub trait Store:
-    Users + Grants + AuditLog + Alerts + Reviews + Credentials + Secrets + 'static
+    Users + Grants + AuditLog + Alerts + Reviews + Credentials + Secrets + Recordings + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
     /// audit head. If anything fails (including the audit write), nothing is applied.
@@ -60,7 +63,9 @@ pub trait Store:
 
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
-    pub use crate::{Alerts, AuditLog, Credentials, Grants, Reviews, Secrets, Store, Users};
+    pub use crate::{
+        Alerts, AuditLog, Credentials, Grants, Recordings, Reviews, Secrets, Store, Users,
+    };
 }
 
 /// SQL of the `meta` key/value table (see "SQL" above).

@@ -55,6 +55,7 @@ async fn suite(store: &dyn Store) {
     users_mfa_grants_audit(store).await;
     credentials(store).await;
     grant_stats(store).await;
+    recordings(store).await;
 }
 
 /// Checks that `recs` form a valid hash chain; returns how many events it holds.
@@ -402,6 +403,146 @@ async fn credentials(store: &dyn Store) {
 }
 
 /// Anomaly facts: windowed counts per user and per resource, capped, and "ever had it".
+async fn recordings(store: &dyn Store) {
+    use breakglass_store::{Chunk, RecordingSession};
+    let session = RecordingSession {
+        id: "s-1".into(),
+        grant_id: "g-rec".into(),
+        host: "bastion".into(),
+        client: "10.0.0.1".into(),
+        recorder_addr: "127.0.0.1".into(),
+        kind: "pty".into(),
+        command: None,
+        cols: 80,
+        rows: 24,
+        mode: "required".into(),
+        started_at: Timestamp(5_000),
+        ended_at: None,
+        end_reason: None,
+        exit_status: None,
+        bytes: 0,
+        chunks: 0,
+        capped: false,
+        purged: false,
+        secret_hash: vec![7; 32],
+    };
+    store
+        .commit(
+            vec![Change::StartRecording(session.clone())],
+            vec![ev("session.started")],
+        )
+        .await
+        .unwrap();
+    let chunk = |seq: u64, payload: &[u8]| Chunk {
+        session_id: "s-1".into(),
+        seq,
+        at: Timestamp(6_000 + seq as i64),
+        size: payload.len() as u64,
+        digest: vec![seq as u8; 32],
+        payload: Some(payload.to_vec()),
+    };
+    for seq in 0..3 {
+        store
+            .commit(
+                vec![Change::AppendChunk(chunk(seq, b"abc"))],
+                vec![ev("recording.chunk")],
+            )
+            .await
+            .unwrap();
+    }
+    // Out of order, repeated or skipped chunk numbers are refused, and nothing is written.
+    let before = store.audit_records(1, 10_000).await.unwrap().len();
+    for seq in [1, 2, 4] {
+        let e = store
+            .commit(
+                vec![Change::AppendChunk(chunk(seq, b"zz"))],
+                vec![ev("recording.chunk")],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    }
+    assert_eq!(store.audit_records(1, 10_000).await.unwrap().len(), before);
+    let s = store.recording_session("s-1").await.unwrap().unwrap();
+    assert_eq!((s.chunks, s.bytes), (3, 9));
+    assert_eq!(store.recording_sessions("g-rec").await.unwrap().len(), 1);
+    assert_eq!(store.open_recording_sessions().await.unwrap().len(), 1);
+    let cs = store.recording_chunks("s-1", 1, 10).await.unwrap();
+    assert_eq!(cs.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(cs[0], chunk(1, b"abc"));
+    let end = || Change::EndRecording {
+        session_id: "s-1".into(),
+        at: Timestamp(9_000),
+        reason: "exited".into(),
+        exit_status: Some(0),
+    };
+    store
+        .commit(vec![end()], vec![ev("session.ended")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.commit(vec![end()], vec![ev("session.ended")]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // No chunk after the end.
+    assert!(
+        store
+            .commit(vec![Change::AppendChunk(chunk(3, b"x"))], vec![])
+            .await
+            .is_err()
+    );
+    let s = store.recording_session("s-1").await.unwrap().unwrap();
+    assert_eq!(
+        (s.ended_at, s.exit_status),
+        (Some(Timestamp(9_000)), Some(0))
+    );
+    assert!(store.open_recording_sessions().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .purgeable_sessions(Timestamp(9_001), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .purgeable_sessions(Timestamp(9_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .commit(
+            vec![Change::PurgeRecording {
+                session_id: "s-1".into(),
+            }],
+            vec![ev("recording.purged")],
+        )
+        .await
+        .unwrap();
+    let cs = store.recording_chunks("s-1", 0, 10).await.unwrap();
+    assert!(
+        cs.iter()
+            .all(|c| c.payload.is_none() && c.digest.len() == 32)
+    );
+    assert!(
+        store
+            .purgeable_sessions(Timestamp(99_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.all_recording_sessions("", 10).await.unwrap().len(), 1);
+    assert!(
+        store
+            .all_recording_sessions("s-1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn grant_stats(store: &dyn Store) {
     let n = breakglass_store::GRANT_STATS_CAP + 5;
     let grants = (0..n)

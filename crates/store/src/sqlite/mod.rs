@@ -10,6 +10,7 @@ mod audit;
 mod common;
 mod credentials;
 mod grants;
+mod recordings;
 mod reviews;
 mod secrets;
 mod users;
@@ -51,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../migrations/sqlite/0009_optimistic_versions.sql"),
+    ),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_recordings.sql"),
     ),
 ];
 
@@ -175,7 +180,7 @@ macro_rules! offer {
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets);
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings);
     match change {
         Change::PutMeta { key, value } => {
             common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;
