@@ -138,6 +138,7 @@ pub async fn ssh_time_to_credential(n: usize) -> Result<()> {
             now,
             expires_at: now.plus(Duration::from_secs(1800)),
             ssh_public_key: Some(&public),
+            recorder: None,
         })
         .await?;
         sign.push(t.elapsed().as_secs_f64() * 1000.0);

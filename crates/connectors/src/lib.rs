@@ -50,6 +50,16 @@ pub struct IssueRequest<'a> {
     pub expires_at: Timestamp,
     /// The requester's OpenSSH public key (ssh resources).
     pub ssh_public_key: Option<&'a str>,
+    /// Where and how the session recorder reports (ssh resources that record).
+    pub recorder: Option<RecorderTicket<'a>>,
+}
+
+/// What a certificate tells `breakglass session` so it can stream the recording: the server's
+/// URL and a token bound to the grant (the server checks it and the certificate's serial).
+#[derive(Clone, Copy)]
+pub struct RecorderTicket<'a> {
+    pub url: &'a str,
+    pub token: &'a str,
 }
 
 /// What issuing produced.

@@ -88,6 +88,7 @@ pub struct SshCert {
     session_command: Option<String>,
     host_krl: Option<String>,
     source_address: Vec<String>,
+    recording: breakglass_core::recording::Mode,
 }
 
 fn config(resource: &str, message: impl Into<String>) -> ConnectorError {
@@ -157,6 +158,16 @@ impl SshCert {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| config(resource, "`port` must be a TCP port number"))?,
         };
+        let recording = breakglass_core::recording::RecordingSettings::from_settings(s)
+            .map_err(|e| config(resource, e))?
+            .mode;
+        if session_command.is_none() && recording != breakglass_core::recording::Mode::Off {
+            return Err(config(
+                resource,
+                "end_sessions: false leaves sessions to plain OpenSSH, which cannot record them: \
+                 also set recording: off (or keep end_sessions)",
+            ));
+        }
         let source_address = crate::strings(resource, s, "source_address")?;
         if let Some(a) = source_address
             .iter()
@@ -177,6 +188,7 @@ impl SshCert {
             session_command,
             host_krl,
             source_address,
+            recording,
         })
     }
 }
@@ -237,6 +249,29 @@ impl Connector for SshCert {
             );
             if let Some(k) = &self.host_krl {
                 fc.push_str(&format!(" --krl {k}"));
+            }
+            if self.recording != breakglass_core::recording::Mode::Off {
+                let t = req.recorder.ok_or_else(|| {
+                    ConnectorError::Target(format!(
+                        "{} records sessions, but the server does not know the URL hosts reach it at: \
+                         start `breakglass serve` with --public-url",
+                        self.resource
+                    ))
+                })?;
+                if !safe_arg(t.url) || !safe_arg(t.token) {
+                    return Err(ConnectorError::Target(format!(
+                        "the server URL {:?} cannot go into a certificate's force-command \
+                         (letters, digits and /._-+:@= only)",
+                        t.url
+                    )));
+                }
+                // The token goes in the environment, not the command line other users can see.
+                fc = format!(
+                    "BREAKGLASS_RECORDER_TOKEN={} {fc} --record {} --server {}",
+                    t.token,
+                    self.recording.as_str(),
+                    t.url
+                );
             }
             b.critical_option("force-command", fc).map_err(err)?;
         }
@@ -330,6 +365,10 @@ mod tests {
                 grant: &grant,
                 now: Timestamp(1_000_000_000_000),
                 expires_at: Timestamp(1_000_000_900_000),
+                recorder: Some(crate::RecorderTicket {
+                    url: "https://bg.example:8700",
+                    token: "tok-en_1",
+                }),
                 ssh_public_key: Some(&pubkey),
             })
             .await
@@ -345,7 +384,13 @@ mod tests {
         assert!(!cert.extensions().contains_key("permit-agent-forwarding"));
         let fc = &cert.critical_options()["force-command"];
         assert!(
-            fc.starts_with("/usr/local/bin/breakglass session --grant g-1 --serial "),
+            fc.starts_with(
+                "BREAKGLASS_RECORDER_TOKEN=tok-en_1 /usr/local/bin/breakglass session --grant g-1 --serial "
+            ),
+            "{fc}"
+        );
+        assert!(
+            fc.ends_with(" --record required --server https://bg.example:8700"),
             "{fc}"
         );
         assert_eq!(cert.serial(), out.handle["serial"].as_u64().unwrap());
@@ -370,6 +415,8 @@ mod tests {
             json!({"principals": ["r"], "extensions": ["root-shell"]}),
             json!({"principals": ["r"], "session_command": "breakglass; rm"}),
             json!({"principals": ["r"], "port": 70000}),
+            json!({"principals": ["r"], "recording": "always"}),
+            json!({"principals": ["r"], "end_sessions": false}),
         ] {
             assert!(
                 SshCert::from_settings("b", &settings(bad.clone()), ca.clone()).is_err(),

@@ -4,8 +4,9 @@
 
 use crate::engine::Engine;
 use breakglass_core::audit::{
-    self, Checkpoint, Verifier, VerifyError, VerifyReport, merkle::Frontier,
+    self, Checkpoint, Verifier, VerifyError, VerifyErrorKind, VerifyReport, merkle::Frontier,
 };
+use breakglass_core::recording::{CHUNK_EVENT, RecordingVerifier};
 use breakglass_store::{Store, StoreError, StoredCheckpoint};
 use ed25519_dalek::VerifyingKey;
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub async fn verify_store(
     let checkpoints = store.checkpoints().await?;
     let mut cps = checkpoints.iter().peekable();
     let mut v = Verifier::new(key, origin.to_string(), origin.to_string());
+    let mut recordings = RecordingVerifier::default();
     let mut batch = store.audit_rows(1, BATCH).await?;
     loop {
         let done = batch.len() < BATCH as usize;
@@ -109,6 +111,13 @@ pub async fn verify_store(
         let check = async {
             for (r, columns) in &batch {
                 v.push_stored(r.seq, &r.body, &r.leaf_hash, &r.chain_hash, columns)?;
+                if columns.kind == CHUNK_EVENT {
+                    // The body hashed to its leaf and its columns match it: genuine.
+                    let ev = audit::decode_body(&r.body).map_err(|e| {
+                        VerifyError::new(Some(r.seq), VerifyErrorKind::Malformed, e.to_string())
+                    })?;
+                    recordings.expect(r.seq, &ev.data)?;
+                }
                 while let Some(cp) = cps.peek() {
                     if cp.size > r.seq {
                         break;
@@ -133,7 +142,49 @@ pub async fn verify_store(
             return Ok(Err(e));
         }
     }
-    Ok(v.finish())
+    let report = match v.finish() {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(verify_recordings(store, recordings)
+        .await?
+        .map(|r| VerifyReport {
+            recorded_sessions: r.sessions,
+            recorded_chunks: r.chunks,
+            purged_chunks: r.purged,
+            ..report
+        }))
+}
+
+/// Checks every stored recording chunk against the digests the (verified) trail recorded.
+async fn verify_recordings(
+    store: &dyn Store,
+    mut v: RecordingVerifier,
+) -> Result<Result<RecordingVerifier, VerifyError>, StoreError> {
+    const PAGE: u32 = 64;
+    let mut after = String::new();
+    loop {
+        let sessions = store.all_recording_sessions(&after, 500).await?;
+        let Some(last) = sessions.last() else { break };
+        after = last.id.clone();
+        for s in &sessions {
+            let mut from = 0;
+            loop {
+                let chunks = store.recording_chunks(&s.id, from, PAGE).await?;
+                for c in &chunks {
+                    if let Err(e) = v.chunk(&s.id, c.seq, &c.digest, c.payload.as_deref()) {
+                        return Ok(Err(e));
+                    }
+                }
+                match chunks.last() {
+                    Some(c) if chunks.len() == PAGE as usize => from = c.seq + 1,
+                    _ => break,
+                }
+            }
+            v.session_done();
+        }
+    }
+    Ok(v.finish().map(|()| v))
 }
 
 /// Writes the export (header, events, checkpoints) as JSON lines to `out`.

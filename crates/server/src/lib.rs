@@ -146,9 +146,26 @@ pub async fn start_with_clock(
             error,
         }
     })?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|err| ServeError::Listen {
+            addr: cfg.listen,
+            err,
+        })?;
+    let addr = listener.local_addr()?;
     let now = clock.now();
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.checkpoint_every_events = cfg.checkpoint_every_events;
+    if engine_cfg.recorder_url.is_none() {
+        // Session recorders on SSH hosts stream here: the public URL, else where we listen.
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        engine_cfg.recorder_url = Some(
+            engine_cfg
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("{scheme}://{addr}")),
+        );
+    }
     let sha = policy.sha256.clone();
     let engine = Arc::new(Engine::new(
         Arc::new(store),
@@ -179,13 +196,6 @@ pub async fn start_with_clock(
     if n > 0 {
         tracing::info!(count = n, "expired overdue grants at start-up");
     }
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|err| ServeError::Listen {
-            addr: cfg.listen,
-            err,
-        })?;
-    let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut handles = vec![
         tokio::spawn(tasks::expiry_timer(engine.clone(), rx.clone())),

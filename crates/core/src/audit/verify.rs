@@ -34,6 +34,8 @@ pub enum VerifyErrorKind {
     Malformed,
     /// A store column kept beside the body (`ts`, `kind`, `grant_id`) differs from the body.
     ColumnMismatch,
+    /// A stored session recording chunk differs from, or lacks, the digest the trail recorded.
+    Recording,
 }
 
 /// The first problem found. `seq` names the first bad event when there is one.
@@ -64,6 +66,11 @@ pub struct VerifyReport {
     pub last_checkpoint_size: u64,
     /// Events after the last checkpoint (verified as a chain, not yet signed).
     pub unsigned_tail: u64,
+    /// Session recordings checked against the trail (0 when only an export was verified).
+    pub recorded_sessions: u64,
+    pub recorded_chunks: u64,
+    /// Chunks whose payload retention deleted (their digests checked).
+    pub purged_chunks: u64,
 }
 
 /// Streaming verifier. Feed rows with [`Verifier::push`] in seq order; feed each checkpoint
@@ -309,6 +316,9 @@ impl Verifier {
             head: self.head(),
             last_checkpoint_size: self.last_checkpoint_size,
             unsigned_tail: events - self.last_checkpoint_size,
+            recorded_sessions: 0,
+            recorded_chunks: 0,
+            purged_chunks: 0,
         })
     }
 }

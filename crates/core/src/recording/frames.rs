@@ -103,7 +103,8 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
         let head = chunk
             .get(at..at + HEADER)
             .ok_or(RecordError::Truncated(at))?;
-        let kind = Kind::from_code(head[0]).ok_or(RecordError::UnknownKind { at, code: head[0] })?;
+        let kind =
+            Kind::from_code(head[0]).ok_or(RecordError::UnknownKind { at, code: head[0] })?;
         let ms = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
         let len = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) as usize;
         let data = chunk
@@ -113,7 +114,9 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
             let text = std::str::from_utf8(data).map_err(|_| RecordError::NotText(at))?;
             let valid = match kind {
                 Kind::HiddenInput | Kind::Exit => {
-                    !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                    !text.is_empty()
+                        && text.len() <= 12
+                        && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
                 }
                 Kind::Resize => parse_size(text).is_some(),
                 _ => text.len() <= 1024,

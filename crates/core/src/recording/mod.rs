@@ -10,9 +10,11 @@
 pub mod frames;
 pub mod render;
 mod settings;
+pub mod verify;
 
 pub use frames::{Kind, Record, RecordError, decode_chunk, encode_record};
 pub use settings::{CapAction, Mode, RecordingSettings};
+pub use verify::{CHUNK_EVENT, RecordingVerifier};
 
 use sha2::{Digest, Sha256};
 

@@ -225,7 +225,11 @@ mod tests {
         assert_eq!(l, r#"[1.5,"o","é\""]"#);
         let l = a.line(&rec(Kind::HiddenInput, 2000, b"6")).unwrap();
         assert!(l.contains("\"m\"") && l.contains("6 keystroke"));
-        assert!(a.line(&rec(Kind::Output, 2100, &[0xff])).unwrap().contains('\u{FFFD}'));
+        assert!(
+            a.line(&rec(Kind::Output, 2100, &[0xff]))
+                .unwrap()
+                .contains('\u{FFFD}')
+        );
     }
 
     #[test]

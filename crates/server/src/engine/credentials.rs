@@ -94,10 +94,14 @@ impl Engine {
             Err(e) => return Err(ApiError::Target(e.to_string())),
         };
         let now = self.now();
+        let token = self.recorder_token(&info.id);
         let req = breakglass_connectors::IssueRequest {
             grant: info,
             now,
             expires_at,
+            recorder: self.config.recorder_url.as_deref().map(|url| {
+                breakglass_connectors::RecorderTicket { url, token: &token }
+            }),
             ssh_public_key: info.ssh_public_key.as_deref(),
         };
         match connector.issue(&req).await {

@@ -28,6 +28,8 @@ mod factors;
 mod identity;
 mod lifecycle;
 mod policy_reload;
+mod recorder;
+mod recording_views;
 mod request;
 mod reviews;
 mod secrets;
@@ -38,6 +40,8 @@ pub use crate::clock::{Clock, SystemClock};
 pub use breakglass_core::audit::event;
 pub use factors::{MfaLock, MfaPass};
 pub use identity::{hash_password, token_hash, valid_name};
+pub use recorder::{Ack, HEARTBEAT_MS, RecorderHello, RecorderStart};
+pub use recording_views::session_json;
 pub use secrets::MAX_SECRET;
 pub use views::{ApprovalView, EnrollOutput, GrantView, LoginOutput, RequestInput};
 
@@ -59,6 +63,9 @@ pub struct EngineConfig {
     pub checkpoint_every_events: u64,
     /// Where people reach this server (links in alerts), e.g. https://breakglass.example.org.
     pub public_url: Option<String>,
+    /// Where session recorders on SSH hosts reach this server (signed into certificates):
+    /// `public_url`, else the address the server listens on.
+    pub recorder_url: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +76,7 @@ impl Default for EngineConfig {
             login_throttle: ThrottleConfig::default(),
             checkpoint_every_events: 1000,
             public_url: None,
+            recorder_url: None,
         }
     }
 }

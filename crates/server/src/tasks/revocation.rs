@@ -136,11 +136,15 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
 
 /// Sweeps targets for credentials breakglass created that no open grant owns (a crash between
 /// "created at the target" and "grant recorded", a hand-restored database…) and removes them,
-/// audited as `credential.orphan_removed`. Runs at start-up and every `every`.
+/// audited as `credential.orphan_removed`; also closes silent recorded sessions of ended grants
+/// and applies recording retention. Runs at start-up and every `every`.
 pub async fn sweeper(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut failing = std::collections::HashSet::new();
     loop {
         sweep_once(&engine, &mut failing).await;
+        if let Err(e) = engine.tidy_recordings().await {
+            tracing::error!(error = %e, "cannot tidy recordings; will retry");
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => { return; }

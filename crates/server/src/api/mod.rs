@@ -14,11 +14,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+mod recordings;
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The OpenAPI document (committed; a test checks it lists every route).
-pub const OPENAPI: &str = include_str!("../openapi.json");
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 type AppState = Arc<Engine>;
 
@@ -179,7 +181,8 @@ pub fn router_with(engine: Arc<Engine>, metrics: Option<MetricsAccess>) -> Route
         .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/ssh/ca-key", get(ssh_ca_key))
         .route("/ssh/krl", get(ssh_krl))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .merge(recordings::routes());
     let mut root = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz));
