@@ -212,6 +212,10 @@ pub enum Cmd {
         /// The host's KRL file (sshd's RevokedKeys), watched for this certificate's serial.
         #[arg(long)]
         krl: Option<PathBuf>,
+        /// Record the session (streamed to --server): `required` (no recording, no
+        /// session) or `best_effort`.
+        #[arg(long, value_parser = ["required", "best_effort"])]
+        record: Option<String>,
     },
     /// Post-incident reviews: `review list`, or `review GRANT_ID --verdict V --notes TEXT`.
     #[command(args_conflicts_with_subcommands = true)]

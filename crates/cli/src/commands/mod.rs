@@ -54,8 +54,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             serial,
             until,
             krl,
+            record,
         } => {
-            let code = crate::session::run(grant, *serial, *until, krl.clone()).await?;
+            let recording = match (record, &cli.server) {
+                (Some(mode), Some(server)) => Some(crate::session::Recording {
+                    best_effort: mode == "best_effort",
+                    server: server.clone(),
+                }),
+                (Some(_), None) => anyhow::bail!("--record needs --server URL"),
+                _ => None,
+            };
+            let code =
+                crate::session::run(grant, *serial, *until, krl.clone(), recording).await?;
             std::process::exit(code);
         }
         Cmd::Status {

@@ -1,0 +1,349 @@
+//! Streaming a recording to the server while the session runs. The relays append records to a
+//! bounded in-memory buffer (never a file the user could edit); one task cuts it into numbered
+//! chunks and posts each until the server acknowledges it (the same number again after a
+//! network blip: the server keeps chunks gapless and ignores a repeat), and asks every
+//! `heartbeat_ms` when idle whether the session may go on (revocation, expiry, size cap).
+//!
+//! `required`: when no acknowledgement came for `ack_timeout` the session is paused (nothing
+//! relayed either way), after twice that it ends. `best_effort`: the session goes on; records
+//! that do not fit in the buffer are dropped and the lost time is reported (`X-Gap-Ms`, audited
+//! and alerted as `recording.gap`) once the server answers again.
+
+use breakglass_core::recording::{Kind, encode_record};
+use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+use zeroize::Zeroizing;
+
+/// Records waiting to be sent (or in flight) before the relays stop reading.
+const MAX_PENDING: usize = 8 << 20;
+/// Largest chunk sent (the server takes up to 256 KiB).
+const CHUNK: usize = 192 * 1024;
+
+/// What the session should do, as the uplink sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    Run,
+    /// Not acknowledged for too long: relay nothing until the server answers.
+    Paused,
+    /// End the session, with this message for the user.
+    End(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Start {
+    pub session: String,
+    pub secret: String,
+    pub mode: String,
+    pub ack_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Ack {
+    next: u64,
+    end: Option<String>,
+    capped: bool,
+}
+
+struct Buf {
+    data: Vec<u8>,
+    /// Bytes cut into the chunk in flight.
+    in_flight: usize,
+    capped: bool,
+    /// Records dropped (best effort) since this instant.
+    dropped_since: Option<Instant>,
+    closed: bool,
+}
+
+pub struct Uplink {
+    http: reqwest::Client,
+    base: String,
+    pub session: String,
+    secret: Zeroizing<String>,
+    best_effort: bool,
+    ack_timeout: Duration,
+    heartbeat: Duration,
+    started: Instant,
+    buf: Mutex<Buf>,
+    wake: Notify,
+    /// Room in the buffer again.
+    room: Notify,
+    flow: watch::Sender<Flow>,
+    last_ack: Mutex<Instant>,
+}
+
+fn http(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
+        .user_agent(concat!("breakglass-session/", env!("CARGO_PKG_VERSION")));
+    // A private CA for the server's certificate, installed on the host by its admin.
+    if let Ok(pem) = std::fs::read("/etc/breakglass/server-ca.pem") {
+        if let Ok(c) = reqwest::Certificate::from_pem(&pem) {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+}
+
+/// Opens the session at the server. The error is the message for the user.
+pub async fn open(
+    server: &str,
+    hello: serde_json::Value,
+    best_effort: bool,
+) -> Result<Arc<Uplink>, String> {
+    let base = server.trim_end_matches('/').to_string();
+    let client = http(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let resp = client
+        .post(format!("{base}/api/v1/recordings"))
+        .json(&hello)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the recording server {base}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let detail = body["detail"].as_str().unwrap_or("no reason given");
+        return Err(format!("the server refused to record this session: {detail}"));
+    }
+    let start: Start = serde_json::from_value(body)
+        .map_err(|e| format!("the recording server answered in an unknown form: {e}"))?;
+    let ack_timeout = Duration::from_millis(start.ack_timeout_ms.clamp(200, 300_000));
+    let (flow, _) = watch::channel(Flow::Run);
+    Ok(Arc::new(Uplink {
+        http: http(ack_timeout).map_err(|e| e.to_string())?,
+        base,
+        session: start.session,
+        secret: Zeroizing::new(start.secret),
+        best_effort: best_effort || start.mode == "best_effort",
+        ack_timeout,
+        heartbeat: Duration::from_millis(start.heartbeat_ms.clamp(50, 5000)),
+        started: Instant::now(),
+        buf: Mutex::new(Buf {
+            data: Vec::with_capacity(64 * 1024),
+            in_flight: 0,
+            capped: false,
+            dropped_since: None,
+            closed: false,
+        }),
+        wake: Notify::new(),
+        room: Notify::new(),
+        flow,
+        last_ack: Mutex::new(Instant::now()),
+    }))
+}
+
+impl Uplink {
+    pub fn ms(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX)
+    }
+
+    pub fn flow(&self) -> watch::Receiver<Flow> {
+        self.flow.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buf> {
+        self.buf.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a record. Terminal bytes are dropped once the size cap is reached (a marker
+    /// says so), or, best effort, while the buffer is full.
+    pub fn record(&self, kind: Kind, data: &[u8]) {
+        let mut b = self.lock();
+        let terminal = matches!(kind, Kind::Output | Kind::Stderr | Kind::Input);
+        if terminal && b.capped {
+            return;
+        }
+        if b.data.len() + b.in_flight + data.len() > MAX_PENDING && terminal {
+            // Only best effort gets here: required waits for room before reading.
+            b.dropped_since.get_or_insert_with(Instant::now);
+            return;
+        }
+        let ms = self.ms();
+        encode_record(&mut b.data, kind, ms, data);
+        drop(b);
+        self.wake.notify_one();
+    }
+
+    /// Waits until the buffer has room (required) — the relays read no more until then.
+    pub async fn room(&self) {
+        if self.best_effort {
+            return;
+        }
+        loop {
+            let notified = self.room.notified();
+            {
+                let b = self.lock();
+                if b.data.len() + b.in_flight < MAX_PENDING || b.closed {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn set_flow(&self, f: Flow) {
+        self.flow.send_if_modified(|cur| {
+            if matches!(cur, Flow::End(_)) || *cur == f {
+                return false;
+            }
+            *cur = f;
+            true
+        });
+    }
+
+    /// Acknowledgements stopped: pause, then end (required); best effort goes on.
+    fn check_deadline(&self) {
+        let since = self
+            .last_ack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if self.best_effort {
+            return;
+        }
+        if since >= self.ack_timeout * 2 {
+            self.set_flow(Flow::End(format!(
+                "the recording server has not acknowledged for {}s; this session cannot be recorded",
+                since.as_secs()
+            )));
+        } else if since >= self.ack_timeout {
+            self.set_flow(Flow::Paused);
+        }
+    }
+
+    async fn post(&self, seq: Option<u64>, body: Vec<u8>, gap_ms: Option<u64>) -> Result<Ack, String> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/recordings/{}/chunks", self.base, self.session))
+            .header("authorization", format!("Recorder {}", self.secret.as_str()))
+            .body(body);
+        if let Some(s) = seq {
+            req = req.header("x-chunk", s.to_string());
+        }
+        if let Some(g) = gap_ms {
+            req = req.header("x-gap-ms", g.to_string());
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(format!("server error {status}"));
+        }
+        let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            // A client error will not get better by retrying: end the session.
+            let detail = v["detail"].as_str().unwrap_or("refused").to_string();
+            return Ok(Ack {
+                next: seq.unwrap_or(0),
+                end: Some(format!("the recording server refused the recording: {detail}")),
+                capped: false,
+            });
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    fn acked(&self, ack: &Ack) {
+        *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if ack.capped {
+            self.lock().capped = true;
+        }
+        match &ack.end {
+            Some(why) => self.set_flow(Flow::End(why.clone())),
+            None => self.set_flow(Flow::Run),
+        }
+    }
+
+    /// Sends chunks and heartbeats until `close` and everything is acknowledged (or given up).
+    pub async fn run(self: Arc<Self>) {
+        let mut seq = 0u64;
+        loop {
+            let (chunk, closed, gap) = {
+                let mut b = self.lock();
+                let take = cut(&b.data, CHUNK);
+                let chunk: Vec<u8> = b.data.drain(..take).collect();
+                b.in_flight = chunk.len();
+                let gap = b.dropped_since.take().map(|t| t.elapsed().as_millis() as u64);
+                (chunk, b.closed, gap)
+            };
+            if chunk.is_empty() && closed {
+                return;
+            }
+            let (n, body) = if chunk.is_empty() {
+                (None, Vec::new())
+            } else {
+                (Some(seq), chunk)
+            };
+            // Post until acknowledged; the same chunk and number again after a failure.
+            loop {
+                match self.post(n, body.clone(), gap).await {
+                    Ok(ack) => {
+                        self.acked(&ack);
+                        if n.is_some() && ack.next > seq {
+                            seq = ack.next;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "recording upload failed; retrying");
+                        self.check_deadline();
+                        if matches!(*self.flow.borrow(), Flow::End(_)) && self.lock().closed {
+                            return;
+                        }
+                        if self.best_effort && n.is_some() {
+                            // Keep going without this chunk rather than hold the session.
+                            self.lock().dropped_since.get_or_insert_with(Instant::now);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            self.lock().in_flight = 0;
+            self.room.notify_waiters();
+            // Wait for more, or heartbeat; a short pause lets output coalesce into one chunk.
+            let pending = !self.lock().data.is_empty();
+            if !pending {
+                let _ = tokio::time::timeout(self.heartbeat, self.wake.notified()).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.check_deadline();
+        }
+    }
+
+    /// No more records: the run loop ends once what is buffered is acknowledged.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Tells the server the session ended (best effort, bounded).
+    pub async fn end(&self, reason: &str, exit_status: Option<i32>) {
+        let body = serde_json::json!({"reason": reason, "exit_status": exit_status});
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.http
+                .post(format!("{}/api/v1/recordings/{}/end", self.base, self.session))
+                .header("authorization", format!("Recorder {}", self.secret.as_str()))
+                .json(&body)
+                .send(),
+        )
+        .await;
+    }
+}
+
+/// How many bytes of `data` (whole records) make the next chunk.
+fn cut(data: &[u8], max: usize) -> usize {
+    let mut at = 0;
+    while at + 9 <= data.len() {
+        let len = u32::from_be_bytes([data[at + 5], data[at + 6], data[at + 7], data[at + 8]]) as usize;
+        let next = at + 9 + len;
+        if next > data.len() || (next > max && at > 0) {
+            break;
+        }
+        at = next;
+    }
+    at
+}
