@@ -364,19 +364,20 @@ async fn credentials(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
-    let attempt = |done: bool, at: i64| Change::RevocationAttempt {
-        grant_id: "c2".into(),
-        done,
-        attempts: 1,
-        next_attempt_at: Timestamp(at + 1000),
-        last_error: (!done).then(|| "target down".to_string()),
-        at: Timestamp(at),
+    // Records one revocation attempt on c2; returns c2 as stored after it.
+    let attempt = async |done: bool, at: i64| {
+        let change = Change::RevocationAttempt {
+            grant_id: "c2".into(),
+            done,
+            attempts: 1,
+            next_attempt_at: Timestamp(at + 1000),
+            last_error: (!done).then(|| "target down".to_string()),
+            at: Timestamp(at),
+        };
+        store.commit(vec![change], vec![]).await.unwrap();
+        store.credential("c2").await.unwrap().unwrap()
     };
-    store
-        .commit(vec![attempt(false, 21)], vec![])
-        .await
-        .unwrap();
-    let c = store.credential("c2").await.unwrap().unwrap();
+    let c = attempt(false, 21).await;
     assert_eq!(
         (c.state.as_str(), c.last_error.as_deref()),
         ("revoking", Some("target down"))
@@ -388,11 +389,7 @@ async fn credentials(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
-    store
-        .commit(vec![attempt(true, 1100)], vec![])
-        .await
-        .unwrap();
-    let c = store.credential("c2").await.unwrap().unwrap();
+    let c = attempt(true, 1100).await;
     assert_eq!(
         (c.state.as_str(), c.revoked_at),
         ("revoked", Some(Timestamp(1100)))

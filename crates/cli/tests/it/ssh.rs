@@ -6,7 +6,7 @@
 use crate::harness::*;
 use breakglass_testkit::sshd::{Sshd, keygen};
 use breakglass_testkit::{free_port, whoami};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -23,18 +23,15 @@ fn request(u: &User, key: &Path, dur: &str) -> serde_json::Value {
     ])
 }
 
-/// What the host's cron/timer does: `breakglass ssh krl --out FILE`.
-fn refresh_krl(u: &User, krl: &Path) {
-    u.ok(&["ssh", "krl", "--out", &krl.display().to_string()]);
-}
-
-#[test]
-fn ssh_certificates_work_during_the_grant_and_not_after() {
+/// What both tests start from: a directory, the local user (the certificates' principal), a
+/// free port for sshd, `dir/<host_krl>` (the KRL the sessions watch), and a server whose one
+/// resource, `bastion`, is that sshd on 127.0.0.1; oncall (alice, returned last) may break
+/// glass to it without MFA or approval, and security administers.
+fn bastion(host_krl: &str) -> (tempfile::TempDir, String, u16, PathBuf, Server, User) {
     let user = whoami();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
     let port = free_port();
-    let krl = dir.join("revoked.krl");
+    let krl = tmp.path().join(host_krl);
     let policy = format!(
         r#"
 admins: {{ groups: [security] }}
@@ -58,6 +55,18 @@ policies:
     );
     let server = Server::start(&policy);
     let alice = server.user("alice", &["oncall"]);
+    (tmp, user, port, krl, server, alice)
+}
+
+/// What the host's cron/timer does: `breakglass ssh krl --out FILE`.
+fn refresh_krl(u: &User, krl: &Path) {
+    u.ok(&["ssh", "krl", "--out", &krl.display().to_string()]);
+}
+
+#[test]
+fn ssh_certificates_work_during_the_grant_and_not_after() {
+    let (tmp, user, port, krl, server, alice) = bastion("revoked.krl");
+    let dir = tmp.path();
     let sec = server.user("sam", &["security"]);
     // The host: CA key and an (empty) KRL from the server, as the docs tell operators to do.
     let ca = alice.ok(&["ssh", "ca-key"]);
@@ -233,35 +242,9 @@ policies:
 /// still lets the login through to the force-command.
 #[test]
 fn ssh_sessions_fail_closed_when_the_host_krl_is_missing_or_corrupt() {
-    let user = whoami();
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, user, port, krl, _server, alice) = bastion("session.krl");
     let dir = tmp.path();
-    let port = free_port();
     let sshd_krl = dir.join("revoked.krl");
-    let krl = dir.join("session.krl");
-    let policy = format!(
-        r#"
-admins: {{ groups: [security] }}
-resources:
-  - name: bastion
-    kind: ssh
-    principals: [{user}]
-    host: 127.0.0.1
-    port: {port}
-    session_command: {BIN}
-    host_krl: {krl}
-policies:
-  - name: bastion-emergency
-    resources: [bastion]
-    who: {{ groups: [oncall] }}
-    require: {{ mfa: false }}
-    approval: {{ mode: auto }}
-    duration: {{ default: 30m, max: 2h }}
-"#,
-        krl = krl.display()
-    );
-    let server = Server::start(&policy);
-    let alice = server.user("alice", &["oncall"]);
     let ca = alice.ok(&["ssh", "ca-key"]);
     refresh_krl(&alice, &sshd_krl);
     refresh_krl(&alice, &krl);

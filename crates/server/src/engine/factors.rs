@@ -5,6 +5,7 @@ use super::{CAS_RETRIES, Engine, Principal, event};
 use crate::error::{ApiError, MFA_CONFLICT};
 use breakglass_core::audit::NewEvent;
 use breakglass_core::mfa::{self, TotpOutcome};
+use breakglass_core::time::Timestamp;
 use breakglass_store::Change;
 use rand::RngCore;
 use serde_json::json;
@@ -220,88 +221,60 @@ impl Engine {
         purpose: &str,
     ) -> Result<(Vec<Change>, Vec<NewEvent>), ApiError> {
         let now = self.now();
-        let sealed = rec.totp_sealed.as_deref().unwrap_or_default();
-        let secret = self
-            .keys
-            .kek
-            .open(&totp_aad(&who.name), sealed)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let secret = self.totp_secret(who, rec)?;
         let (outcome, state) = mfa::check_totp(&secret, code, now, &rec.state, &self.config.mfa);
         let change = Change::PutMfaState {
             user: who.name.clone(),
             expected_version: rec.version,
             state,
         };
-        let (kind, err) = match outcome {
-            TotpOutcome::Accepted { step } => {
-                return Ok((
-                    vec![change],
-                    vec![event(
-                        now,
-                        "mfa.verified",
-                        Some(&who.name),
-                        None,
-                        json!({"purpose": purpose, "method": "totp", "step": step}),
-                    )],
-                ));
+        match judge(&outcome, &who.name) {
+            Judged::Accepted { step } => Ok((
+                vec![change],
+                vec![event(
+                    now,
+                    "mfa.verified",
+                    Some(&who.name),
+                    None,
+                    json!({"purpose": purpose, "method": "totp", "step": step}),
+                )],
+            )),
+            Judged::Refused(err) => Err(err),
+            Judged::Failed { kind, err } => {
+                let change = outcome.changes_state().then_some(change);
+                self.record_failed_code(who, purpose, kind, change, now)
+                    .await?;
+                Err(err)
             }
-            TotpOutcome::Malformed => {
-                return Err(ApiError::bad_hint(
-                    "a TOTP code is 6 digits",
-                    "type the 6-digit code your authenticator app shows",
-                ));
-            }
-            TotpOutcome::Locked { until } => (
-                "mfa.refused_locked",
-                ApiError::Mfa {
-                    slug: "mfa-locked",
-                    message: format!(
-                        "MFA for {} is locked after too many wrong codes until {until}",
-                        who.name
-                    ),
-                    hint: Some("wait for the lock-out to end or ask the security team".into()),
-                },
-            ),
-            TotpOutcome::Wrong { remaining } => (
-                "mfa.failed",
-                ApiError::Mfa {
-                    slug: "mfa-invalid",
-                    message: format!(
-                        "wrong one-time code; {remaining} tries left before MFA locks"
-                    ),
-                    hint: Some("check your authenticator app and the device clock".into()),
-                },
-            ),
-            TotpOutcome::Replayed { remaining } => (
-                "mfa.replayed",
-                ApiError::Mfa {
-                    slug: "mfa-replayed",
-                    message: format!(
-                        "this one-time code was already used; wait for the next code ({remaining} tries left)"
-                    ),
-                    hint: Some("codes are single-use: wait up to 30 s for a new one".into()),
-                },
-            ),
-            TotpOutcome::LockedNow { until } => (
-                "mfa.locked",
-                ApiError::Mfa {
-                    slug: "mfa-locked",
-                    message: format!(
-                        "too many wrong codes: MFA for {} is locked until {until}",
-                        who.name
-                    ),
-                    hint: Some("the security team has been told; wait or ask them".into()),
-                },
-            ),
-        };
+        }
+    }
+
+    /// The user's TOTP secret, unsealed.
+    fn totp_secret(
+        &self,
+        who: &Principal,
+        rec: &breakglass_store::MfaRecord,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+        let sealed = rec.totp_sealed.as_deref().unwrap_or_default();
+        self.keys
+            .kek
+            .open(&totp_aad(&who.name), sealed)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Commits a code that counted against the user: the new MFA state (none while locked, as
+    /// nothing was checked) and the audit event `kind`.
+    async fn record_failed_code(
+        &self,
+        who: &Principal,
+        purpose: &str,
+        kind: &'static str,
+        change: Option<Change>,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
         self.metrics.mfa_failures.inc();
-        let changes = if matches!(outcome, TotpOutcome::Locked { .. }) {
-            vec![]
-        } else {
-            vec![change]
-        };
         self.commit(
-            changes,
+            change.into_iter().collect(),
             vec![event(
                 now,
                 kind,
@@ -310,7 +283,70 @@ impl Engine {
                 json!({"purpose": purpose}),
             )],
         )
-        .await?;
-        Err(err)
+        .await
     }
+}
+
+/// How a code was judged.
+enum Judged {
+    Accepted {
+        step: u64,
+    },
+    /// Refused before it counted as a guess (not six digits): nothing to record.
+    Refused(ApiError),
+    /// Counted against the user (wrong, replayed, or MFA locked): recorded as `kind`.
+    Failed {
+        kind: &'static str,
+        err: ApiError,
+    },
+}
+
+/// What `user` is told, and what is audited, for one outcome of a TOTP check.
+fn judge(outcome: &TotpOutcome, user: &str) -> Judged {
+    let (kind, err) = match *outcome {
+        TotpOutcome::Accepted { step } => return Judged::Accepted { step },
+        TotpOutcome::Malformed => {
+            return Judged::Refused(ApiError::bad_hint(
+                "a TOTP code is 6 digits",
+                "type the 6-digit code your authenticator app shows",
+            ));
+        }
+        TotpOutcome::Locked { until } => (
+            "mfa.refused_locked",
+            ApiError::Mfa {
+                slug: "mfa-locked",
+                message: format!(
+                    "MFA for {user} is locked after too many wrong codes until {until}"
+                ),
+                hint: Some("wait for the lock-out to end or ask the security team".into()),
+            },
+        ),
+        TotpOutcome::Wrong { remaining } => (
+            "mfa.failed",
+            ApiError::Mfa {
+                slug: "mfa-invalid",
+                message: format!("wrong one-time code; {remaining} tries left before MFA locks"),
+                hint: Some("check your authenticator app and the device clock".into()),
+            },
+        ),
+        TotpOutcome::Replayed { remaining } => (
+            "mfa.replayed",
+            ApiError::Mfa {
+                slug: "mfa-replayed",
+                message: format!(
+                    "this one-time code was already used; wait for the next code ({remaining} tries left)"
+                ),
+                hint: Some("codes are single-use: wait up to 30 s for a new one".into()),
+            },
+        ),
+        TotpOutcome::LockedNow { until } => (
+            "mfa.locked",
+            ApiError::Mfa {
+                slug: "mfa-locked",
+                message: format!("too many wrong codes: MFA for {user} is locked until {until}"),
+                hint: Some("the security team has been told; wait or ask them".into()),
+            },
+        ),
+    };
+    Judged::Failed { kind, err }
 }

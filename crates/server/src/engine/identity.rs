@@ -1,13 +1,14 @@
 //! Who is calling: passwords, login sessions, and disabling a user (which ends what they hold).
 
-use super::factors::MfaLock;
+use super::factors::{MfaLock, MfaPass};
 use super::views::LoginOutput;
 use super::{CAS_RETRIES, Engine, Principal, event};
 use crate::error::ApiError;
 pub use crate::hash_pool::hash_password;
+use crate::login_throttle::Attempt;
 use breakglass_core::audit::NewEvent;
 use breakglass_core::grant::AnyGrant;
-use breakglass_core::time;
+use breakglass_core::time::{self, Timestamp};
 use breakglass_store::{Change, GrantFilter, Session, User};
 use rand::RngCore;
 use serde_json::json;
@@ -71,43 +72,14 @@ impl Engine {
             return Err(ApiError::InvalidCredentials);
         }
         let now = self.now();
-        let attempt = match self.login_throttle.reserve(user, source, now) {
-            Ok(a) => a,
-            Err(refusal) => {
-                self.metrics.logins_throttled.inc();
-                self.audit_only(crate::login_throttle::burst_events(now, &refusal.bursts))
-                    .await?;
-                return Err(crate::login_throttle::refusal_error(user, source, &refusal));
-            }
-        };
+        let attempt = self.reserve_login(user, source, now).await?;
         let record = self.store.user(user).await?;
-        let phc = record
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.dummy_hash.clone());
-        let pw = zeroize::Zeroizing::new(password.to_string());
-        let check = move |mem: &mut _| crate::hash_pool::verify(mem, pw.as_bytes(), &phc);
-        let ok = match self.hash_pool.run(check).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.metrics.logins_busy.inc();
-                return Err(e);
-            }
-        };
+        let ok = self.check_password(record.as_ref(), password).await?;
         let user_rec = match record {
             Some(u) if ok && !u.disabled => u,
             other => {
-                let src = attempt.source();
-                let bursts = attempt.failed(now);
-                let mut events = vec![event(
-                    now,
-                    "auth.login_failed",
-                    Some(user),
-                    None,
-                    json!({"known_user": other.is_some(), "disabled": other.map(|u| u.disabled).unwrap_or(false), "source": src}),
-                )];
-                events.extend(crate::login_throttle::burst_events(now, &bursts));
-                self.audit_only(events).await?;
+                self.audit_failed_login(user, other.as_ref(), attempt, now)
+                    .await?;
                 return Err(ApiError::InvalidCredentials);
             }
         };
@@ -117,15 +89,7 @@ impl Engine {
             groups: user_rec.groups.clone(),
         };
         let mfa_rec = self.store.mfa(user).await?;
-        let mut changes = Vec::new();
-        let mut events = Vec::new();
-        let mut _mfa = MfaLock::none();
-        if let Some(code) = otp {
-            let (c, e, lock) = self.verify_mfa(&principal, Some(code), "login").await?;
-            changes.extend(c);
-            events.extend(e);
-            _mfa = lock;
-        }
+        let (mut changes, mut events, _mfa) = self.login_mfa(&principal, otp).await?;
         let token = random_token();
         let expires_at = now.plus(self.config.session_ttl);
         changes.push(Change::CreateSession {
@@ -151,6 +115,78 @@ impl Engine {
             expires_at: time::rfc3339(expires_at),
             totp_enrolled: mfa_rec.totp_confirmed,
         })
+    }
+
+    /// A password check for `user` from `source`, or the throttle's refusal (audited).
+    async fn reserve_login(
+        &self,
+        user: &str,
+        source: std::net::IpAddr,
+        now: Timestamp,
+    ) -> Result<Attempt<'_>, ApiError> {
+        match self.login_throttle.reserve(user, source, now) {
+            Ok(a) => Ok(a),
+            Err(refusal) => {
+                self.metrics.logins_throttled.inc();
+                self.audit_only(crate::login_throttle::burst_events(now, &refusal.bursts))
+                    .await?;
+                Err(crate::login_throttle::refusal_error(user, source, &refusal))
+            }
+        }
+    }
+
+    /// Checks `password` on the hash pool; an unknown user is checked against a dummy hash so
+    /// that it takes as long.
+    async fn check_password(
+        &self,
+        record: Option<&User>,
+        password: &str,
+    ) -> Result<bool, ApiError> {
+        let phc = record
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        let check = move |mem: &mut _| crate::hash_pool::verify(mem, pw.as_bytes(), &phc);
+        match self.hash_pool.run(check).await {
+            Ok(ok) => Ok(ok),
+            Err(e) => {
+                self.metrics.logins_busy.inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a failed login (wrong password, unknown or disabled user) and audits it.
+    async fn audit_failed_login(
+        &self,
+        user: &str,
+        record: Option<&User>,
+        attempt: Attempt<'_>,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
+        let src = attempt.source();
+        let bursts = attempt.failed(now);
+        let mut events = vec![event(
+            now,
+            "auth.login_failed",
+            Some(user),
+            None,
+            json!({"known_user": record.is_some(), "disabled": record.map(|u| u.disabled).unwrap_or(false), "source": src}),
+        )];
+        events.extend(crate::login_throttle::burst_events(now, &bursts));
+        self.audit_only(events).await
+    }
+
+    /// A code given at login is verified (and spent) with the session; none is not asked for.
+    async fn login_mfa(
+        &self,
+        principal: &Principal,
+        otp: Option<&str>,
+    ) -> Result<MfaPass, ApiError> {
+        match otp {
+            Some(code) => self.verify_mfa(principal, Some(code), "login").await,
+            None => Ok((Vec::new(), Vec::new(), MfaLock::none())),
+        }
     }
 
     pub async fn logout(&self, token: &str, who: &Principal) -> Result<(), ApiError> {

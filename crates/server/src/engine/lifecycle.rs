@@ -1,13 +1,17 @@
 //! Ending a grant early (revoke) and extending it.
 
-use super::factors::MfaLock;
+use super::factors::{MfaLock, MfaPass};
 use super::views::GrantView;
 use super::{Engine, Principal, check_text, event};
 use crate::error::ApiError;
-use breakglass_core::grant::AnyGrant;
-use breakglass_core::{duration, time};
+use breakglass_core::audit::NewEvent;
+use breakglass_core::duration;
+use breakglass_core::grant::{Active, AnyGrant, Grant, GrantInfo};
+use breakglass_core::policy::PolicySet;
+use breakglass_core::time::{self, Timestamp};
 use breakglass_store::Change;
 use serde_json::json;
+use std::time::Duration;
 
 impl Engine {
     /// Who may end a grant early: its requester, the policy's approvers and reviewers, admins.
@@ -70,6 +74,8 @@ impl Engine {
         Ok(GrantView::of(&next, now))
     }
 
+    /// Extends `who`'s own active grant by `by`: the policy allows it, MFA proves it, and the
+    /// new expiry is committed with its audit events (and any anomaly flag).
     pub async fn extend(
         &self,
         who: &Principal,
@@ -78,6 +84,40 @@ impl Engine {
         otp: Option<&str>,
     ) -> Result<GrantView, ApiError> {
         let by = duration::parse(by).map_err(|e| ApiError::bad(e.to_string()))?;
+        let a = self.own_active_grant(who, id).await?;
+        let now = self.now();
+        let policy = self.policy();
+        let new_expiry = self
+            .allowed_expiry(who, id, &a, &policy.set, by, now)
+            .await?;
+        let (mut changes, mut events, _mfa) =
+            self.prove_extension(who, &a, &policy.set, otp).await?;
+        let info = a.info.clone();
+        let old = a.state.expires_at;
+        let mut next = a
+            .extend(&who.name, new_expiry, now)
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        events.extend(self.flag_extension(&mut next, &policy.set, &info, now));
+        events.push(event(
+            now,
+            "grant.extended",
+            Some(&who.name),
+            Some(&info),
+            json!({"by_secs": by.as_secs(), "old_expires_at": time::rfc3339(old), "new_expires_at": time::rfc3339(new_expiry)}),
+        ));
+        let next = AnyGrant::from(next);
+        changes.push(Change::UpdateGrant {
+            expected_state: "active",
+            grant: next.clone(),
+        });
+        self.commit(changes, events).await?;
+        self.wake.notify_one();
+        Ok(GrantView::of(&next, now))
+    }
+
+    /// The grant `id` if it is `who`'s own and active. Someone else's grant is "not found"
+    /// unless `who` may see it.
+    async fn own_active_grant(&self, who: &Principal, id: &str) -> Result<Grant<Active>, ApiError> {
         let g = self.load(id).await?;
         if g.info().user != who.name {
             if self.may_see(who, &g) {
@@ -94,9 +134,20 @@ impl Engine {
                 g.state_name()
             )));
         };
-        let now = self.now();
-        let policy = self.policy();
-        let new_expiry = match policy.set.check_extension(
+        Ok(a)
+    }
+
+    /// The expiry the policy allows after extending by `by`; a refusal is audited and returned.
+    async fn allowed_expiry(
+        &self,
+        who: &Principal,
+        id: &str,
+        a: &Grant<Active>,
+        set: &PolicySet,
+        by: Duration,
+        now: Timestamp,
+    ) -> Result<Timestamp, ApiError> {
+        match set.check_extension(
             &a.info.policy,
             &who.name,
             &who.groups,
@@ -106,7 +157,7 @@ impl Engine {
             by,
             now,
         ) {
-            Ok(t) => t,
+            Ok(t) => Ok(t),
             Err(refusal) => {
                 self.refuse(
                     who,
@@ -117,50 +168,48 @@ impl Engine {
                     json!({"by": duration::format(by)}),
                 )
                 .await?;
-                return Err(ApiError::Refused(refusal));
+                Err(ApiError::Refused(refusal))
             }
-        };
-        let mfa_required = policy
-            .set
+        }
+    }
+
+    /// MFA for an extension, when the grant's policy requires it (it does if the policy is gone).
+    async fn prove_extension(
+        &self,
+        who: &Principal,
+        a: &Grant<Active>,
+        set: &PolicySet,
+        otp: Option<&str>,
+    ) -> Result<MfaPass, ApiError> {
+        let mfa_required = set
             .policy(&a.info.policy)
             .map(|p| p.require.mfa)
             .unwrap_or(true);
-        let (mut changes, mut events, _mfa) = if mfa_required {
-            self.verify_mfa(who, otp, "extend").await?
+        if mfa_required {
+            self.verify_mfa(who, otp, "extend").await
         } else {
-            (vec![], vec![], MfaLock::none())
-        };
-        let info = a.info.clone();
-        let old = a.state.expires_at;
-        let mut next = a
-            .extend(&who.name, new_expiry, now)
-            .map_err(|e| ApiError::Conflict(e.to_string()))?;
-        let count = u32::try_from(next.state.extensions.len()).unwrap_or(u32::MAX);
-        if let Some(flag) = breakglass_core::anomaly::on_extension(&policy.set.anomalies, count) {
-            self.metrics.anomalies.inc();
-            next.info.flags.push(flag.clone());
-            events.push(event(
-                now,
-                "anomaly.flagged",
-                Some("system"),
-                Some(&info),
-                json!({"flags": [flag]}),
-            ));
+            Ok((vec![], vec![], MfaLock::none()))
         }
-        events.push(event(
+    }
+
+    /// Flags an extension beyond the policy's `max_extensions` on the grant; returns its event.
+    fn flag_extension(
+        &self,
+        next: &mut Grant<Active>,
+        set: &PolicySet,
+        info: &GrantInfo,
+        now: Timestamp,
+    ) -> Option<NewEvent> {
+        let count = u32::try_from(next.state.extensions.len()).unwrap_or(u32::MAX);
+        let flag = breakglass_core::anomaly::on_extension(&set.anomalies, count)?;
+        self.metrics.anomalies.inc();
+        next.info.flags.push(flag.clone());
+        Some(event(
             now,
-            "grant.extended",
-            Some(&who.name),
-            Some(&info),
-            json!({"by_secs": by.as_secs(), "old_expires_at": time::rfc3339(old), "new_expires_at": time::rfc3339(new_expiry)}),
-        ));
-        let next = AnyGrant::from(next);
-        changes.push(Change::UpdateGrant {
-            expected_state: "active",
-            grant: next.clone(),
-        });
-        self.commit(changes, events).await?;
-        self.wake.notify_one();
-        Ok(GrantView::of(&next, now))
+            "anomaly.flagged",
+            Some("system"),
+            Some(info),
+            json!({"flags": [flag]}),
+        ))
     }
 }
