@@ -136,6 +136,21 @@ pub enum Cmd {
         #[arg(long)]
         ssh_key: Option<PathBuf>,
     },
+    /// Follow a grant's live sessions, read-only (security team; the view is audited).
+    Watch { grant_id: String },
+    /// Export a grant's session recording: asciicast v2 (`asciinema play FILE`) or plain text.
+    Recording {
+        grant_id: String,
+        /// Which session (when the grant has several).
+        #[arg(long)]
+        session: Option<String>,
+        /// `cast` (asciicast v2) or `text` (a transcript without terminal escapes).
+        #[arg(long, default_value = "cast")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show grants, or one grant with its countdown.
     Status {
         grant_id: Option<String>,

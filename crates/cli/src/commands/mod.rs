@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod common;
 mod grants;
+mod recordings;
 mod secrets;
 mod serve;
 
@@ -23,6 +24,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     match &cli.cmd {
         Cmd::Init { data_dir } => admin::init(j, data_dir).await?,
         Cmd::Serve { .. } => serve::serve(cli).await?,
+        Cmd::Watch { grant_id } => recordings::watch(cli, grant_id).await?,
+        Cmd::Recording {
+            grant_id,
+            session,
+            format,
+            out,
+        } => recordings::recording(cli, grant_id, session.as_deref(), format, out.as_deref(), j).await?,
         Cmd::Admin(AdminCmd::User(u)) => admin::admin_user(u, j).await?,
         Cmd::Login {
             user,
