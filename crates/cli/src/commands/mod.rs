@@ -30,7 +30,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             session,
             format,
             out,
-        } => recordings::recording(cli, grant_id, session.as_deref(), format, out.as_deref(), j).await?,
+        } => {
+            recordings::recording(cli, grant_id, session.as_deref(), format, out.as_deref(), j)
+                .await?
+        }
         Cmd::Admin(AdminCmd::User(u)) => admin::admin_user(u, j).await?,
         Cmd::Login {
             user,
@@ -72,8 +75,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (Some(_), None) => anyhow::bail!("--record needs --server URL"),
                 _ => None,
             };
-            let code =
-                crate::session::run(grant, *serial, *until, krl.clone(), recording).await?;
+            let code = crate::session::run(grant, *serial, *until, krl.clone(), recording).await?;
             std::process::exit(code);
         }
         Cmd::Status {

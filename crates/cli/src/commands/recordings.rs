@@ -24,7 +24,12 @@ async fn open_view(c: &Client, grant: &str, purpose: &str) -> Result<Value> {
 
 /// Every record of session `sid` from chunk `from`; returns them, the next chunk number and
 /// whether the session has ended.
-async fn fetch(c: &Client, view: &str, sid: &str, from: u64) -> Result<(Vec<Record>, u64, bool, Value)> {
+async fn fetch(
+    c: &Client,
+    view: &str,
+    sid: &str,
+    from: u64,
+) -> Result<(Vec<Record>, u64, bool, Value)> {
     let v = c
         .get(&format!(
             "/recordings/{}/data?from={from}&view={}",
@@ -40,11 +45,14 @@ async fn fetch(c: &Client, view: &str, sid: &str, from: u64) -> Result<(Vec<Reco
             recs.push(Record {
                 kind: Kind::Marker,
                 ms: 0,
-                data: format!("chunk {n}: deleted by the retention policy (its digest is kept)").into_bytes(),
+                data: format!("chunk {n}: deleted by the retention policy (its digest is kept)")
+                    .into_bytes(),
             });
             continue;
         };
-        let bytes = b64.decode(data).context("the server sent a chunk that is not base64")?;
+        let bytes = b64
+            .decode(data)
+            .context("the server sent a chunk that is not base64")?;
         recs.extend(decode_chunk(&bytes).context("the server sent a chunk that does not decode")?);
     }
     let next = v["next"].as_u64().unwrap_or(from);
@@ -57,8 +65,16 @@ fn meta(s: &Value) -> SessionMeta {
         session: s["session"].as_str().unwrap_or("").into(),
         grant: s["grant"].as_str().unwrap_or("").into(),
         host: s["host"].as_str().unwrap_or("").into(),
-        cols: s["cols"].as_u64().and_then(|c| u16::try_from(c).ok()).filter(|c| *c > 0).unwrap_or(80),
-        rows: s["rows"].as_u64().and_then(|c| u16::try_from(c).ok()).filter(|c| *c > 0).unwrap_or(24),
+        cols: s["cols"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(80),
+        rows: s["rows"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(24),
         started: s["started_unix"].as_i64().unwrap_or(0),
         command: s["command"].as_str().map(String::from),
     }
@@ -103,7 +119,11 @@ pub(super) async fn watch(cli: &Cli, grant: &str) -> Result<()> {
                         Kind::Output | Kind::Stderr => stdout.write_all(&r.data)?,
                         Kind::Marker | Kind::Exit | Kind::HiddenInput => {
                             if let Some(n) = breakglass_core::recording::render::note(r) {
-                                write!(stdout, "\r\n[breakglass: {}]\r\n", breakglass_core::recording::render::plain(&n))?;
+                                write!(
+                                    stdout,
+                                    "\r\n[breakglass: {}]\r\n",
+                                    breakglass_core::recording::render::plain(&n)
+                                )?;
                             }
                         }
                         _ => {}
@@ -114,7 +134,10 @@ pub(super) async fn watch(cli: &Cli, grant: &str) -> Result<()> {
                 entry.0 = n;
                 if ended {
                     entry.1 = true;
-                    eprintln!("\r\n--- session {sid} ended: {} ---\r", s["end_reason"].as_str().unwrap_or("ended"));
+                    eprintln!(
+                        "\r\n--- session {sid} ended: {} ---\r",
+                        s["end_reason"].as_str().unwrap_or("ended")
+                    );
                 }
                 if !progressed || ended {
                     break;
@@ -154,10 +177,16 @@ pub(super) async fn recording(
         None => all,
     };
     if chosen.is_empty() {
-        bail!("grant {grant} has no recorded session{}", session.map(|s| format!(" {s}")).unwrap_or_default());
+        bail!(
+            "grant {grant} has no recorded session{}",
+            session.map(|s| format!(" {s}")).unwrap_or_default()
+        );
     }
     if format == "cast" && chosen.len() > 1 {
-        let ids: Vec<_> = chosen.iter().filter_map(|s| s["session"].as_str()).collect();
+        let ids: Vec<_> = chosen
+            .iter()
+            .filter_map(|s| s["session"].as_str())
+            .collect();
         bail!(
             "grant {grant} has {} sessions; an asciicast holds one: pick one with --session ({})",
             chosen.len(),
@@ -225,7 +254,10 @@ pub(super) async fn recording(
                 } else {
                     String::new()
                 };
-                format!("recording of grant {grant} written to {}{play}", p.display())
+                format!(
+                    "recording of grant {grant} written to {}{play}",
+                    p.display()
+                )
             },
         );
     }

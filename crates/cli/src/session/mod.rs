@@ -123,7 +123,10 @@ pub async fn run(
         .ok()
         .filter(|c| !c.is_empty());
     if let Some(rec) = recording {
-        return recorded(grant, serial, until, krl, &mut hup, rec, &token, &shell, command).await;
+        return recorded(
+            grant, serial, until, krl, &mut hup, rec, &token, &shell, command,
+        )
+        .await;
     }
     let mut cmd = tokio::process::Command::new(&shell);
     shell_args(&mut cmd, &shell, command.as_deref());
@@ -145,7 +148,7 @@ pub async fn run(
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
     let _ = killpg(getpgrp(), Signal::SIGHUP);
     stop_child(&mut child, pid).await;
-    Ok(if why.ends_with("has expired") { 124 } else { 125 })
+    Ok(if why.ends_with(" expired") { 124 } else { 125 })
 }
 
 /// `-c COMMAND`, or a login shell (argv[0] `-name`) as sshd would start it.
@@ -187,10 +190,10 @@ async fn until_end(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return format!("grant {grant} has expired"),
+            _ = tokio::time::sleep_until(deadline) => return format!("grant {grant} expired"),
             _ = tick.tick() => {
                 if unix_now() >= until {
-                    return format!("grant {grant} has expired");
+                    return format!("grant {grant} expired");
                 }
                 match check_krl(krl, serial).await {
                     Krl::Clear => {}
@@ -247,7 +250,11 @@ async fn recorded(
 ) -> Result<i32> {
     use std::io::IsTerminal;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (cols, rows) = if interactive { pty::outer_size() } else { (0, 0) };
+    let (cols, rows) = if interactive {
+        pty::outer_size()
+    } else {
+        (0, 0)
+    };
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -263,7 +270,9 @@ async fn recorded(
     let up = match uplink::open(&rec.server, hello, rec.best_effort).await {
         Ok(u) => u,
         Err(why) => {
-            eprintln!("breakglass: {why}\r\nbreakglass: this session must be recorded, so it does not start (grant {grant}).\r");
+            eprintln!(
+                "breakglass: {why}\r\nbreakglass: this session must be recorded, so it does not start (grant {grant}).\r"
+            );
             return Ok(1);
         }
     };
@@ -309,7 +318,7 @@ async fn recorded(
     up.end(&reason, status).await;
     Ok(match (&why, status) {
         (None, Some(s)) => s,
-        (Some(w), _) if w.ends_with("has expired") => 124,
+        (Some(w), _) if w.ends_with(" expired") => 124,
         _ => 125,
     })
 }

@@ -159,10 +159,12 @@ pub async fn run(
         drop(rd);
         status = Some(super::stop_child(&mut child, pid).await);
     } else if status.is_none() {
-        status = Some(match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-            Ok(Ok(s)) => s.code().unwrap_or(1),
-            _ => super::stop_child(&mut child, pid).await,
-        });
+        status = Some(
+            match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                Ok(Ok(s)) => s.code().unwrap_or(1),
+                _ => super::stop_child(&mut child, pid).await,
+            },
+        );
     }
     drop(raw);
     Ok((status, why))

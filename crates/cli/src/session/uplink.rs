@@ -106,7 +106,9 @@ pub async fn open(
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if !status.is_success() {
         let detail = body["detail"].as_str().unwrap_or("no reason given");
-        return Err(format!("the server refused to record this session: {detail}"));
+        return Err(format!(
+            "the server refused to record this session: {detail}"
+        ));
     }
     let start: Start = serde_json::from_value(body)
         .map_err(|e| format!("the recording server answered in an unknown form: {e}"))?;
@@ -214,11 +216,22 @@ impl Uplink {
         }
     }
 
-    async fn post(&self, seq: Option<u64>, body: Vec<u8>, gap_ms: Option<u64>) -> Result<Ack, String> {
+    async fn post(
+        &self,
+        seq: Option<u64>,
+        body: Vec<u8>,
+        gap_ms: Option<u64>,
+    ) -> Result<Ack, String> {
         let mut req = self
             .http
-            .post(format!("{}/api/v1/recordings/{}/chunks", self.base, self.session))
-            .header("authorization", format!("Recorder {}", self.secret.as_str()))
+            .post(format!(
+                "{}/api/v1/recordings/{}/chunks",
+                self.base, self.session
+            ))
+            .header(
+                "authorization",
+                format!("Recorder {}", self.secret.as_str()),
+            )
             .body(body);
         if let Some(s) = seq {
             req = req.header("x-chunk", s.to_string());
@@ -237,7 +250,9 @@ impl Uplink {
             let detail = v["detail"].as_str().unwrap_or("refused").to_string();
             return Ok(Ack {
                 next: seq.unwrap_or(0),
-                end: Some(format!("the recording server refused the recording: {detail}")),
+                end: Some(format!(
+                    "the recording server refused the recording: {detail}"
+                )),
                 capped: false,
             });
         }
@@ -264,7 +279,10 @@ impl Uplink {
                 let take = cut(&b.data, CHUNK);
                 let chunk: Vec<u8> = b.data.drain(..take).collect();
                 b.in_flight = chunk.len();
-                let gap = b.dropped_since.take().map(|t| t.elapsed().as_millis() as u64);
+                let gap = b
+                    .dropped_since
+                    .take()
+                    .map(|t| t.elapsed().as_millis() as u64);
                 (chunk, b.closed, gap)
             };
             if chunk.is_empty() && closed {
@@ -325,8 +343,14 @@ impl Uplink {
         let _ = tokio::time::timeout(
             Duration::from_secs(3),
             self.http
-                .post(format!("{}/api/v1/recordings/{}/end", self.base, self.session))
-                .header("authorization", format!("Recorder {}", self.secret.as_str()))
+                .post(format!(
+                    "{}/api/v1/recordings/{}/end",
+                    self.base, self.session
+                ))
+                .header(
+                    "authorization",
+                    format!("Recorder {}", self.secret.as_str()),
+                )
                 .json(&body)
                 .send(),
         )
@@ -338,7 +362,8 @@ impl Uplink {
 fn cut(data: &[u8], max: usize) -> usize {
     let mut at = 0;
     while at + 9 <= data.len() {
-        let len = u32::from_be_bytes([data[at + 5], data[at + 6], data[at + 7], data[at + 8]]) as usize;
+        let len =
+            u32::from_be_bytes([data[at + 5], data[at + 6], data[at + 7], data[at + 8]]) as usize;
         let next = at + 9 + len;
         if next > data.len() || (next > max && at > 0) {
             break;

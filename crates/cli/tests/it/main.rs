@@ -10,5 +10,6 @@ mod harness;
 mod hostile;
 mod pg;
 mod races;
+mod recording;
 mod review;
 mod ssh;

@@ -102,8 +102,11 @@ mod tests {
 
     fn ev(v: &mut RecordingVerifier, s: &str, n: u64, p: &[u8]) {
         let d = hex::encode(chunk_digest(s, n, p));
-        v.expect(n + 1, &json!({"session": s, "chunk": n, "sha256": d, "bytes": p.len()}))
-            .unwrap();
+        v.expect(
+            n + 1,
+            &json!({"session": s, "chunk": n, "sha256": d, "bytes": p.len()}),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -127,7 +130,10 @@ mod tests {
         ev(&mut v, "s", 1, b"b");
         v.chunk("s", 0, &d("s", 0, b"a"), Some(b"a")).unwrap();
         let e = v.finish().unwrap_err();
-        assert!(e.message.contains("chunk 1 (audit event 2) is missing"), "{e}");
+        assert!(
+            e.message.contains("chunk 1 (audit event 2) is missing"),
+            "{e}"
+        );
 
         // Swapped: chunk 1's bytes stored as chunk 0 (with chunk 1's digest).
         let mut v = RecordingVerifier::default();

@@ -99,9 +99,11 @@ impl Engine {
             grant: info,
             now,
             expires_at,
-            recorder: self.config.recorder_url.as_deref().map(|url| {
-                breakglass_connectors::RecorderTicket { url, token: &token }
-            }),
+            recorder: self
+                .config
+                .recorder_url
+                .as_deref()
+                .map(|url| breakglass_connectors::RecorderTicket { url, token: &token }),
             ssh_public_key: info.ssh_public_key.as_deref(),
         };
         match connector.issue(&req).await {

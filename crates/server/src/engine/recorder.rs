@@ -82,10 +82,10 @@ pub(crate) fn end_reason(g: &AnyGrant, now: Timestamp) -> Option<String> {
     let id = &g.info().id;
     match g {
         AnyGrant::Active(a) if now < a.state.expires_at => None,
-        AnyGrant::Active(_) => Some(format!("grant {id} has expired")),
+        AnyGrant::Active(_) => Some(format!("grant {id} expired")),
         AnyGrant::Ended(e) => Some(match &e.state.outcome {
             Outcome::Revoked { by, .. } => format!("grant {id} was revoked by {by}"),
-            Outcome::Expired => format!("grant {id} has expired"),
+            Outcome::Expired => format!("grant {id} expired"),
             o => format!("grant {id} has ended ({})", o.state_name()),
         }),
         AnyGrant::Pending(_) => Some(format!("grant {id} is not active")),
@@ -143,7 +143,8 @@ impl Engine {
             .await?;
             return Err(ApiError::Forbidden(format!("no session: {why}")));
         }
-        self.open_session(g.info(), hello, settings, peer, now).await
+        self.open_session(g.info(), hello, settings, peer, now)
+            .await
     }
 
     /// Why a recorder may not open a session of `g` now, if it may not.
@@ -170,7 +171,10 @@ impl Engine {
             )));
         }
         if settings.mode == Mode::Off {
-            return Ok(Some(format!("{} does not record sessions", g.info().resource)));
+            return Ok(Some(format!(
+                "{} does not record sessions",
+                g.info().resource
+            )));
         }
         let sessions = self.store.recording_sessions(id).await?;
         let open = sessions.iter().filter(|s| s.ended_at.is_none()).count();
@@ -241,7 +245,8 @@ impl Engine {
 
     /// The session `id`, if `secret` is its recorder's.
     async fn recorder_session(&self, id: &str, secret: &str) -> Result<RecordingSession, ApiError> {
-        let denied = || ApiError::Forbidden(format!("no recorded session {id:.40} with that secret"));
+        let denied =
+            || ApiError::Forbidden(format!("no recorded session {id:.40} with that secret"));
         if id.len() > 40 {
             return Err(denied());
         }
@@ -290,10 +295,13 @@ impl Engine {
             )));
         }
         if body.is_empty() {
-            return Err(ApiError::bad("an empty chunk: send records, or no X-Chunk for a heartbeat"));
+            return Err(ApiError::bad(
+                "an empty chunk: send records, or no X-Chunk for a heartbeat",
+            ));
         }
-        recording::decode_chunk(body)
-            .map_err(|e| ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}")))?;
+        recording::decode_chunk(body).map_err(|e| {
+            ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}"))
+        })?;
         let settings = self.recording_settings(&g.info().resource);
         if s.capped {
             return Err(ApiError::Conflict(format!(
@@ -411,7 +419,10 @@ impl Engine {
             exit_status,
         };
         match self
-            .commit(vec![change], vec![ended_event(s, info, reason, exit_status, now)])
+            .commit(
+                vec![change],
+                vec![ended_event(s, info, reason, exit_status, now)],
+            )
             .await
         {
             Ok(()) | Err(ApiError::Conflict(_)) => Ok(()),

@@ -76,7 +76,12 @@ impl Engine {
     }
 
     /// Checks a view token for `who` and `grant_id`.
-    fn check_view(&self, who: &super::Principal, grant_id: &str, view: &str) -> Result<(), ApiError> {
+    fn check_view(
+        &self,
+        who: &super::Principal,
+        grant_id: &str,
+        view: &str,
+    ) -> Result<(), ApiError> {
         let bad = || {
             ApiError::Forbidden(
                 "no valid view of this recording: open one first (`breakglass watch` or `breakglass recording` do), it is audited".into(),
@@ -120,7 +125,11 @@ impl Engine {
         if session_id.len() > 40 {
             return Err(nf());
         }
-        let s = self.store.recording_session(session_id).await?.ok_or_else(nf)?;
+        let s = self
+            .store
+            .recording_session(session_id)
+            .await?
+            .ok_or_else(nf)?;
         self.check_view(who, &s.grant_id, view)?;
         let chunks = self
             .store
@@ -196,8 +205,13 @@ impl Engine {
                 json!({"session": s.id, "chunks": s.chunks, "bytes": s.bytes,
                        "retention_secs": keep.as_secs(), "note": "payloads deleted; digests kept"}),
             );
-            self.commit(vec![Change::PurgeRecording { session_id: s.id.clone() }], vec![ev])
-                .await?;
+            self.commit(
+                vec![Change::PurgeRecording {
+                    session_id: s.id.clone(),
+                }],
+                vec![ev],
+            )
+            .await?;
             n += 1;
         }
         Ok(n)
