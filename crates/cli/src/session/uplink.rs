@@ -80,10 +80,11 @@ fn http(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .connect_timeout(timeout.min(Duration::from_secs(3)))
         .user_agent(concat!("breakglass-session/", env!("CARGO_PKG_VERSION")));
     // A private CA for the server's certificate, installed on the host by its admin.
-    if let Ok(pem) = std::fs::read("/etc/breakglass/server-ca.pem") {
-        if let Ok(c) = reqwest::Certificate::from_pem(&pem) {
-            b = b.add_root_certificate(c);
-        }
+    if let Some(c) = std::fs::read("/etc/breakglass/server-ca.pem")
+        .ok()
+        .and_then(|pem| reqwest::Certificate::from_pem(&pem).ok())
+    {
+        b = b.add_root_certificate(c);
     }
     b.build()
 }

@@ -551,7 +551,7 @@ fn hostile_recorder_requests_get_clear_errors_and_change_nothing() {
     let (st, body) = raw(
         url,
         "/api/v1/recordings",
-        &[json.clone()],
+        std::slice::from_ref(&json),
         hello("AAAA", serial).as_bytes(),
     );
     assert_eq!(st, 403, "{body}");
@@ -560,19 +560,24 @@ fn hostile_recorder_requests_get_clear_errors_and_change_nothing() {
     let (st, _) = raw(
         url,
         "/api/v1/recordings",
-        &[json.clone()],
+        std::slice::from_ref(&json),
         hello(&token, serial ^ 1).as_bytes(),
     );
     assert_eq!(st, 403);
     assert_eq!(audit_events(&r.server, "session.refused").len(), 1);
     // Garbage JSON.
-    let (st, _) = raw(url, "/api/v1/recordings", &[json.clone()], b"{\"grant\": [");
+    let (st, _) = raw(
+        url,
+        "/api/v1/recordings",
+        std::slice::from_ref(&json),
+        b"{\"grant\": [",
+    );
     assert_eq!(st, 400);
     // A session, as the recorder would open it.
     let (st, body) = raw(
         url,
         "/api/v1/recordings",
-        &[json.clone()],
+        std::slice::from_ref(&json),
         hello(&token, serial).as_bytes(),
     );
     assert_eq!(st, 200, "{body}");

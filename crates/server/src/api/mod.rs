@@ -639,7 +639,7 @@ mod tests {
             ssh_ca: Arc::new(breakglass_connectors::ssh::Ca::from_seed(&[2; 32])),
         };
         let policy =
-            load_policy_text(include_str!("../../../examples/demo-policy.yaml"), None).unwrap();
+            load_policy_text(include_str!("../../../../examples/demo-policy.yaml"), None).unwrap();
         router(Arc::new(Engine::new(
             Arc::new(store),
             keys,
