@@ -51,7 +51,12 @@ fn report_text(r: &Value, esc: Esc, details: fn(&Value) -> String) -> String {
         or(esc, &g["ended_at"], "—"), g["ended_by"].as_str().map(|b| format!("by {}", esc(b))).unwrap_or_default(),
     ));
     o.push_str("## Timeline (audit trail)\n\n| seq | time | event | actor | details |\n|---|---|---|---|---|\n");
+    let mut chunk_events = 0;
     for e in r["timeline"].as_array().into_iter().flatten() {
+        if e["kind"] == "recording.chunk" {
+            chunk_events += 1;
+            continue;
+        }
         o.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
             v(&e["seq"]),
@@ -61,6 +66,12 @@ fn report_text(r: &Value, esc: Esc, details: fn(&Value) -> String) -> String {
             details(&e["details"])
         ));
     }
+    if chunk_events > 0 {
+        o.push_str(&format!(
+            "\n{chunk_events} `recording.chunk` events (one digest per recorded chunk) are in the JSON report.\n"
+        ));
+    }
+    sessions(r, esc, &mut o);
     left_behind(r, esc, &mut o);
     o.push_str("\n## Alerts\n\n");
     let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
@@ -120,6 +131,34 @@ fn report_text(r: &Value, esc: Esc, details: fn(&Value) -> String) -> String {
 }
 
 /// Markdown rendering of a report.
+/// "Sessions": each recorded session and how to replay it.
+fn sessions(r: &Value, esc: Esc, o: &mut String) {
+    let list = r["sessions"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return;
+    }
+    let gid = val(esc, &r["grant"]["id"]);
+    o.push_str("\n## Sessions\n\n| session | host | client | kind | start | end | bytes | exit status | why it ended |\n|---|---|---|---|---|---|---|---|---|\n");
+    for s in &list {
+        let t = |k: &str| or(esc, &s[k], "—");
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            t("session"),
+            t("host"),
+            t("client"),
+            t("kind"),
+            t("started_at"),
+            t("ended_at"),
+            t("bytes"),
+            t("exit_status"),
+            t("end_reason"),
+        ));
+    }
+    o.push_str(&format!(
+        "\nReplay: `breakglass recording {gid} --session SESSION --out s.cast && asciinema play s.cast`; transcript: `breakglass recording {gid} --format text` (each view is audited).\n"
+    ));
+}
+
 /// "Objects the grant left behind": what its credential created at the target and breakglass
 /// kept (disarmed), from the revocation's audit event. The names are the grant holder's.
 fn left_behind(r: &Value, esc: Esc, o: &mut String) {

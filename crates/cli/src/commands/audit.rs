@@ -60,10 +60,21 @@ pub(super) async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
             match report {
                 Ok(r) => out(
                     j,
-                    &json!({"ok": true, "source": source, "events": r.events, "checkpoints": r.checkpoints, "last_checkpoint_size": r.last_checkpoint_size, "unsigned_tail": r.unsigned_tail}),
+                    &json!({"ok": true, "source": source, "events": r.events, "checkpoints": r.checkpoints,
+                            "last_checkpoint_size": r.last_checkpoint_size, "unsigned_tail": r.unsigned_tail,
+                            "recorded_sessions": r.recorded_sessions, "recorded_chunks": r.recorded_chunks,
+                            "purged_chunks": r.purged_chunks}),
                     || {
+                        let rec = if data_dir.is_some() {
+                            format!(
+                                "; {} recorded session(s), {} chunk(s) match the trail ({} deleted by retention, digests checked)",
+                                r.recorded_sessions, r.recorded_chunks, r.purged_chunks
+                            )
+                        } else {
+                            String::new()
+                        };
                         format!(
-                            "audit trail OK: {} events, {} signed checkpoints verified (last covers {} events; {} newer events not yet checkpointed)",
+                            "audit trail OK: {} events, {} signed checkpoints verified (last covers {} events; {} newer events not yet checkpointed){rec}",
                             r.events, r.checkpoints, r.last_checkpoint_size, r.unsigned_tail
                         )
                     },

@@ -262,6 +262,18 @@ fn an_interactive_session_is_recorded_keys_and_all_except_what_is_typed_with_ech
     assert!(!audit_events(&r.server, "recording.chunk").is_empty());
     let (ok, out) = r.verify();
     assert!(ok, "{out}");
+    assert!(out.contains("1 recorded session"), "{out}");
+    // The incident report lists the session and how to replay it.
+    let sid = started[0]["data"]["session"].as_str().unwrap();
+    let rep = r.sam.run(&["report", &gid]);
+    assert!(rep.ok, "{}", rep.stderr);
+    assert!(
+        rep.stdout.contains("## Sessions")
+            && rep.stdout.contains(sid)
+            && rep.stdout.contains("the shell exited"),
+        "{}",
+        rep.stdout
+    );
     // Someone who may not see the grant may not read its recording.
     let eve = r.server.user("eve", &["interns"]);
     let denied = eve.run(&["recording", &gid]);

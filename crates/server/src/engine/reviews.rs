@@ -264,6 +264,8 @@ impl Engine {
             "grant": GrantView::of(&g, now),
             "timeline": timeline,
             "left_behind": left_behind,
+            "sessions": self.store.recording_sessions(grant_id).await?.iter()
+                .map(super::recording_views::session_json).collect::<Vec<_>>(),
             "alerts": alerts,
             "review": self.review_of(grant_id).await?,
             "checkpoint": checkpoint.map(|c| json!({"size": c.size, "note": c.note})),
