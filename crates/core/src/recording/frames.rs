@@ -161,6 +161,36 @@ mod tests {
         assert_eq!(r[2].ms, 10);
     }
 
+    proptest::proptest! {
+        /// Any bytes: a clear error or records, never a panic; and what decodes renders.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            if let Ok(recs) = decode_chunk(&data) {
+                let meta = crate::recording::render::SessionMeta {
+                    session: "s".into(), grant: "g".into(), host: "h".into(),
+                    cols: 80, rows: 24, started: 0, command: None,
+                };
+                let (mut cast, _) = crate::recording::render::Asciicast::start(&meta);
+                for r in &recs {
+                    if let Some(l) = cast.line(r) {
+                        proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&l).is_ok());
+                    }
+                }
+            }
+        }
+
+        /// Records built from any data round-trip.
+        #[test]
+        fn records_round_trip(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), ms in 0u32..) {
+            let mut c = Vec::new();
+            encode_record(&mut c, Kind::Output, ms, &data);
+            encode_record(&mut c, Kind::Input, ms, &data);
+            let r = decode_chunk(&c).unwrap();
+            proptest::prop_assert_eq!(&r[0].data, &data);
+            proptest::prop_assert_eq!(r[1].ms, ms);
+        }
+    }
+
     #[test]
     fn hostile_chunks_are_refused() {
         assert_eq!(decode_chunk(b"o\0\0"), Err(RecordError::Truncated(0)));

@@ -63,6 +63,9 @@ pub const ALERTING: &[&str] = &[
     "credential.issue_failed",
     "credential.orphan_removed",
     "sweep.failed",
+    "session.refused",
+    "recording.gap",
+    "recording.capped",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when
