@@ -280,10 +280,8 @@ impl Uplink {
                 let take = cut(&b.data, CHUNK);
                 let chunk: Vec<u8> = b.data.drain(..take).collect();
                 b.in_flight = chunk.len();
-                let gap = b
-                    .dropped_since
-                    .take()
-                    .map(|t| t.elapsed().as_millis() as u64);
+                // Cleared once a chunk that reports it is acknowledged.
+                let gap = b.dropped_since.map(|t| t.elapsed().as_millis() as u64);
                 (chunk, b.closed, gap)
             };
             if chunk.is_empty() && closed {
@@ -298,6 +296,9 @@ impl Uplink {
             loop {
                 match self.post(n, body.clone(), gap).await {
                     Ok(ack) => {
+                        if gap.is_some() {
+                            self.lock().dropped_since = None;
+                        }
                         self.acked(&ack);
                         if n.is_some() && ack.next > seq {
                             seq = ack.next;
@@ -313,6 +314,7 @@ impl Uplink {
                         if self.best_effort && n.is_some() {
                             // Keep going without this chunk rather than hold the session.
                             self.lock().dropped_since.get_or_insert_with(Instant::now);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;

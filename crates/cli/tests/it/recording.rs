@@ -25,6 +25,10 @@ struct Rig {
 /// A server whose `bastion` (extra `settings` lines allowed) is a real sshd on loopback; alice
 /// (oncall) breaks glass without MFA, sam (security) administers.
 fn rig(settings: &str) -> Rig {
+    rig_with(settings, &[])
+}
+
+fn rig_with(settings: &str, serve_args: &[&str]) -> Rig {
     let user = whoami();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -51,7 +55,7 @@ policies:
 "#,
         krl = krl.display()
     );
-    let server = Server::start(&policy);
+    let server = Server::start_with(&policy, &[], serve_args);
     let alice = server.user("alice", &["oncall"]);
     let sam = server.user("sam", &["security"]);
     let ca = alice.ok(&["ssh", "ca-key"]);
@@ -487,6 +491,69 @@ fn event_count(s: &Server) -> usize {
         .lines()
         .filter(|l| l.contains("\"type\":\"event\""))
         .count()
+}
+
+#[test]
+fn best_effort_keeps_the_session_through_an_outage_and_audits_the_gap() {
+    let mut r = rig("    recording: best_effort\n    recording_ack_timeout: 1s");
+    r.grant();
+    let mut live = r
+        .sshd
+        .ssh_cmd(
+            &r.key,
+            &r.user,
+            "for i in $(seq 1 40); do echo tick-$i; sleep 0.2; done",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    r.server.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    r.server.restart();
+    poll("the session to finish", Duration::from_secs(30), || {
+        live.try_wait().unwrap()
+    });
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("tick-40"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll("the gap to be audited", Duration::from_secs(10), || {
+        let g = audit_events(&r.server, "recording.gap");
+        (!g.is_empty()).then_some(g)
+    });
+    let (ok, report) = r.verify();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn retention_deletes_payloads_but_keeps_the_digests_so_the_trail_still_verifies() {
+    let r = rig_with("    recording_retention: 1s", &["--sweep-every", "1s"]);
+    let gid = r.grant();
+    let out = r.ssh("echo kept-$((2*21))");
+    assert!(out.status.success());
+    let purged = poll(
+        "retention to delete the payloads",
+        Duration::from_secs(20),
+        || {
+            let p = audit_events(&r.server, "recording.purged");
+            (!p.is_empty()).then_some(p)
+        },
+    );
+    assert_eq!(purged[0]["actor"], "system");
+    let tr = r.sam.run(&["recording", &gid, "--format", "text"]);
+    assert!(tr.ok, "{}", tr.stderr);
+    assert!(
+        !tr.stdout.contains("kept-42")
+            && tr.stdout.contains("deleted by the retention policy"),
+        "{}",
+        tr.stdout
+    );
+    let (ok, report) = r.verify();
+    assert!(ok && report.contains("deleted by retention"), "{report}");
 }
 
 /// A raw HTTP request with any headers (the recorder's endpoints are not the CLI's).
