@@ -86,6 +86,8 @@ pub(super) async fn watch(cli: &Cli, grant: &str) -> Result<()> {
     let v = open_view(&c, grant, "watch").await?;
     let view = v["view"].as_str().unwrap_or("").to_string();
     let mut next: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
+    // The holder's output must not command this terminal (clipboard, title, hyperlinks).
+    let mut safe = breakglass_core::recording::render::SafeTerminal::default();
     let mut stdout = std::io::stdout();
     eprintln!("watching grant {grant} (read-only; Ctrl-C to stop; this view is audited)");
     let mut idle_rounds = 0u32;
@@ -116,7 +118,7 @@ pub(super) async fn watch(cli: &Cli, grant: &str) -> Result<()> {
                 let (recs, n, ended, _) = fetch(&c, &view, &sid, entry.0).await?;
                 for r in &recs {
                     match r.kind {
-                        Kind::Output | Kind::Stderr => stdout.write_all(&r.data)?,
+                        Kind::Output | Kind::Stderr => stdout.write_all(&safe.filter(&r.data))?,
                         Kind::Marker | Kind::Exit | Kind::HiddenInput => {
                             if let Some(n) = breakglass_core::recording::render::note(r) {
                                 write!(

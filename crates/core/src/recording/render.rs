@@ -180,6 +180,55 @@ impl Transcript {
     }
 }
 
+/// Recorded output made safe for a watcher's terminal: control strings (OSC, DCS, APC, PM, SOS —
+/// clipboard writes, window titles, hyperlinks, terminal-specific commands) are dropped; colours
+/// and cursor movement (CSI) pass. A recording is the grant holder's text and must not command
+/// the security team's terminal.
+#[derive(Default)]
+pub struct SafeTerminal {
+    state: Safe,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Safe {
+    #[default]
+    Normal,
+    Esc,
+    Str,
+    StrEsc,
+}
+
+impl SafeTerminal {
+    pub fn filter(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        for &b in data {
+            self.state = match (self.state, b) {
+                (Safe::Normal, 0x1b) => Safe::Esc,
+                (Safe::Normal, _) => {
+                    out.push(b);
+                    Safe::Normal
+                }
+                (Safe::Esc, b']' | b'P' | b'_' | b'^' | b'X') => Safe::Str,
+                (Safe::Esc, 0x1b) => {
+                    out.push(0x1b);
+                    Safe::Esc
+                }
+                (Safe::Esc, _) => {
+                    out.extend_from_slice(&[0x1b, b]);
+                    Safe::Normal
+                }
+                (Safe::Str, 0x07) => Safe::Normal,
+                (Safe::Str, 0x1b) => Safe::StrEsc,
+                (Safe::Str, _) => Safe::Str,
+                (Safe::StrEsc, b'\\') => Safe::Normal,
+                (Safe::StrEsc, 0x1b) => Safe::StrEsc,
+                (Safe::StrEsc, _) => Safe::Str,
+            };
+        }
+        out
+    }
+}
+
 /// Terminal text without escape sequences or control characters other than newline and tab.
 pub fn plain(s: &str) -> String {
     let stripped = strip_ansi_escapes::strip_str(s);
@@ -230,6 +279,15 @@ mod tests {
                 .unwrap()
                 .contains('\u{FFFD}')
         );
+    }
+
+    #[test]
+    fn control_strings_never_reach_the_watcher() {
+        let mut f = SafeTerminal::default();
+        // OSC 52 (clipboard write) split across reads, a title, a DCS; colours stay.
+        let mut out = f.filter(b"a\x1b]52;c;ZWNobyBwd24=");
+        out.extend(f.filter(b"\x07b\x1b[31mred\x1b[0m\x1b]0;title\x1b\\c\x1bPq#0\x1b\\d"));
+        assert_eq!(out, b"ab\x1b[31mred\x1b[0mcd");
     }
 
     #[test]
