@@ -29,6 +29,7 @@ policies:
     duration: { default: 30m, max: 2h }
 "#;
 
+mod recording;
 mod targets;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -53,6 +54,11 @@ async fn fixture(users: usize) -> Result<Fixture> {
 
 /// As [`fixture`], with another policy.
 async fn fixture_with(users: usize, policy_text: &str) -> Result<Fixture> {
+    fixture_cfg(users, policy_text, EngineConfig::default()).await
+}
+
+/// As [`fixture_with`], with engine settings.
+async fn fixture_cfg(users: usize, policy_text: &str, config: EngineConfig) -> Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let dd = DataDir::new(dir.path().join("data"));
     keys::init(&dd, SystemClock.now()).await?;
@@ -91,7 +97,7 @@ async fn fixture_with(users: usize, policy_text: &str) -> Result<Fixture> {
         keys,
         policy,
         Arc::new(SystemClock),
-        EngineConfig::default(),
+        config,
     ));
     Ok(Fixture {
         dir,
@@ -309,6 +315,9 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--ssh-sessions-only") {
         return targets::ssh_session_end(100).await;
     }
+    if args.iter().any(|a| a == "--recording-only") {
+        return recording::all().await;
+    }
     time_to_grant(2000).await?;
     activations_per_sec(8, 8000).await?;
     expiry_lag(1000).await?;
@@ -319,5 +328,6 @@ async fn main() -> Result<()> {
     targets::ssh_time_to_credential(1000).await?;
     targets::postgres(200, 100).await?;
     targets::ssh_session_end(100).await?;
+    recording::all().await?;
     Ok(())
 }

@@ -16,14 +16,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn who(i: usize) -> Principal {
+pub(crate) fn who(i: usize) -> Principal {
     Principal {
         name: format!("u{i}"),
         groups: vec!["oncall".into()],
     }
 }
 
-fn input(resource: &str, code: &str, dur: &str, key: Option<&str>) -> RequestInput {
+pub(crate) fn input(resource: &str, code: &str, dur: &str, key: Option<&str>) -> RequestInput {
     RequestInput {
         resource: resource.into(),
         reason: "orders table locked, checkout down".into(),
@@ -34,11 +34,11 @@ fn input(resource: &str, code: &str, dur: &str, key: Option<&str>) -> RequestInp
     }
 }
 
-fn code(f: &Fixture) -> String {
+pub(crate) fn code(f: &Fixture) -> String {
     mfa::code_for_step(&f.secret, mfa::step_at(SystemClock.now()))
 }
 
-fn summary(what: &str, mut v: Vec<f64>) -> String {
+pub(crate) fn summary(what: &str, mut v: Vec<f64>) -> String {
     v.sort_by(|a, b| a.total_cmp(b));
     format!(
         "{what}, n={}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -57,6 +57,7 @@ resources:
   - name: bastion
     kind: ssh
     principals: [{principal}]
+    recording: off   # these figures are for the certificate path; see recording.rs
 {extra}
 policies:
   - name: ssh-emergency
@@ -69,7 +70,7 @@ policies:
     )
 }
 
-fn user_key(dir: &Path) -> Result<(PathBuf, String)> {
+pub(crate) fn user_key(dir: &Path) -> Result<(PathBuf, String)> {
     let key = dir.join("id_ed25519");
     breakglass_testkit::sshd::keygen(&key);
     let public = std::fs::read_to_string(dir.join("id_ed25519.pub"))?;

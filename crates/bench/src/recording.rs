@@ -1,0 +1,238 @@
+//! Session recording overhead, one run, the same real sshd and server for both sides: a
+//! resource that records (`recording: required`) and one that does not (`recording: off`).
+//! Throughput of `cat` of a 100 MB file through a session, keystroke echo latency through
+//! `ssh -tt`, server ingest with 50 concurrent recorded sessions, and storage per recorded MB.
+
+use crate::targets::{code, input, summary, user_key, who};
+use crate::{fixture_cfg, pct};
+use anyhow::{Context, Result, anyhow, ensure};
+use breakglass_server::engine::EngineConfig;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn policy(user: &str, port: u16, bin: &Path, krl: &Path) -> String {
+    let res = |name: &str, rec: &str| {
+        format!(
+            "  - name: {name}\n    kind: ssh\n    principals: [{user}]\n    host: 127.0.0.1\n    port: {port}\n    session_command: {}\n    host_krl: {}\n    recording: {rec}\n",
+            bin.display(),
+            krl.display()
+        )
+    };
+    format!(
+        "admins: {{ groups: [security] }}\nresources:\n{}{}policies:\n  - name: p\n    resources: [rec, norec]\n    who: {{ groups: [oncall] }}\n    require: {{ mfa: true }}\n    approval: {{ mode: auto }}\n    duration: {{ default: 30m, max: 2h }}\n",
+        res("rec", "required"),
+        res("norec", "off")
+    )
+}
+
+/// CPU seconds this process (the server) has used.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn db_bytes(dir: &Path) -> u64 {
+    ["breakglass.db", "breakglass.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join("data").join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+struct Rig {
+    tmp: tempfile::TempDir,
+    f: crate::Fixture,
+    sshd: breakglass_testkit::sshd::Sshd,
+    user: String,
+    key: PathBuf,
+    public: String,
+    next_user: std::sync::atomic::AtomicUsize,
+}
+
+impl Rig {
+    /// A certificate for `resource`, written beside a copy of the key; returns the key path.
+    async fn cert(&self, resource: &str) -> Result<PathBuf> {
+        let i = self
+            .next_user
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let g = self
+            .f
+            .engine
+            .request(&who(i), input(resource, &code(&self.f), "30m", Some(&self.public)))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let cred = g.credential.context("certificate")?;
+        let k = self.tmp.path().join(format!("k{i}"));
+        std::fs::copy(&self.key, &k)?;
+        std::fs::write(
+            self.tmp.path().join(format!("k{i}-cert.pub")),
+            cred["certificate"].as_str().unwrap_or(""),
+        )?;
+        Ok(k)
+    }
+
+    /// Runs `cmd` over ssh; returns (seconds, stdout bytes).
+    async fn run(&self, key: &Path, cmd: &str) -> Result<(f64, u64)> {
+        let t = Instant::now();
+        let out = tokio::process::Command::from(self.sshd.ssh_cmd(key, &self.user, cmd))
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "ssh {cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((t.elapsed().as_secs_f64(), out.stdout.len() as u64))
+    }
+
+    fn echo_latency(&self, key: &Path, n: usize) -> Result<Vec<f64>> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/echo_latency.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(n.to_string())
+            .arg("--")
+            .args(["ssh", "-tt", "-i"])
+            .arg(key)
+            .arg("-o")
+            .arg(format!("CertificateFile={}-cert.pub", key.display()))
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p"])
+            .arg(self.sshd.port.to_string())
+            .arg(format!("{}@127.0.0.1", self.user))
+            .output()?;
+        let v: Vec<f64> = serde_json::from_slice(&out.stdout)
+            .with_context(|| String::from_utf8_lossy(&out.stdout).to_string())?;
+        Ok(v)
+    }
+}
+
+async fn rig() -> Result<Rig> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .map(|d| d.join("breakglass"))
+        .filter(|p| p.exists())
+        .context("build the binary first: cargo build --release")?;
+    let tmp = tempfile::tempdir()?;
+    let krl = tmp.path().join("host.krl");
+    let user = breakglass_testkit::whoami();
+    let port = breakglass_testkit::free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let cfg = EngineConfig {
+        recorder_url: Some(format!("http://{addr}")),
+        ..EngineConfig::default()
+    };
+    let f = fixture_cfg(200, &policy(&user, port, &bin, &krl), cfg).await?;
+    let app = breakglass_server::api::router(f.engine.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    std::fs::write(&krl, f.engine.ssh_krl().await.map_err(|e| anyhow!("{e}"))?)?;
+    let sshd = breakglass_testkit::sshd::Sshd::start(
+        tmp.path(),
+        &f.engine.keys.ssh_ca.public_line(),
+        &krl,
+        port,
+    );
+    let (key, public) = user_key(tmp.path())?;
+    Ok(Rig {
+        tmp,
+        f,
+        sshd,
+        user,
+        key,
+        public,
+        next_user: 0.into(),
+    })
+}
+
+pub async fn all() -> Result<()> {
+    let r = rig().await?;
+    let file = r.tmp.path().join("100mb");
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz\n";
+        for _ in 0..(100 << 20) / line.len() {
+            w.write_all(line)?;
+        }
+    }
+    let cat = format!("cat {}", file.display());
+    // Throughput, alternating so both sides see the same machine state.
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let before = db_bytes(r.tmp.path());
+    let mut recorded = 0u64;
+    for _ in 0..3 {
+        let k = r.cert("norec").await?;
+        let (s, n) = r.run(&k, &cat).await?;
+        off.push(n as f64 / s / 1e6);
+        let k = r.cert("rec").await?;
+        let (s, n) = r.run(&k, &cat).await?;
+        on.push(n as f64 / s / 1e6);
+        recorded += n;
+    }
+    let grown = db_bytes(r.tmp.path()).saturating_sub(before);
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (on_m, off_m) = (med(&mut on), med(&mut off));
+    println!(
+        "recording throughput (`cat` of 100 MB through ssh, no pty, median of 3): recorded {on_m:.0} MB/s, not recorded {off_m:.0} MB/s, ratio {:.2} (goal ≥ 0.8)",
+        on_m / off_m
+    );
+    println!(
+        "recording storage: {:.3} bytes stored per recorded byte ({} MB recorded, store grew {} MB; WAL included)",
+        grown as f64 / recorded as f64,
+        recorded >> 20,
+        grown >> 20
+    );
+    // Echo latency through a real pty.
+    let mut lat_off = r.echo_latency(&r.cert("norec").await?, 300)?;
+    let mut lat_on = r.echo_latency(&r.cert("rec").await?, 300)?;
+    lat_off.sort_by(|a, b| a.total_cmp(b));
+    lat_on.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "keystroke echo (ssh -tt, n=300): recorded p50 {:.2} ms p99 {:.2} ms; not recorded p50 {:.2} ms p99 {:.2} ms; added p50 {:.2} ms, p99 {:.2} ms (goal p99 ≤ 5 ms)",
+        pct(&lat_on, 0.5),
+        pct(&lat_on, 0.99),
+        pct(&lat_off, 0.5),
+        pct(&lat_off, 0.99),
+        pct(&lat_on, 0.5) - pct(&lat_off, 0.5),
+        pct(&lat_on, 0.99) - pct(&lat_off, 0.99)
+    );
+    let _ = summary;
+    // Ingest: 50 concurrent recorded sessions, 10 MB each.
+    let small = r.tmp.path().join("10mb");
+    std::fs::write(&small, std::fs::read(&file)?.get(..10 << 20).unwrap_or_default())?;
+    let mut keys = Vec::new();
+    for _ in 0..50 {
+        keys.push(r.cert("rec").await?);
+    }
+    let cpu0 = cpu_secs();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    let r = std::sync::Arc::new(r);
+    for k in keys {
+        let r = r.clone();
+        let cmd = format!("cat {}", small.display());
+        tasks.push(tokio::spawn(async move { r.run(&k, &cmd).await }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await??.1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    println!(
+        "recording ingest, 50 concurrent recorded sessions × 10 MB: {:.0} MB/s into the store ({:.1} s), server CPU {:.1} s ({:.0} % of one core; sshd, ssh clients and recorders share the same 2 cores)",
+        total as f64 / secs / 1e6,
+        secs,
+        cpu,
+        cpu / secs * 100.0
+    );
+    Ok(())
+}
