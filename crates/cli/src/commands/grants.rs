@@ -1,7 +1,7 @@
 //! Grants: request, status (and watching it), approve, deny, revoke, extend, the credential
 //! and SSH access with it.
 
-use super::common::{authed, client, now, out, with_otp};
+use super::common::{authed, client, now, out, program, with_otp};
 use crate::args::{Cli, SshCmd};
 use crate::client::{Client, urlencode};
 use anyhow::{Result, bail};
@@ -68,8 +68,9 @@ fn credential_text(r: &Value) -> String {
         )
     } else if let Some(p) = c["path"].as_str() {
         format!(
-            "certificate    {p} (serial {})\nconnect:       breakglass ssh {}\n",
+            "certificate    {p} (serial {})\nconnect:       {} ssh {}\n",
             c["serial"],
+            program(),
             r["id"].as_str().unwrap_or("")
         )
     } else if c["certificate"].is_string() {
@@ -180,17 +181,19 @@ pub(super) async fn request(
                 fmt_remaining(r["remaining_secs"].as_u64().unwrap_or(0))
             ),
             "pending" => format!(
-                "request pending approval ({} needed from {}); once approved, `breakglass credential {}` hands you the credential",
+                "request pending approval ({} needed from {}); once approved, `{} credential {}` hands you the credential",
                 r["approvals_needed"].as_u64().unwrap_or(0),
                 r["approvers_from"],
+                program(),
                 r["id"].as_str().unwrap_or("")
             ),
             other => format!("grant is {other}"),
         };
         format!(
-            "{head}\n{}{}watch it: breakglass status {} --watch",
+            "{head}\n{}{}watch it: {} status {} --watch",
             grant_detail(&r),
             credential_text(&r),
+            program(),
             r["id"].as_str().unwrap_or("")
         )
     });
