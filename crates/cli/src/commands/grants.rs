@@ -156,8 +156,21 @@ pub(super) async fn request(
     let j = cli.json;
     let c = authed(cli)?;
     // The public key goes along when there is one; the server uses it only for SSH
-    // resources (and says so when one is needed and missing).
-    let key = crate::ssh::key_path(ssh_key.as_deref())?;
+    // resources (and says so when one is needed and missing). A user without one gets a key
+    // of breakglass's own for an SSH resource.
+    let mut key = crate::ssh::key_path(ssh_key.as_deref())?;
+    if key.is_none() && is_ssh_resource(&c, resource).await {
+        let (k, created) = crate::ssh::ensure_own_key()?;
+        if created {
+            let private = k.with_extension("");
+            eprintln!(
+                "no SSH key in ~/.ssh: created one for breakglass: {} (private, mode 0600) and {}",
+                private.display(),
+                k.display()
+            );
+        }
+        key = Some(k);
+    }
     let pubkey = match &key {
         Some(k) => Some(crate::ssh::read_public_key(k)?),
         None => None,
@@ -198,6 +211,19 @@ pub(super) async fn request(
         )
     });
     Ok(())
+}
+
+/// Whether the server's policy names `resource` as an SSH resource (false when it cannot say:
+/// the request then tells).
+async fn is_ssh_resource(c: &Client, resource: &str) -> bool {
+    let Ok(p) = c.get("/policy").await else {
+        return false;
+    };
+    p["policy"]["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["name"].as_str() == Some(resource) && r["kind"].as_str() == Some("ssh"))
 }
 
 /// `ssh ca-key`, `ssh krl --out FILE`, or `ssh GRANT_ID`: connect with the grant's certificate.
@@ -258,7 +284,10 @@ pub(super) async fn credential(cli: &Cli, grant_id: &str, ssh_key: &Option<PathB
     r["id"] = json!(grant_id);
     if r["credential"]["certificate"].is_string() {
         let Some(k) = crate::ssh::key_path(ssh_key.as_deref())? else {
-            bail!("no SSH key found in ~/.ssh: give the one you requested with --ssh-key");
+            bail!(
+                "no SSH key found in ~/.ssh or {}: give the one you requested with --ssh-key",
+                crate::ssh::own_key_path()?.display()
+            );
         };
         crate::ssh::store_certificate(&mut r, &k)?;
     }

@@ -361,6 +361,12 @@ impl User {
         self.run_as(false, args, None)
     }
 
+    /// Sets an environment variable for this user's CLI runs (e.g. `HOME`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
     fn run_as(&self, json: bool, args: &[&str], stdin: Option<&str>) -> Run {
         let mut cmd = Command::new(BIN);
         if json {
