@@ -203,7 +203,7 @@ pub(super) async fn request(
             other => format!("grant is {other}"),
         };
         format!(
-            "{head}\n{}{}watch it: {} status {} --watch",
+            "{head}\n{}\n{}watch it: {} status {} --watch",
             grant_detail(&r),
             credential_text(&r),
             program(),
