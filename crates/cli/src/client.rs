@@ -16,8 +16,8 @@ pub struct SavedSession {
     pub expires_at: String,
 }
 
-/// `$XDG_CONFIG_HOME/breakglass/session.json` (or `~/.config/...`).
-pub fn session_path() -> Result<PathBuf> {
+/// `$XDG_CONFIG_HOME/breakglass` (or `~/.config/breakglass`): the CLI's own files.
+pub fn config_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => {
@@ -26,7 +26,12 @@ pub fn session_path() -> Result<PathBuf> {
             PathBuf::from(home).join(".config")
         }
     };
-    Ok(base.join("breakglass").join("session.json"))
+    Ok(base.join("breakglass"))
+}
+
+/// `$XDG_CONFIG_HOME/breakglass/session.json` (or `~/.config/...`).
+pub fn session_path() -> Result<PathBuf> {
+    Ok(config_dir()?.join("session.json"))
 }
 
 pub fn load_session() -> Result<Option<SavedSession>> {

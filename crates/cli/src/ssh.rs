@@ -6,13 +6,24 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The user's usual public key: the first of id_ed25519, id_ecdsa, id_rsa in ~/.ssh.
+/// The public keys used when none is given, in order: the user's usual ones in ~/.ssh
+/// (id_ed25519, id_ecdsa, id_rsa), then breakglass's own ([`own_key_path`]).
+fn candidates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::env::var_os("HOME")
+        .map(|home| {
+            ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
+                .iter()
+                .map(|f| Path::new(&home).join(".ssh").join(f))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.extend(own_key_path().ok());
+    out
+}
+
+/// The first of [`candidates`] that exists.
 pub fn default_key() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
-        .iter()
-        .map(|f| Path::new(&home).join(".ssh").join(f))
-        .find(|p| p.is_file())
+    candidates().into_iter().find(|p| p.is_file())
 }
 
 /// The key to use: the one given (must exist) or the usual one.
@@ -24,6 +35,94 @@ pub fn key_path(given: Option<&Path>) -> Result<Option<PathBuf>> {
             p.display()
         ),
         None => Ok(default_key()),
+    }
+}
+
+/// breakglass's own key for users without one in ~/.ssh:
+/// `$XDG_CONFIG_HOME/breakglass/ssh/id_ed25519.pub` (the private key beside it).
+pub fn own_key_path() -> Result<PathBuf> {
+    Ok(crate::client::config_dir()?
+        .join("ssh")
+        .join("id_ed25519.pub"))
+}
+
+/// breakglass's own Ed25519 key pair, created when missing: the private key mode 0600 in a
+/// 0700 directory, without a passphrase (like the certificate beside it, it is only as good
+/// as the account it lives in; the certificate is what grants access, for the grant's time).
+/// Returns the public key's path and whether the pair was created now.
+pub fn ensure_own_key() -> Result<(PathBuf, bool)> {
+    use std::os::unix::fs::DirBuilderExt;
+    let public = own_key_path()?;
+    if public.is_file() {
+        return Ok((public, false));
+    }
+    let private = private_path(&public);
+    let dir = public.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let created = if private.is_file() {
+        // A pair whose public half went missing: derive it again.
+        false
+    } else {
+        let mut key =
+            ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+                .context("cannot generate an SSH key")?;
+        key.set_comment(key_comment());
+        let pem = key
+            .to_openssh(ssh_key::LineEnding::LF)
+            .context("cannot encode the SSH key")?;
+        // Only one of two concurrent runs creates it; the other uses what it wrote.
+        write_new(&private, pem.as_bytes(), 0o600)?
+    };
+    let key = ssh_key::PrivateKey::read_openssh_file(&private)
+        .with_context(|| format!("cannot read the SSH key {}", private.display()))?;
+    let line = key
+        .public_key()
+        .to_openssh()
+        .context("cannot encode the SSH public key")?;
+    write_new(&public, format!("{line}\n").as_bytes(), 0o644)?;
+    Ok((public, created))
+}
+
+/// `breakglass USER@HOST`, as ssh-keygen would name it.
+fn key_comment() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if host.is_empty() {
+        format!("breakglass {user}")
+    } else {
+        format!("breakglass {user}@{host}")
+    }
+}
+
+/// Writes `path` with `mode` unless it exists (atomically: written aside, then linked into
+/// place, so no one ever reads half a key). Returns whether this call created it.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
     }
 }
 
@@ -91,26 +190,8 @@ pub async fn connect(
     if st["kind"].as_str() != Some("ssh") {
         bail!("grant {grant_id} is not for an SSH resource");
     }
-    let Some(key) = key_path(key)? else {
-        bail!(
-            "no SSH key found in ~/.ssh: give the one the certificate was issued for with --ssh-key"
-        );
-    };
-    let cert = cert_path(&key);
-    let text = std::fs::read_to_string(&cert).with_context(|| {
-        format!(
-            "no certificate at {}: it is written there by `breakglass request`",
-            cert.display()
-        )
-    })?;
     let serial = st["serial"].as_u64().unwrap_or(0);
-    if !cert_has_serial(&text, serial) {
-        bail!(
-            "{} is not this grant's certificate (serial {serial}): request again with --ssh-key {}",
-            cert.display(),
-            key.display()
-        );
-    }
+    let (key, cert) = certificate_for(grant_id, serial, key)?;
     let host = st["host"].as_str().ok_or_else(|| {
         anyhow::anyhow!(
             "the resource names no `host`; run ssh yourself: ssh -o CertificateFile={} USER@HOST",
@@ -137,6 +218,46 @@ pub async fn connect(
     use std::os::unix::process::CommandExt;
     let err = cmd.exec();
     bail!("cannot run ssh: {err}")
+}
+
+/// The key and certificate of this grant: beside the key given, or beside the first of
+/// [`candidates`] whose certificate carries the grant's serial.
+fn certificate_for(
+    grant_id: &str,
+    serial: u64,
+    given: Option<&Path>,
+) -> Result<(PathBuf, PathBuf)> {
+    let keys: Vec<PathBuf> = match key_path(given)? {
+        Some(k) if given.is_some() => vec![k],
+        _ => candidates().into_iter().filter(|p| p.is_file()).collect(),
+    };
+    if keys.is_empty() {
+        bail!(
+            "no SSH key found (~/.ssh, or breakglass's own {}): give the one the certificate was issued for with --ssh-key",
+            own_key_path()?.display()
+        );
+    }
+    let mut found = None;
+    for k in &keys {
+        let cert = cert_path(k);
+        if let Ok(text) = std::fs::read_to_string(&cert) {
+            if cert_has_serial(&text, serial) {
+                return Ok((k.clone(), cert));
+            }
+            found.get_or_insert(cert);
+        }
+    }
+    match found {
+        Some(cert) => bail!(
+            "{} is not the certificate of grant {grant_id} (serial {serial}): request again, with --ssh-key KEY.pub for another key",
+            cert.display()
+        ),
+        None => bail!(
+            "no certificate at {}: it is written there by `{} request`",
+            cert_path(&keys[0]).display(),
+            crate::commands::program()
+        ),
+    }
 }
 
 /// Whether an OpenSSH certificate line carries this serial (decoded from its blob).

@@ -1,5 +1,7 @@
 //! OpenSSH's sshd on a loopback port with a test-owned config: trusts one user CA
 //! (`TrustedUserCAKeys`), reads one KRL (`RevokedKeys`), no passwords, no authorized_keys.
+//! The config is `sshd_config.in` beside this crate's Cargo.toml (`@PORT@`, `@HOST_KEY@`,
+//! `@DIR@`, `@KRL@` filled in); `scripts/demo.sh` starts the demo's SSH host from it too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -31,6 +33,18 @@ pub fn keygen(path: &Path) {
     assert!(st.success(), "ssh-keygen failed");
 }
 
+/// The sshd config template shared with `scripts/demo.sh`.
+pub const CONFIG_TEMPLATE: &str = include_str!("../sshd_config.in");
+
+/// sshd's config for a server in `dir` (CA in `dir/ca.pub`) on `port`.
+pub fn config_text(dir: &Path, host_key: &Path, krl: &Path, port: u16) -> String {
+    CONFIG_TEMPLATE
+        .replace("@PORT@", &port.to_string())
+        .replace("@HOST_KEY@", &host_key.display().to_string())
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@KRL@", &krl.display().to_string())
+}
+
 impl Sshd {
     /// Starts sshd in `dir` on `port` trusting `ca_line`, reading revocations from `krl`
     /// (which must exist: sshd refuses every key when it cannot read it).
@@ -47,20 +61,7 @@ impl Sshd {
         keygen(&host_key);
         std::fs::write(dir.join("ca.pub"), format!("{}\n", ca_line.trim())).expect("ca.pub");
         let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {dir}/sshd.pid\n\
-                 TrustedUserCAKeys {dir}/ca.pub\nRevokedKeys {krl}\nAuthorizedKeysFile none\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\n\
-                 MaxStartups 200\nMaxSessions 200\n",
-                hk = host_key.display(),
-                dir = dir.display(),
-                krl = krl.display(),
-            ),
-        )
-        .expect("sshd_config");
+        std::fs::write(&config, config_text(dir, &host_key, krl, port)).expect("sshd_config");
         let t = Command::new(SSHD)
             .arg("-t")
             .arg("-f")

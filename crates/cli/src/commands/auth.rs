@@ -1,6 +1,6 @@
 //! Logging in and out, who am I, and enrolling an authenticator.
 
-use super::common::{authed, client, out, read_stdin_line};
+use super::common::{authed, client, out, program, read_stdin_line};
 use crate::args::{Cli, TotpCmd};
 use crate::client::{self, Client, Problem, SavedSession};
 use anyhow::{Result, anyhow, bail};
@@ -58,9 +58,12 @@ pub(super) async fn login(
             "logged in as {user} until {}{}",
             saved.expires_at,
             if enrolled {
-                ""
+                String::new()
             } else {
-                "\nno authenticator yet: run `breakglass mfa totp enroll`"
+                format!(
+                    "\nno authenticator yet: run `{} mfa totp enroll`",
+                    program()
+                )
             }
         )
     });
@@ -115,10 +118,12 @@ pub(super) async fn totp(cli: &Cli, t: &TotpCmd) -> Result<()> {
         TotpCmd::Enroll => {
             let r = c.post("/mfa/totp/enroll", &json!({})).await?;
             out(j, &r, || {
+                let uri = r["otpauth_uri"].as_str().unwrap_or("");
                 format!(
-                    "Add this to your authenticator app (scan it as a QR code or paste it):\n\n  {}\n\nsecret (for manual entry): {}\nThen run: breakglass mfa totp confirm CODE",
-                    r["otpauth_uri"].as_str().unwrap_or(""),
-                    r["secret_base32"].as_str().unwrap_or("")
+                    "Scan this QR code with your authenticator app, or paste the URI below into it:\n\n{}\n  {uri}\n\nsecret (for manual entry): {}\nThen run: {} mfa totp confirm CODE   (CODE: the 6 digits the app shows)",
+                    qr_block(uri),
+                    r["secret_base32"].as_str().unwrap_or(""),
+                    program()
                 )
             });
         }
@@ -128,4 +133,21 @@ pub(super) async fn totp(cli: &Cli, t: &TotpCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `text` as a QR code drawn with Unicode half blocks (two modules a character), light
+/// modules inked: what a terminal with a dark background shows as dark-on-light, the way
+/// `qrencode -t UTF8` does. Includes the quiet zone scanners need.
+pub(crate) fn qr_block(text: &str) -> String {
+    use qrcode::render::unicode::Dense1x2;
+    match qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L) {
+        Ok(code) => code
+            .render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+        // Only a text beyond QR capacity (about 2,900 bytes) fails: the URI below still works.
+        Err(_) => "(too long for a QR code: paste the URI)".into(),
+    }
 }

@@ -36,6 +36,31 @@ pub(super) fn out(json_out: bool, v: &Value, human: impl FnOnce() -> String) {
     }
 }
 
+/// How to run this binary again from the shell it was started in: the name it was started by
+/// (`breakglass` from PATH, `./target/release/breakglass`, …), quoted for a POSIX shell when
+/// needed, so the next steps the CLI prints work exactly as printed.
+pub(crate) fn program() -> String {
+    let a0 = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "breakglass".into());
+    shell_quote(&a0)
+}
+
+/// `s` as one word for a POSIX shell: as is when it holds only safe characters, else in single
+/// quotes.
+pub(crate) fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 pub(super) fn now() -> Timestamp {
     SystemClock.now()
 }
@@ -80,8 +105,9 @@ pub(super) fn authed(cli: &Cli) -> Result<Client> {
     let c = client(cli)?;
     if c.token.is_none() {
         bail!(
-            "not logged in to {}: run `breakglass login --user NAME --password-stdin`",
-            c.base
+            "not logged in to {}: run `{} login --user NAME --password-stdin`",
+            c.base,
+            program()
         );
     }
     Ok(c)

@@ -1,7 +1,7 @@
 //! Grants: request, status (and watching it), approve, deny, revoke, extend, the credential
 //! and SSH access with it.
 
-use super::common::{authed, client, now, out, with_otp};
+use super::common::{authed, client, now, out, program, with_otp};
 use crate::args::{Cli, SshCmd};
 use crate::client::{Client, urlencode};
 use anyhow::{Result, bail};
@@ -68,8 +68,9 @@ fn credential_text(r: &Value) -> String {
         )
     } else if let Some(p) = c["path"].as_str() {
         format!(
-            "certificate    {p} (serial {})\nconnect:       breakglass ssh {}\n",
+            "certificate    {p} (serial {})\nconnect:       {} ssh {}\n",
             c["serial"],
+            program(),
             r["id"].as_str().unwrap_or("")
         )
     } else if c["certificate"].is_string() {
@@ -155,8 +156,21 @@ pub(super) async fn request(
     let j = cli.json;
     let c = authed(cli)?;
     // The public key goes along when there is one; the server uses it only for SSH
-    // resources (and says so when one is needed and missing).
-    let key = crate::ssh::key_path(ssh_key.as_deref())?;
+    // resources (and says so when one is needed and missing). A user without one gets a key
+    // of breakglass's own for an SSH resource.
+    let mut key = crate::ssh::key_path(ssh_key.as_deref())?;
+    if key.is_none() && is_ssh_resource(&c, resource).await {
+        let (k, created) = crate::ssh::ensure_own_key()?;
+        if created {
+            let private = k.with_extension("");
+            eprintln!(
+                "no SSH key in ~/.ssh: created one for breakglass: {} (private, mode 0600) and {}",
+                private.display(),
+                k.display()
+            );
+        }
+        key = Some(k);
+    }
     let pubkey = match &key {
         Some(k) => Some(crate::ssh::read_public_key(k)?),
         None => None,
@@ -180,21 +194,36 @@ pub(super) async fn request(
                 fmt_remaining(r["remaining_secs"].as_u64().unwrap_or(0))
             ),
             "pending" => format!(
-                "request pending approval ({} needed from {}); once approved, `breakglass credential {}` hands you the credential",
+                "request pending approval ({} needed from {}); once approved, `{} credential {}` hands you the credential",
                 r["approvals_needed"].as_u64().unwrap_or(0),
                 r["approvers_from"],
+                program(),
                 r["id"].as_str().unwrap_or("")
             ),
             other => format!("grant is {other}"),
         };
         format!(
-            "{head}\n{}{}watch it: breakglass status {} --watch",
+            "{head}\n{}\n{}watch it: {} status {} --watch",
             grant_detail(&r),
             credential_text(&r),
+            program(),
             r["id"].as_str().unwrap_or("")
         )
     });
     Ok(())
+}
+
+/// Whether the server's policy names `resource` as an SSH resource (false when it cannot say:
+/// the request then tells).
+async fn is_ssh_resource(c: &Client, resource: &str) -> bool {
+    let Ok(p) = c.get("/policy").await else {
+        return false;
+    };
+    p["policy"]["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["name"].as_str() == Some(resource) && r["kind"].as_str() == Some("ssh"))
 }
 
 /// `ssh ca-key`, `ssh krl --out FILE`, or `ssh GRANT_ID`: connect with the grant's certificate.
@@ -255,7 +284,10 @@ pub(super) async fn credential(cli: &Cli, grant_id: &str, ssh_key: &Option<PathB
     r["id"] = json!(grant_id);
     if r["credential"]["certificate"].is_string() {
         let Some(k) = crate::ssh::key_path(ssh_key.as_deref())? else {
-            bail!("no SSH key found in ~/.ssh: give the one you requested with --ssh-key");
+            bail!(
+                "no SSH key found in ~/.ssh or {}: give the one you requested with --ssh-key",
+                crate::ssh::own_key_path()?.display()
+            );
         };
         crate::ssh::store_certificate(&mut r, &k)?;
     }

@@ -14,6 +14,7 @@ mod secrets;
 mod serve;
 
 pub use common::print_error;
+pub(crate) use common::program;
 
 use crate::args::{AdminCmd, Cli, Cmd, MfaCmd, PolicyCmd};
 use anyhow::Result;

@@ -61,19 +61,29 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
     let p = running.engine.policy();
     let resources: Vec<String> = p.set.resources.iter().map(|r| r.name.clone()).collect();
     eprintln!(
-        "breakglass listening on {scheme}://{addr}  (policy {} sha256 {:.12}; resources: {})\n\
-                 To break glass:\n  \
-                 breakglass admin user add alice --group oncall --password-stdin --data-dir {}   (on this host)\n  \
-                 breakglass --server {scheme}://{addr} login --user alice --password-stdin\n  \
-                 breakglass mfa totp enroll && breakglass mfa totp confirm CODE\n  \
-                 breakglass request bastion --reason \"orders table locked, checkout down\" --ticket INC-4711 --for 30m\n  \
-                 breakglass ssh GRANT_ID      (hosts trust `breakglass ssh ca-key` in sshd's TrustedUserCAKeys)\n  \
-                 breakglass status",
+        "breakglass listening on {scheme}://{addr}  (policy {} sha256 {:.12}; resources: {})",
         policy.display(),
         p.sha256,
         resources.join(", "),
-        data_dir.display()
     );
+    // A fresh store: say how to add the first user, with commands that work as printed from
+    // any shell on this host (this binary's and the data directory's absolute paths).
+    if running
+        .engine
+        .store
+        .users()
+        .await
+        .is_ok_and(|u| u.is_empty())
+    {
+        let prog = this_program();
+        let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone());
+        eprintln!(
+            "no users yet; add one on this host, then log in (anywhere):\n  \
+             echo 'PASSWORD' | {prog} admin user add NAME --group GROUP --password-stdin --data-dir {}\n  \
+             echo 'PASSWORD' | {prog} login --server {scheme}://{addr} --user NAME --password-stdin",
+            super::common::shell_quote(&dir.display().to_string()),
+        );
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -82,4 +92,17 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
     eprintln!("shutting down: writing a final audit checkpoint");
     running.shutdown().await;
     Ok(())
+}
+
+/// This binary as another shell on this host can run it: `breakglass` when it was found on
+/// PATH, else its absolute path.
+fn this_program() -> String {
+    let a0 = std::env::args_os().next().unwrap_or_default();
+    if !a0.to_string_lossy().contains('/') && !a0.is_empty() {
+        return super::common::program();
+    }
+    match std::env::current_exe() {
+        Ok(p) => super::common::shell_quote(&p.display().to_string()),
+        Err(_) => super::common::program(),
+    }
 }

@@ -353,9 +353,26 @@ impl User {
     }
 
     pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.run_as(true, args, stdin)
+    }
+
+    /// Runs `breakglass ARGS` as this user without `--json`: what a person reads.
+    pub fn run_plain(&self, args: &[&str]) -> Run {
+        self.run_as(false, args, None)
+    }
+
+    /// Sets an environment variable for this user's CLI runs (e.g. `HOME`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
+    fn run_as(&self, json: bool, args: &[&str], stdin: Option<&str>) -> Run {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--json")
-            .arg("--server")
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.arg("--server")
             .arg(&self.url)
             .args(args)
             .env("XDG_CONFIG_HOME", self.config.path())

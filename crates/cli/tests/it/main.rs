@@ -8,6 +8,7 @@ mod fingerprints;
 mod flow;
 mod harness;
 mod hostile;
+mod newcomer;
 mod pg;
 mod races;
 mod recording;

@@ -323,3 +323,116 @@ fn ssh_sessions_fail_closed_when_the_host_krl_is_missing_or_corrupt() {
         );
     }
 }
+
+/// A new user has no `~/.ssh/id_ed25519.pub`: requesting an SSH resource creates a key pair of
+/// breakglass's own (private 0600) in the CLI's config directory, says where, and
+/// `breakglass ssh GRANT_ID` finds it and logs in with it. A non-SSH request creates nothing.
+#[test]
+fn a_user_without_an_ssh_key_gets_one_of_breakglass_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let user = whoami();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let krl = dir.join("revoked.krl");
+    let policy = format!(
+        r#"
+admins: {{ groups: [security] }}
+resources:
+  - name: bastion
+    kind: ssh
+    principals: [{user}]
+    host: 127.0.0.1
+    port: {port}
+    session_command: {BIN}
+    host_krl: {krl}
+  - {{ name: db, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }}
+policies:
+  - name: emergency
+    resources: [bastion, db]
+    who: {{ groups: [oncall] }}
+    require: {{ mfa: false }}
+    approval: {{ mode: auto }}
+    duration: {{ default: 30m, max: 2h }}
+"#,
+        krl = krl.display()
+    );
+    let server = Server::start(&policy);
+    let mut alice = server.user("alice", &["oncall"]);
+    // A home without ~/.ssh, as on a fresh account.
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    alice.set_env("HOME", home.to_str().unwrap());
+    let ca = alice.ok(&["ssh", "ca-key"]);
+    refresh_krl(&alice, &krl);
+    let sshd = Sshd::start(dir, ca["public_key"].as_str().unwrap(), &krl, port);
+    let own = alice.config.path().join("breakglass").join("ssh");
+    let reason = "root shell needed to restart the stuck replica";
+
+    let r = alice.run(&["request", "db", "--reason", reason]);
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    assert!(!own.exists(), "a key was created for a non-SSH resource");
+
+    let r = alice.run(&["request", "bastion", "--reason", reason]);
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    let private = own.join("id_ed25519");
+    let public = own.join("id_ed25519.pub");
+    assert!(
+        r.stderr.contains(&private.display().to_string()) && r.stderr.contains("0600"),
+        "the message does not say where the key is: {}",
+        r.stderr
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&private), 0o600);
+    assert_eq!(mode(&own), 0o700);
+    // OpenSSH reads the pair: the public half derived from the private key is the .pub file.
+    let derived = Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert!(derived.status.success(), "{derived:?}");
+    let pub_text = std::fs::read_to_string(&public).unwrap();
+    assert!(pub_text.starts_with("ssh-ed25519 "), "{pub_text}");
+    assert_eq!(
+        String::from_utf8_lossy(&derived.stdout)
+            .split_whitespace()
+            .nth(1),
+        pub_text.split_whitespace().nth(1)
+    );
+    assert_eq!(
+        r.json["credential"]["path"].as_str().unwrap(),
+        format!("{}-cert.pub", private.display())
+    );
+    let id = r.json["id"].as_str().unwrap().to_string();
+
+    // `breakglass ssh GRANT_ID`, no --ssh-key: it finds breakglass's key and logs in with it.
+    let out = alice.run_plain(&[
+        "ssh",
+        &id,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "--",
+        "echo",
+        "via-breakglass-own-key",
+    ]);
+    assert!(
+        out.stdout.contains("via-breakglass-own-key"),
+        "breakglass ssh: {}{}\nsshd: {}",
+        out.stdout,
+        out.stderr,
+        std::fs::read_to_string(&sshd.log).unwrap_or_default()
+    );
+
+    // The next request uses the same key and says nothing about creating one.
+    let before = std::fs::read(&private).unwrap();
+    let r = alice.run(&["request", "bastion", "--reason", reason]);
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("created"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+}

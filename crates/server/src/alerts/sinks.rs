@@ -1,6 +1,6 @@
 //! Delivering one alert to its sink: signed webhook, Slack, PagerDuty Events v2, email.
 
-use super::{AlertConfig, one_line, pagerduty_action, summary};
+use super::{AlertConfig, alert_kinds, anomaly_text, one_line, pagerduty_action_of, summary};
 use breakglass_core::policy::{Sink, SinkKind};
 use breakglass_core::time::Timestamp;
 use breakglass_store::AlertRow;
@@ -58,13 +58,18 @@ fn pagerduty_summary(doc: &Value) -> String {
 /// encodes the header, and this keeps CR/LF out of it even before that).
 fn email_subject(doc: &Value, kind: &str) -> String {
     one_line(&format!(
-        "[breakglass] {} {} on {}",
+        "[breakglass] {} {} on {}{}",
         kind,
         doc["grant"]["user"].as_str().unwrap_or(""),
         doc["grant"]["resource"]
             .as_str()
             .or(doc["resource"].as_str())
-            .unwrap_or("")
+            .unwrap_or(""),
+        if anomaly_text(doc).is_some() {
+            " (ANOMALY)"
+        } else {
+            ""
+        }
     ))
 }
 
@@ -244,7 +249,7 @@ pub async fn deliver(
                 .get("url")
                 .and_then(Value::as_str)
                 .unwrap_or("https://events.pagerduty.com/v2/enqueue");
-            let action = pagerduty_action(&alert.kind).unwrap_or("trigger");
+            let action = pagerduty_action_of(&alert.doc, &alert.kind).unwrap_or("trigger");
             let dedup = alert.doc["grant"]["id"]
                 .as_str()
                 .map(String::from)
@@ -256,7 +261,10 @@ pub async fn deliver(
                 "payload": {
                     "summary": pagerduty_summary(&alert.doc),
                     "source": alert.doc["origin"],
-                    "severity": if alert.kind == "grant.activated" { "warning" } else { "critical" },
+                    // An activation is expected (a warning), unless anomalies came with it.
+                    "severity": if alert.kind == "grant.activated"
+                        && !alert_kinds(&alert.doc, &alert.kind).contains(&"anomaly.flagged")
+                    { "warning" } else { "critical" },
                     "custom_details": alert.doc,
                 },
             }))
