@@ -61,7 +61,10 @@ impl Rig {
         let g = self
             .f
             .engine
-            .request(&who(i), input(resource, &code(&self.f), "30m", Some(&self.public)))
+            .request(
+                &who(i),
+                input(resource, &code(&self.f), "30m", Some(&self.public)),
+            )
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let cred = g.credential.context("certificate")?;
@@ -98,7 +101,19 @@ impl Rig {
             .arg(key)
             .arg("-o")
             .arg(format!("CertificateFile={}-cert.pub", key.display()))
-            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p"])
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+            ])
             .arg(self.sshd.port.to_string())
             .arg(format!("{}@127.0.0.1", self.user))
             .output()?;
@@ -207,7 +222,10 @@ pub async fn all() -> Result<()> {
     let _ = summary;
     // Ingest: 50 concurrent recorded sessions, 10 MB each.
     let small = r.tmp.path().join("10mb");
-    std::fs::write(&small, std::fs::read(&file)?.get(..10 << 20).unwrap_or_default())?;
+    std::fs::write(
+        &small,
+        std::fs::read(&file)?.get(..10 << 20).unwrap_or_default(),
+    )?;
     let mut keys = Vec::new();
     for _ in 0..50 {
         keys.push(r.cert("rec").await?);

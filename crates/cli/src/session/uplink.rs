@@ -263,7 +263,19 @@ impl Uplink {
     fn acked(&self, ack: &Ack) {
         *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if ack.capped {
-            self.lock().capped = true;
+            let mut b = self.lock();
+            if !b.capped {
+                b.capped = true;
+                // What was buffered beyond the cap is not sent; say so in the recording.
+                b.data.clear();
+                let ms = self.ms();
+                encode_record(
+                    &mut b.data,
+                    Kind::Marker,
+                    ms,
+                    b"recording cap reached: the session goes on, its output is no longer recorded",
+                );
+            }
         }
         match &ack.end {
             Some(why) => self.set_flow(Flow::End(why.clone())),

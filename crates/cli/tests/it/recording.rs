@@ -494,6 +494,30 @@ fn event_count(s: &Server) -> usize {
 }
 
 #[test]
+fn past_the_cap_a_continue_session_goes_on_with_a_marker() {
+    let r = rig("    recording_max_bytes: 64KiB\n    on_recording_cap: continue");
+    let gid = r.grant();
+    let out = r.ssh("head -c 600000 /dev/zero | base64 | wc -c; echo done-$((1+1))");
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && o.contains("done-2"),
+        "{o}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = r.ssh("head -c 600000 /dev/zero | base64; echo done-$((1+2))");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done-3"));
+    assert_eq!(audit_events(&r.server, "recording.capped").len(), 1);
+    let tr = r.sam.run(&["recording", &gid, "--format", "text"]);
+    assert!(
+        tr.stdout.contains("recording cap reached") && tr.stdout.contains("exit status 0"),
+        "{}",
+        tr.stdout
+    );
+    let (ok, report) = r.verify();
+    assert!(ok, "{report}");
+}
+
+#[test]
 fn best_effort_keeps_the_session_through_an_outage_and_audits_the_gap() {
     let mut r = rig("    recording: best_effort\n    recording_ack_timeout: 1s");
     r.grant();
@@ -547,8 +571,7 @@ fn retention_deletes_payloads_but_keeps_the_digests_so_the_trail_still_verifies(
     let tr = r.sam.run(&["recording", &gid, "--format", "text"]);
     assert!(tr.ok, "{}", tr.stderr);
     assert!(
-        !tr.stdout.contains("kept-42")
-            && tr.stdout.contains("deleted by the retention policy"),
+        !tr.stdout.contains("kept-42") && tr.stdout.contains("deleted by the retention policy"),
         "{}",
         tr.stdout
     );

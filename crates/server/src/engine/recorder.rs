@@ -299,16 +299,24 @@ impl Engine {
                 "an empty chunk: send records, or no X-Chunk for a heartbeat",
             ));
         }
-        recording::decode_chunk(body).map_err(|e| {
+        let records = recording::decode_chunk(body).map_err(|e| {
             ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}"))
         })?;
         let settings = self.recording_settings(&g.info().resource);
         if s.capped {
-            return Err(ApiError::Conflict(format!(
-                "session {id} reached its recording cap: send no more output"
-            )));
-        }
-        if s.bytes + body.len() as u64 > settings.max_bytes {
+            // Past the cap (on_recording_cap: continue) only the recorder's notes are taken.
+            let terminal = records.iter().any(|r| {
+                matches!(
+                    r.kind,
+                    recording::Kind::Output | recording::Kind::Stderr | recording::Kind::Input
+                )
+            });
+            if terminal || body.len() > 16 * 1024 {
+                return Err(ApiError::Conflict(format!(
+                    "session {id} reached its recording cap: send no more output"
+                )));
+            }
+        } else if s.bytes + body.len() as u64 > settings.max_bytes {
             return self.cap(&s, g.info(), &settings, now).await;
         }
         let digest = recording::chunk_digest(id, seq, body);
