@@ -97,25 +97,8 @@ impl Rig {
             .arg(script)
             .arg(n.to_string())
             .arg("--")
-            .args(["ssh", "-tt", "-i"])
-            .arg(key)
-            .arg("-o")
-            .arg(format!("CertificateFile={}-cert.pub", key.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-            ])
-            .arg(self.sshd.port.to_string())
-            .arg(format!("{}@127.0.0.1", self.user))
+            .args(["ssh", "-tt"])
+            .args(self.sshd.ssh_args(key, &self.user))
             .output()?;
         let v: Vec<f64> = serde_json::from_slice(&out.stdout)
             .with_context(|| String::from_utf8_lossy(&out.stdout).to_string())?;
@@ -178,7 +161,7 @@ pub async fn all() -> Result<()> {
     let cat = format!("cat {}", file.display());
     // Throughput, alternating so both sides see the same machine state.
     let (mut on, mut off) = (Vec::new(), Vec::new());
-    let before = db_bytes(r.tmp.path());
+    let before = db_bytes(r.f.dir.path());
     let mut recorded = 0u64;
     for _ in 0..3 {
         let k = r.cert("norec").await?;
@@ -189,7 +172,7 @@ pub async fn all() -> Result<()> {
         on.push(n as f64 / s / 1e6);
         recorded += n;
     }
-    let grown = db_bytes(r.tmp.path()).saturating_sub(before);
+    let grown = db_bytes(r.f.dir.path()).saturating_sub(before);
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]

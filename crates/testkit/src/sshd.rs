@@ -92,30 +92,32 @@ impl Sshd {
         }
     }
 
+    /// The arguments of `ssh` logging in as `user` here with the certificate beside `key`
+    /// (batch mode, no host-key prompts), up to and including the destination.
+    pub fn ssh_args(&self, key: &Path, user: &str) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["-i".into(), key.into(), "-o".into()];
+        a.push(format!("CertificateFile={}-cert.pub", key.display()).into());
+        for o in [
+            "IdentitiesOnly=yes",
+            "BatchMode=yes",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "ConnectTimeout=10",
+            "LogLevel=ERROR",
+        ] {
+            a.push("-o".into());
+            a.push(o.into());
+        }
+        a.push("-p".into());
+        a.push(self.port.to_string().into());
+        a.push(format!("{user}@127.0.0.1").into());
+        a
+    }
+
     /// `ssh` as `user` with the certificate beside `key`, non-interactive, running `cmd`.
     pub fn ssh_cmd(&self, key: &Path, user: &str, cmd: &str) -> Command {
         let mut c = Command::new("ssh");
-        c.arg("-i")
-            .arg(key)
-            .arg("-o")
-            .arg(format!("CertificateFile={}-cert.pub", key.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-            ])
-            .arg(self.port.to_string())
-            .arg(format!("{user}@127.0.0.1"))
+        c.args(self.ssh_args(key, user))
             .arg(cmd)
             .stdin(Stdio::null());
         c

@@ -17,9 +17,10 @@ use tokio::sync::{Notify, watch};
 use zeroize::Zeroizing;
 
 /// Records waiting to be sent (or in flight) before the relays stop reading.
-const MAX_PENDING: usize = 8 << 20;
-/// Largest chunk sent (the server takes up to 256 KiB).
-const CHUNK: usize = 192 * 1024;
+const MAX_PENDING: usize = 16 << 20;
+/// Largest chunk sent (the server takes up to 1 MiB): big chunks keep the per-chunk cost
+/// (one request, one durable commit, one audit event) small against the bytes.
+const CHUNK: usize = 960 * 1024;
 
 /// What the session should do, as the uplink sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +221,7 @@ impl Uplink {
     async fn post(
         &self,
         seq: Option<u64>,
-        body: Vec<u8>,
+        body: bytes::Bytes,
         gap_ms: Option<u64>,
     ) -> Result<Ack, String> {
         let mut req = self
@@ -300,9 +301,9 @@ impl Uplink {
                 return;
             }
             let (n, body) = if chunk.is_empty() {
-                (None, Vec::new())
+                (None, bytes::Bytes::new())
             } else {
-                (Some(seq), chunk)
+                (Some(seq), bytes::Bytes::from(chunk))
             };
             // Post until acknowledged; the same chunk and number again after a failure.
             loop {

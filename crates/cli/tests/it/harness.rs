@@ -494,6 +494,34 @@ pub fn exec_script(dir: &Path, name: &str, body: &str) -> String {
 pub const GRANT_ID_OF_STDIN: &str =
     "id=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"grant_id\"])')";
 
+/// A policy whose one resource, `bastion`, is the sshd on 127.0.0.1:`port` (sessions watch
+/// `krl`; `settings` are extra lines of the resource, indented four spaces); oncall may break
+/// glass to it without MFA or approval, and security administers.
+pub fn bastion_policy(user: &str, port: u16, krl: &Path, settings: &str) -> String {
+    format!(
+        r#"
+admins: {{ groups: [security] }}
+resources:
+  - name: bastion
+    kind: ssh
+    principals: [{user}]
+    host: 127.0.0.1
+    port: {port}
+    session_command: {BIN}
+    host_krl: {krl}
+{settings}
+policies:
+  - name: bastion-emergency
+    resources: [bastion]
+    who: {{ groups: [oncall] }}
+    require: {{ mfa: false }}
+    approval: {{ mode: auto }}
+    duration: {{ default: 30m, max: 2h }}
+"#,
+        krl = krl.display()
+    )
+}
+
 /// A minimal HTTP/1.1 client over a raw socket, for hostile-input tests.
 pub fn http(
     method: &str,
@@ -502,19 +530,34 @@ pub fn http(
     body: Option<&[u8]>,
     token: Option<&str>,
 ) -> (u16, String) {
+    let mut headers = Vec::new();
+    if let Some(t) = token {
+        headers.push(("Authorization", format!("Bearer {t}")));
+    }
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json".to_string()));
+    }
+    http_raw(method, base, path, &headers, body)
+}
+
+/// [`http`] with any headers (Content-Length is added for a body).
+pub fn http_raw(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&[u8]>,
+) -> (u16, String) {
     use std::io::Read;
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     req.push_str("\r\n");
     let _ = s.write_all(req.as_bytes());

@@ -33,28 +33,7 @@ fn rig_with(settings: &str, serve_args: &[&str]) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let krl = tmp.path().join("host.krl");
-    let policy = format!(
-        r#"
-admins: {{ groups: [security] }}
-resources:
-  - name: bastion
-    kind: ssh
-    principals: [{user}]
-    host: 127.0.0.1
-    port: {port}
-    session_command: {BIN}
-    host_krl: {krl}
-{settings}
-policies:
-  - name: bastion-emergency
-    resources: [bastion]
-    who: {{ groups: [oncall] }}
-    require: {{ mfa: false }}
-    approval: {{ mode: auto }}
-    duration: {{ default: 30m, max: 2h }}
-"#,
-        krl = krl.display()
-    );
+    let policy = bastion_policy(&user, port, &krl, settings);
     let server = Server::start_with(&policy, &[], serve_args);
     let alice = server.user("alice", &["oncall"]);
     let sam = server.user("sam", &["security"]);
@@ -100,25 +79,8 @@ impl Rig {
             .arg(script)
             .arg(steps.to_string())
             .arg("--")
-            .args(["ssh", "-tt", "-i"])
-            .arg(&self.key)
-            .arg("-o")
-            .arg(format!("CertificateFile={}-cert.pub", self.key.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-            ])
-            .arg(self.sshd.port.to_string())
-            .arg(format!("{}@127.0.0.1", self.user))
+            .args(["ssh", "-tt"])
+            .args(self.sshd.ssh_args(&self.key, &self.user))
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
@@ -128,6 +90,16 @@ impl Rig {
                 String::from_utf8_lossy(&out.stderr)
             )
         })
+    }
+
+    /// A session running `cmd` in the background (stdout and stderr piped).
+    fn live(&self, cmd: &str) -> std::process::Child {
+        self.sshd
+            .ssh_cmd(&self.key, &self.user, cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn verify(&self) -> (bool, String) {
@@ -379,13 +351,7 @@ fn revocation_ends_the_live_session_at_once_and_watch_follows_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut live = r
-        .sshd
-        .ssh_cmd(&r.key, &r.user, "echo live-marker-$((6*7)); sleep 600")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live = r.live("echo live-marker-$((6*7)); sleep 600");
     poll(
         "watch to show the live output",
         Duration::from_secs(20),
@@ -432,17 +398,7 @@ fn revocation_ends_the_live_session_at_once_and_watch_follows_it() {
 fn a_session_whose_server_stops_acknowledging_pauses_then_ends() {
     let mut r = rig("    recording_ack_timeout: 1s");
     r.grant();
-    let mut live = r
-        .sshd
-        .ssh_cmd(
-            &r.key,
-            &r.user,
-            "echo open; while sleep 0.2; do echo tick; done",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live = r.live("echo open; while sleep 0.2; do echo tick; done");
     std::thread::sleep(Duration::from_secs(2));
     r.server.kill();
     let t0 = Instant::now();
@@ -521,17 +477,7 @@ fn past_the_cap_a_continue_session_goes_on_with_a_marker() {
 fn best_effort_keeps_the_session_through_an_outage_and_audits_the_gap() {
     let mut r = rig("    recording: best_effort\n    recording_ack_timeout: 1s");
     r.grant();
-    let mut live = r
-        .sshd
-        .ssh_cmd(
-            &r.key,
-            &r.user,
-            "for i in $(seq 1 40); do echo tick-$i; sleep 0.2; done",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live = r.live("for i in $(seq 1 40); do echo tick-$i; sleep 0.2; done");
     std::thread::sleep(Duration::from_secs(1));
     r.server.kill();
     std::thread::sleep(Duration::from_secs(3));
@@ -579,36 +525,9 @@ fn retention_deletes_payloads_but_keeps_the_digests_so_the_trail_still_verifies(
     assert!(ok && report.contains("deleted by retention"), "{report}");
 }
 
-/// A raw HTTP request with any headers (the recorder's endpoints are not the CLI's).
+/// A POST with any headers (the recorder's endpoints are not the CLI's).
 fn raw(base: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let _ = s.write_all(req.as_bytes());
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        text.split_once("\r\n\r\n")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default(),
-    )
+    http_raw("POST", base, path, headers, Some(body))
 }
 
 fn force_command(key: &Path) -> String {
@@ -730,7 +649,7 @@ fn hostile_recorder_requests_get_clear_errors_and_change_nothing() {
             url,
             &path,
             &[auth.clone(), ("x-chunk", "0".into())],
-            &vec![b'o'; 300 * 1024]
+            &vec![b'o'; 1100 * 1024]
         )
         .0,
         413

@@ -32,27 +32,7 @@ fn bastion(host_krl: &str) -> (tempfile::TempDir, String, u16, PathBuf, Server, 
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let krl = tmp.path().join(host_krl);
-    let policy = format!(
-        r#"
-admins: {{ groups: [security] }}
-resources:
-  - name: bastion
-    kind: ssh
-    principals: [{user}]
-    host: 127.0.0.1
-    port: {port}
-    session_command: {BIN}
-    host_krl: {krl}
-policies:
-  - name: bastion-emergency
-    resources: [bastion]
-    who: {{ groups: [oncall] }}
-    require: {{ mfa: false }}
-    approval: {{ mode: auto }}
-    duration: {{ default: 30m, max: 2h }}
-"#,
-        krl = krl.display()
-    );
+    let policy = bastion_policy(&user, port, &krl, "");
     let server = Server::start(&policy);
     let alice = server.user("alice", &["oncall"]);
     (tmp, user, port, krl, server, alice)

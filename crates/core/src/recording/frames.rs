@@ -92,12 +92,11 @@ pub fn encode_record(out: &mut Vec<u8>, kind: Kind, ms: u32, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-/// Decodes every record of a chunk, or says what is wrong with it.
-pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
+/// Walks the records of a chunk, validating each, and hands each (kind, ms, data) to `f`.
+fn walk<'a>(chunk: &'a [u8], mut f: impl FnMut(Kind, u32, &'a [u8])) -> Result<(), RecordError> {
     if chunk.len() > MAX_CHUNK {
         return Err(RecordError::TooLarge);
     }
-    let mut out = Vec::new();
     let mut at = 0;
     while at < chunk.len() {
         let head = chunk
@@ -125,14 +124,33 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
                 return Err(RecordError::Invalid(at));
             }
         }
+        f(kind, ms, data);
+        at += HEADER + len;
+    }
+    Ok(())
+}
+
+/// Decodes every record of a chunk, or says what is wrong with it.
+pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
+    let mut out = Vec::new();
+    walk(chunk, |kind, ms, data| {
         out.push(Record {
             kind,
             ms,
             data: data.to_vec(),
-        });
-        at += HEADER + len;
-    }
+        })
+    })?;
     Ok(out)
+}
+
+/// Validates a chunk without copying it; returns whether it holds terminal bytes (output,
+/// stderr or input) rather than only the recorder's notes.
+pub fn check_chunk(chunk: &[u8]) -> Result<bool, RecordError> {
+    let mut terminal = false;
+    walk(chunk, |kind, _, _| {
+        terminal |= matches!(kind, Kind::Output | Kind::Stderr | Kind::Input);
+    })?;
+    Ok(terminal)
 }
 
 /// `COLSxROWS` → (cols, rows), each 1..=10000.

@@ -12,14 +12,14 @@ pub mod render;
 mod settings;
 pub mod verify;
 
-pub use frames::{Kind, Record, RecordError, decode_chunk, encode_record};
+pub use frames::{Kind, Record, RecordError, check_chunk, decode_chunk, encode_record};
 pub use settings::{CapAction, Mode, RecordingSettings};
 pub use verify::{CHUNK_EVENT, RecordingVerifier};
 
 use sha2::{Digest, Sha256};
 
 /// Largest chunk a recorder may send (bytes of encoded records).
-pub const MAX_CHUNK: usize = 256 * 1024;
+pub const MAX_CHUNK: usize = 1024 * 1024;
 
 /// The digest of chunk `seq` of session `session`: SHA-256 over a domain tag, the session id,
 /// the chunk number and the payload.

@@ -81,9 +81,13 @@ impl RecordingSettings {
     pub fn from_settings(s: &Map<String, Value>) -> Result<Self, String> {
         let mut r = RecordingSettings::default();
         if let Some(v) = s.get("recording") {
-            r.mode = v.as_str().and_then(Mode::parse).ok_or_else(|| {
-                "`recording` must be one of required, best_effort, off".to_string()
-            })?;
+            r.mode = match v {
+                // YAML 1.1 readers turn a bare `off` into false.
+                Value::Bool(false) => Some(Mode::Off),
+                Value::Bool(true) => Some(Mode::Required),
+                v => v.as_str().and_then(Mode::parse),
+            }
+            .ok_or_else(|| "`recording` must be one of required, best_effort, off".to_string())?;
         }
         if let Some(v) = s.get("recording_max_bytes") {
             r.max_bytes = match v {
@@ -163,6 +167,8 @@ mod tests {
         assert_eq!(r.on_cap, CapAction::Continue);
         assert_eq!(r.ack_timeout, Duration::from_secs(2));
         assert_eq!(r.retention, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(s(json!({"recording": false})).unwrap().mode, Mode::Off);
+        assert_eq!(s(json!({"recording": "off"})).unwrap().mode, Mode::Off);
         for bad in [
             json!({"recording": "yes"}),
             json!({"recording_max_bytes": "lots"}),

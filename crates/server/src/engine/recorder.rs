@@ -299,18 +299,12 @@ impl Engine {
                 "an empty chunk: send records, or no X-Chunk for a heartbeat",
             ));
         }
-        let records = recording::decode_chunk(body).map_err(|e| {
+        let terminal = recording::check_chunk(body).map_err(|e| {
             ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}"))
         })?;
         let settings = self.recording_settings(&g.info().resource);
         if s.capped {
             // Past the cap (on_recording_cap: continue) only the recorder's notes are taken.
-            let terminal = records.iter().any(|r| {
-                matches!(
-                    r.kind,
-                    recording::Kind::Output | recording::Kind::Stderr | recording::Kind::Input
-                )
-            });
             if terminal || body.len() > 16 * 1024 {
                 return Err(ApiError::Conflict(format!(
                     "session {id} reached its recording cap: send no more output"

@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 
 /// How long a view token is good for.
 const VIEW_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Chunks per data read (each at most 256 KiB).
-pub const MAX_CHUNKS_PER_READ: u32 = 16;
+/// Chunks per data read (each at most 1 MiB).
+pub const MAX_CHUNKS_PER_READ: u32 = 4;
 /// An open session of an ended grant whose recorder stayed silent this long is closed.
 const SILENT_GRACE: Duration = Duration::from_secs(60);
 
