@@ -166,7 +166,7 @@ fn examples_load() {
 
 #[test]
 fn demo_policy_loads() {
-    let demo = include_str!("../../../../examples/demo-policy.yaml");
+    let demo = include_str!("../../../../../examples/demo-policy.yaml");
     let p = PolicySet::parse(demo).unwrap();
     assert_eq!(p.admins.groups, vec!["security".to_string()]);
     assert!(p.is_admin("x", &["security".into()]));
