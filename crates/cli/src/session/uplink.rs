@@ -11,6 +11,7 @@
 
 use breakglass_core::recording::{Kind, encode_record};
 use serde::Deserialize;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -18,6 +19,8 @@ use zeroize::Zeroizing;
 
 /// Records waiting to be sent (or in flight) before the relays stop reading.
 const MAX_PENDING: usize = 16 << 20;
+/// Chunks posted at once.
+const WINDOW: usize = 4;
 /// Largest chunk sent (the server takes up to 1 MiB): big chunks keep the per-chunk cost
 /// (one request, one durable commit, one audit event) small against the bytes.
 const CHUNK: usize = 960 * 1024;
@@ -90,6 +93,10 @@ fn http(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     b.build()
 }
 
+/// How long opening a session keeps trying to reach the server (a busy server or a short
+/// network blip must not deny the emergency; a refusal is final at once).
+const OPEN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Opens the session at the server. The error is the message for the user.
 pub async fn open(
     server: &str,
@@ -98,14 +105,29 @@ pub async fn open(
 ) -> Result<Arc<Uplink>, String> {
     let base = server.trim_end_matches('/').to_string();
     let client = http(Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let resp = client
-        .post(format!("{base}/api/v1/recordings"))
-        .json(&hello)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the recording server {base}: {e}"))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let deadline = Instant::now() + OPEN_DEADLINE;
+    let (status, body) = loop {
+        let sent = client
+            .post(format!("{base}/api/v1/recordings"))
+            .json(&hello)
+            .send()
+            .await;
+        let failure = match sent {
+            Ok(resp) if !resp.status().is_server_error() => {
+                let status = resp.status();
+                break (
+                    status,
+                    resp.json::<serde_json::Value>().await.unwrap_or_default(),
+                );
+            }
+            Ok(resp) => format!("the recording server {base} answered {}", resp.status()),
+            Err(e) => format!("cannot reach the recording server {base}: {e}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(failure);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     if !status.is_success() {
         let detail = body["detail"].as_str().unwrap_or("no reason given");
         return Err(format!(
@@ -243,8 +265,9 @@ impl Uplink {
         }
         let resp = req.send().await.map_err(|e| e.to_string())?;
         let status = resp.status();
-        if status.is_server_error() {
-            return Err(format!("server error {status}"));
+        // 409: a chunk that arrived before its predecessor and waited too long; resend.
+        if status.is_server_error() || status == reqwest::StatusCode::CONFLICT {
+            return Err(format!("server answered {status}"));
         }
         let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -286,61 +309,94 @@ impl Uplink {
 
     /// Sends chunks and heartbeats until `close` and everything is acknowledged (or given up).
     pub async fn run(self: Arc<Self>) {
-        let mut seq = 0u64;
+        // Unacknowledged chunks in order; the first `inflight.len()` of them are being posted
+        // (up to WINDOW at once: the server orders them, so a slow commit does not stall the
+        // session).
+        let mut queue: VecDeque<(u64, bytes::Bytes, Option<u64>)> = VecDeque::new();
+        let mut inflight: VecDeque<tokio::task::JoinHandle<Result<Ack, String>>> = VecDeque::new();
+        let mut next_seq = 0u64;
+        let mut server_next = 0u64;
         loop {
-            let (chunk, closed, gap) = {
-                let mut b = self.lock();
-                let take = cut(&b.data, CHUNK);
-                let chunk: Vec<u8> = b.data.drain(..take).collect();
-                b.in_flight = chunk.len();
-                // Cleared once a chunk that reports it is acknowledged.
-                let gap = b.dropped_since.map(|t| t.elapsed().as_millis() as u64);
-                (chunk, b.closed, gap)
-            };
-            if chunk.is_empty() && closed {
-                return;
-            }
-            let (n, body) = if chunk.is_empty() {
-                (None, bytes::Bytes::new())
-            } else {
-                (Some(seq), bytes::Bytes::from(chunk))
-            };
-            // Post until acknowledged; the same chunk and number again after a failure.
-            loop {
-                match self.post(n, body.clone(), gap).await {
-                    Ok(ack) => {
-                        if gap.is_some() {
-                            self.lock().dropped_since = None;
-                        }
-                        self.acked(&ack);
-                        if n.is_some() && ack.next > seq {
-                            seq = ack.next;
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "recording upload failed; retrying");
-                        self.check_deadline();
-                        if matches!(*self.flow.borrow(), Flow::End(_)) && self.lock().closed {
-                            return;
-                        }
-                        if self.best_effort && n.is_some() {
-                            // Keep going without this chunk rather than hold the session.
-                            self.lock().dropped_since.get_or_insert_with(Instant::now);
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+            // Cut what is buffered into chunks while the window has room.
+            while queue.len() < WINDOW {
+                let (chunk, gap) = {
+                    let mut b = self.lock();
+                    let take = cut(&b.data, CHUNK);
+                    let rest = b.data.split_off(take);
+                    let chunk = std::mem::replace(&mut b.data, rest);
+                    b.in_flight += chunk.len();
+                    // Cleared once a chunk that reports it is acknowledged.
+                    (
+                        chunk,
+                        b.dropped_since.map(|t| t.elapsed().as_millis() as u64),
+                    )
+                };
+                if chunk.is_empty() {
+                    break;
                 }
+                queue.push_back((next_seq, bytes::Bytes::from(chunk), gap));
+                next_seq += 1;
             }
-            self.lock().in_flight = 0;
-            self.room.notify_waiters();
-            // Wait for more, or heartbeat; a short pause lets output coalesce into one chunk.
-            let pending = !self.lock().data.is_empty();
-            if !pending {
-                let _ = tokio::time::timeout(self.heartbeat, self.wake.notified()).await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            while inflight.len() < queue.len() {
+                let (seq, body, gap) = queue[inflight.len()].clone();
+                let me = self.clone();
+                inflight.push_back(tokio::spawn(
+                    async move { me.post(Some(seq), body, gap).await },
+                ));
+            }
+            let Some(front) = inflight.pop_front() else {
+                if self.lock().closed {
+                    return;
+                }
+                // Idle: ask whether to go on, then wait for output or the next heartbeat.
+                match self.post(None, bytes::Bytes::new(), None).await {
+                    Ok(ack) => self.acked(&ack),
+                    Err(_) => self.check_deadline(),
+                }
+                if self.lock().data.is_empty() {
+                    let _ = tokio::time::timeout(self.heartbeat, self.wake.notified()).await;
+                    // A short pause lets output coalesce into one chunk.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                self.check_deadline();
+                continue;
+            };
+            match front.await.unwrap_or_else(|e| Err(e.to_string())) {
+                Ok(ack) => {
+                    if let Some((_, body, gap)) = queue.pop_front() {
+                        let mut b = self.lock();
+                        b.in_flight = b.in_flight.saturating_sub(body.len());
+                        if gap.is_some() {
+                            b.dropped_since = None;
+                        }
+                    }
+                    server_next = server_next.max(ack.next);
+                    self.acked(&ack);
+                    self.room.notify_waiters();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "recording upload failed; retrying");
+                    // Let the rest of the window finish; then start again from the oldest
+                    // unacknowledged chunk (the server ignores a chunk it already has).
+                    for h in inflight.drain(..) {
+                        let _ = h.await;
+                    }
+                    self.check_deadline();
+                    if matches!(*self.flow.borrow(), Flow::End(_)) && self.lock().closed {
+                        return;
+                    }
+                    if self.best_effort {
+                        // Keep going without these chunks rather than hold the session.
+                        let mut b = self.lock();
+                        b.dropped_since.get_or_insert_with(Instant::now);
+                        b.in_flight = 0;
+                        queue.clear();
+                        next_seq = server_next;
+                        drop(b);
+                        self.room.notify_waiters();
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
             self.check_deadline();
         }

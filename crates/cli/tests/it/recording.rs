@@ -260,13 +260,13 @@ fn an_interactive_session_is_recorded_keys_and_all_except_what_is_typed_with_ech
 fn tampering_with_a_stored_recording_fails_audit_verify_naming_session_and_chunk() {
     let r = rig("");
     r.grant();
-    let out = r.ssh("seq 1 150000");
+    let out = r.ssh("seq 1 500000");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\n150000\n"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\n500000\n"));
     let (ok, report) = r.verify();
     assert!(ok, "{report}");
     let sid = r.db("select id from recording_sessions");

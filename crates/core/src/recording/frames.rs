@@ -144,13 +144,15 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
 }
 
 /// Validates a chunk without copying it; returns whether it holds terminal bytes (output,
-/// stderr or input) rather than only the recorder's notes.
-pub fn check_chunk(chunk: &[u8]) -> Result<bool, RecordError> {
+/// stderr or input) rather than only the recorder's notes, and the time of its first record.
+pub fn check_chunk(chunk: &[u8]) -> Result<(bool, u32), RecordError> {
     let mut terminal = false;
-    walk(chunk, |kind, _, _| {
+    let mut first = None;
+    walk(chunk, |kind, ms, _| {
         terminal |= matches!(kind, Kind::Output | Kind::Stderr | Kind::Input);
+        first.get_or_insert(ms);
     })?;
-    Ok(terminal)
+    Ok((terminal, first.unwrap_or(0)))
 }
 
 /// `COLSxROWS` → (cols, rows), each 1..=10000.

@@ -27,6 +27,9 @@ use subtle::ConstantTimeEq;
 
 /// Sessions a grant may have open at once.
 pub const MAX_OPEN_SESSIONS: usize = 32;
+/// How far ahead of the next chunk a recorder may post, and how long such a chunk waits.
+const WINDOW_MAX: u64 = 16;
+const ORDER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How often an idle recorder asks whether to go on (the bound on revocation → session end).
 pub const HEARTBEAT_MS: u64 = 250;
 
@@ -288,39 +291,64 @@ impl Engine {
         if s.ended_at.is_some() {
             return Err(ApiError::Conflict(format!("session {id} has ended")));
         }
-        if seq > s.chunks {
-            return Err(ApiError::Conflict(format!(
-                "session {id} expects chunk {} next, not {seq}",
-                s.chunks
-            )));
+        let s = if seq > s.chunks {
+            self.wait_for_turn(s, id, secret, seq).await?
+        } else {
+            s
+        };
+        if seq < s.chunks {
+            return Ok(ack(&s, end));
         }
         if body.is_empty() {
             return Err(ApiError::bad(
                 "an empty chunk: send records, or no X-Chunk for a heartbeat",
             ));
         }
-        let terminal = recording::check_chunk(body).map_err(|e| {
+        let (terminal, first_ms) = recording::check_chunk(body).map_err(|e| {
             ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}"))
         })?;
         let settings = self.recording_settings(&g.info().resource);
-        if s.capped {
-            // Past the cap (on_recording_cap: continue) only the recorder's notes are taken.
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        // Past the cap (on_recording_cap: continue) output is not kept: the chunk's place holds
+        // a note saying how much was left out, so the numbering stays gapless.
+        let elided = || {
+            let mut m = Vec::new();
+            let note = format!(
+                "{} bytes of the session not recorded: it passed its recording cap",
+                body.len()
+            );
+            recording::encode_record(&mut m, recording::Kind::Marker, first_ms, note.as_bytes());
+            m
+        };
+        let payload = if s.capped {
             if terminal || body.len() > 16 * 1024 {
-                return Err(ApiError::Conflict(format!(
-                    "session {id} reached its recording cap: send no more output"
-                )));
+                elided()
+            } else {
+                body.to_vec()
             }
         } else if s.bytes + body.len() as u64 > settings.max_bytes {
-            return self.cap(&s, g.info(), &settings, now).await;
-        }
-        let digest = recording::chunk_digest(id, seq, body);
-        let mut events = vec![event(
+            events.push(capped_event(&s, g.info(), &settings, now));
+            changes.push(Change::CapRecording {
+                session_id: s.id.clone(),
+            });
+            if settings.on_cap == CapAction::End {
+                return self
+                    .cap_and_end(&s, g.info(), &settings, changes, events, now)
+                    .await;
+            }
+            elided()
+        } else {
+            body.to_vec()
+        };
+        let digest = recording::chunk_digest(id, seq, &payload);
+        events.push(event(
             now,
             recording::CHUNK_EVENT,
             Some(&g.info().user),
             Some(g.info()),
-            json!({"session": id, "chunk": seq, "bytes": body.len(), "sha256": hex::encode(digest)}),
-        )];
+            json!({"session": id, "chunk": seq, "bytes": payload.len(), "sha256": hex::encode(digest)}),
+        ));
         if let Some(ms) = gap_ms.filter(|ms| *ms > 0) {
             events.push(event(
                 now,
@@ -330,15 +358,15 @@ impl Engine {
                 json!({"session": id, "unrecorded_ms": ms, "host": s.host}),
             ));
         }
-        let change = Change::AppendChunk(Chunk {
+        changes.push(Change::AppendChunk(Chunk {
             session_id: id.to_string(),
             seq,
             at: now,
-            size: body.len() as u64,
+            size: payload.len() as u64,
             digest: digest.to_vec(),
-            payload: Some(body.to_vec()),
-        });
-        match self.commit(vec![change], events).await {
+            payload: Some(payload),
+        }));
+        match self.commit(changes, events).await {
             Ok(()) => {}
             // Sent twice at once: the other copy won, and it is durable.
             Err(ApiError::Conflict(_)) => {}
@@ -348,42 +376,58 @@ impl Engine {
         Ok(ack(&s, end))
     }
 
-    async fn cap(
+    /// A chunk that arrived before its predecessors (the recorder posts a few at once) waits
+    /// for them, briefly; the store's compare-and-swap keeps the order whatever the timing.
+    async fn wait_for_turn(
+        &self,
+        mut s: RecordingSession,
+        id: &str,
+        secret: &str,
+        seq: u64,
+    ) -> Result<RecordingSession, ApiError> {
+        let deadline = tokio::time::Instant::now() + ORDER_WAIT;
+        while seq > s.chunks {
+            if seq > s.chunks + WINDOW_MAX
+                || tokio::time::Instant::now() >= deadline
+                || s.ended_at.is_some()
+            {
+                return Err(ApiError::Conflict(format!(
+                    "session {id} expects chunk {} next, not {seq}",
+                    s.chunks
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            s = self.recorder_session(id, secret).await?;
+        }
+        Ok(s)
+    }
+
+    /// The session passed its cap and `on_recording_cap: end`: the chunk is not kept and the
+    /// session ends.
+    async fn cap_and_end(
         &self,
         s: &RecordingSession,
         info: &GrantInfo,
         settings: &RecordingSettings,
+        mut changes: Vec<Change>,
+        mut events: Vec<breakglass_core::audit::NewEvent>,
         now: Timestamp,
     ) -> Result<Ack, ApiError> {
-        let mut changes = vec![Change::CapRecording {
+        let why = format!(
+            "the session reached its recording cap of {} bytes",
+            settings.max_bytes
+        );
+        changes.push(Change::EndRecording {
             session_id: s.id.clone(),
-        }];
-        let mut events = vec![event(
-            now,
-            "recording.capped",
-            Some(&info.user),
-            Some(info),
-            json!({"session": s.id, "bytes": s.bytes, "max_bytes": settings.max_bytes, "action": settings.on_cap.as_str()}),
-        )];
-        let end = (settings.on_cap == CapAction::End).then(|| {
-            format!(
-                "the session reached its recording cap of {} bytes",
-                settings.max_bytes
-            )
+            at: now,
+            reason: why.clone(),
+            exit_status: None,
         });
-        if let Some(why) = &end {
-            changes.push(Change::EndRecording {
-                session_id: s.id.clone(),
-                at: now,
-                reason: why.clone(),
-                exit_status: None,
-            });
-            events.push(ended_event(s, info, why, None, now));
-        }
+        events.push(ended_event(s, info, &why, None, now));
         self.commit(changes, events).await?;
         Ok(Ack {
             next: s.chunks,
-            end,
+            end: Some(why),
             capped: true,
         })
     }
@@ -431,6 +475,21 @@ impl Engine {
             Err(e) => Err(e),
         }
     }
+}
+
+fn capped_event(
+    s: &RecordingSession,
+    info: &GrantInfo,
+    settings: &RecordingSettings,
+    now: Timestamp,
+) -> breakglass_core::audit::NewEvent {
+    event(
+        now,
+        "recording.capped",
+        Some(&info.user),
+        Some(info),
+        json!({"session": s.id, "bytes": s.bytes, "max_bytes": settings.max_bytes, "action": settings.on_cap.as_str()}),
+    )
 }
 
 fn ended_event(
