@@ -42,6 +42,7 @@ pub struct Start {
     pub mode: String,
     pub ack_timeout_ms: u64,
     pub heartbeat_ms: u64,
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +57,8 @@ struct Buf {
     /// Bytes cut into the chunk in flight.
     in_flight: usize,
     capped: bool,
+    /// Terminal bytes recorded so far (against the session's cap).
+    recorded: u64,
     /// Records dropped (best effort) since this instant.
     dropped_since: Option<Instant>,
     closed: bool,
@@ -67,6 +70,7 @@ pub struct Uplink {
     pub session: String,
     secret: Zeroizing<String>,
     best_effort: bool,
+    max_bytes: u64,
     ack_timeout: Duration,
     heartbeat: Duration,
     started: Instant,
@@ -144,6 +148,7 @@ pub async fn open(
         session: start.session,
         secret: Zeroizing::new(start.secret),
         best_effort: best_effort || start.mode == "best_effort",
+        max_bytes: start.max_bytes,
         ack_timeout,
         heartbeat: Duration::from_millis(start.heartbeat_ms.clamp(50, 5000)),
         started: Instant::now(),
@@ -151,6 +156,7 @@ pub async fn open(
             data: Vec::with_capacity(64 * 1024),
             in_flight: 0,
             capped: false,
+            recorded: 0,
             dropped_since: None,
             closed: false,
         }),
@@ -189,22 +195,29 @@ impl Uplink {
         }
         let ms = self.ms();
         encode_record(&mut b.data, kind, ms, data);
+        if terminal {
+            b.recorded += data.len() as u64;
+        }
         drop(b);
         self.wake.notify_one();
     }
 
-    /// Waits until the buffer has room (required) — the relays read no more until then.
+    /// Waits until the relays may read more: the buffer has room (required), and, once the
+    /// session has recorded its cap, until the server has said what happens (end, or go on
+    /// unrecorded) — so no more than one read passes the cap unrecorded.
     pub async fn room(&self) {
-        if self.best_effort {
-            return;
-        }
         loop {
             let notified = self.room.notified();
             {
                 let b = self.lock();
-                if b.data.len() + b.in_flight < MAX_PENDING || b.closed {
+                let full = !self.best_effort && b.data.len() + b.in_flight >= MAX_PENDING;
+                let at_cap = b.recorded >= self.max_bytes && !b.capped;
+                if b.closed || (!full && !at_cap) {
                     return;
                 }
+            }
+            if matches!(*self.flow.borrow(), Flow::End(_)) {
+                return;
             }
             notified.await;
         }
@@ -305,6 +318,7 @@ impl Uplink {
             Some(why) => self.set_flow(Flow::End(why.clone())),
             None => self.set_flow(Flow::Run),
         }
+        self.room.notify_waiters();
     }
 
     /// Sends chunks and heartbeats until `close` and everything is acknowledged (or given up).

@@ -291,13 +291,11 @@ impl Engine {
         if s.ended_at.is_some() {
             return Err(ApiError::Conflict(format!("session {id} has ended")));
         }
-        let s = if seq > s.chunks {
-            self.wait_for_turn(s, id, secret, seq).await?
-        } else {
-            s
-        };
-        if seq < s.chunks {
-            return Ok(ack(&s, end));
+        if seq > s.chunks + WINDOW_MAX {
+            return Err(ApiError::Conflict(format!(
+                "session {id} expects chunk {} next, not {seq}",
+                s.chunks
+            )));
         }
         if body.is_empty() {
             return Err(ApiError::bad(
@@ -366,40 +364,45 @@ impl Engine {
             digest: digest.to_vec(),
             payload: Some(payload),
         }));
-        match self.commit(changes, events).await {
-            Ok(()) => {}
-            // Sent twice at once: the other copy won, and it is durable.
-            Err(ApiError::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
+        self.commit_in_turn(id, secret, seq, changes, events)
+            .await?;
         let s = self.recorder_session(id, secret).await?;
         Ok(ack(&s, end))
     }
 
-    /// A chunk that arrived before its predecessors (the recorder posts a few at once) waits
-    /// for them, briefly; the store's compare-and-swap keeps the order whatever the timing.
-    async fn wait_for_turn(
+    /// Commits chunk `seq` once its predecessors are in. The recorder posts a few chunks at
+    /// once: one that arrives early is refused by the store's compare-and-swap (nothing
+    /// written) and tried again, briefly; chunks arriving together share one durable commit
+    /// (the group-commit writer applies them in order in one transaction).
+    async fn commit_in_turn(
         &self,
-        mut s: RecordingSession,
         id: &str,
         secret: &str,
         seq: u64,
-    ) -> Result<RecordingSession, ApiError> {
+        changes: Vec<Change>,
+        events: Vec<breakglass_core::audit::NewEvent>,
+    ) -> Result<(), ApiError> {
         let deadline = tokio::time::Instant::now() + ORDER_WAIT;
-        while seq > s.chunks {
-            if seq > s.chunks + WINDOW_MAX
-                || tokio::time::Instant::now() >= deadline
-                || s.ended_at.is_some()
-            {
-                return Err(ApiError::Conflict(format!(
-                    "session {id} expects chunk {} next, not {seq}",
-                    s.chunks
-                )));
+        loop {
+            match self.commit(changes.clone(), events.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(ApiError::Conflict(_)) => {
+                    let cur = self.recorder_session(id, secret).await?;
+                    // Another copy of this chunk won, or the session ended meanwhile.
+                    if cur.chunks > seq || cur.ended_at.is_some() {
+                        return Ok(());
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ApiError::Conflict(format!(
+                            "session {id} expects chunk {} next, not {seq}",
+                            cur.chunks
+                        )));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                Err(e) => return Err(e),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-            s = self.recorder_session(id, secret).await?;
         }
-        Ok(s)
     }
 
     /// The session passed its cap and `on_recording_cap: end`: the chunk is not kept and the
