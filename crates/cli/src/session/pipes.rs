@@ -15,7 +15,7 @@ async fn pump(
     up: Arc<Uplink>,
     kind: Kind,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut flow = up.flow();
     loop {
         while *flow.borrow() == Flow::Paused {

@@ -97,7 +97,7 @@ pub async fn run(
     let mut flow = up.flow();
     let mut winch = signal(SignalKind::window_change()).context("cannot handle SIGWINCH")?;
     let mut out = tokio::io::stdout();
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut status = None;
     tokio::pin!(end);
     let why = loop {

@@ -53,7 +53,11 @@ struct Ack {
 }
 
 struct Buf {
+    /// Whole chunks waiting to be sent, and the one being filled (records are never split).
+    ready: VecDeque<Vec<u8>>,
     data: Vec<u8>,
+    /// Bytes in `ready` and `data`.
+    queued: usize,
     /// Bytes cut into the chunk in flight.
     in_flight: usize,
     capped: bool,
@@ -153,7 +157,9 @@ pub async fn open(
         heartbeat: Duration::from_millis(start.heartbeat_ms.clamp(50, 5000)),
         started: Instant::now(),
         buf: Mutex::new(Buf {
-            data: Vec::with_capacity(64 * 1024),
+            ready: VecDeque::new(),
+            data: Vec::with_capacity(CHUNK),
+            queued: 0,
             in_flight: 0,
             capped: false,
             recorded: 0,
@@ -188,13 +194,18 @@ impl Uplink {
         if terminal && b.capped {
             return;
         }
-        if b.data.len() + b.in_flight + data.len() > MAX_PENDING && terminal {
+        if b.queued + b.in_flight + data.len() > MAX_PENDING && terminal {
             // Only best effort gets here: required waits for room before reading.
             b.dropped_since.get_or_insert_with(Instant::now);
             return;
         }
         let ms = self.ms();
+        if !b.data.is_empty() && b.data.len() + 9 + data.len() > CHUNK {
+            let full = std::mem::replace(&mut b.data, Vec::with_capacity(CHUNK));
+            b.ready.push_back(full);
+        }
         encode_record(&mut b.data, kind, ms, data);
+        b.queued += 9 + data.len();
         if terminal {
             b.recorded += data.len() as u64;
         }
@@ -210,7 +221,7 @@ impl Uplink {
             let notified = self.room.notified();
             {
                 let b = self.lock();
-                let full = !self.best_effort && b.data.len() + b.in_flight >= MAX_PENDING;
+                let full = !self.best_effort && b.queued + b.in_flight >= MAX_PENDING;
                 let at_cap = b.recorded >= self.max_bytes && !b.capped;
                 if b.closed || (!full && !at_cap) {
                     return;
@@ -305,6 +316,8 @@ impl Uplink {
                 b.capped = true;
                 // What was buffered beyond the cap is not sent; say so in the recording.
                 b.data.clear();
+                b.ready.clear();
+                b.queued = 0;
                 let ms = self.ms();
                 encode_record(
                     &mut b.data,
@@ -335,9 +348,11 @@ impl Uplink {
             while queue.len() < WINDOW {
                 let (chunk, gap) = {
                     let mut b = self.lock();
-                    let take = cut(&b.data, CHUNK);
-                    let rest = b.data.split_off(take);
-                    let chunk = std::mem::replace(&mut b.data, rest);
+                    let chunk = match b.ready.pop_front() {
+                        Some(c) => c,
+                        None => std::mem::take(&mut b.data),
+                    };
+                    b.queued = b.queued.saturating_sub(chunk.len());
                     b.in_flight += chunk.len();
                     // Cleared once a chunk that reports it is acknowledged.
                     (
@@ -367,7 +382,7 @@ impl Uplink {
                     Ok(ack) => self.acked(&ack),
                     Err(_) => self.check_deadline(),
                 }
-                if self.lock().data.is_empty() {
+                if self.lock().queued == 0 {
                     let _ = tokio::time::timeout(self.heartbeat, self.wake.notified()).await;
                     // A short pause lets output coalesce into one chunk.
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -442,19 +457,4 @@ impl Uplink {
         )
         .await;
     }
-}
-
-/// How many bytes of `data` (whole records) make the next chunk.
-fn cut(data: &[u8], max: usize) -> usize {
-    let mut at = 0;
-    while at + 9 <= data.len() {
-        let len =
-            u32::from_be_bytes([data[at + 5], data[at + 6], data[at + 7], data[at + 8]]) as usize;
-        let next = at + 9 + len;
-        if next > data.len() || (next > max && at > 0) {
-            break;
-        }
-        at = next;
-    }
-    at
 }

@@ -76,7 +76,7 @@ async fn chunk(
     let secret = secret(&headers)?;
     let seq = number(&headers, "x-chunk")?;
     let gap = number(&headers, "x-gap-ms")?;
-    let ack = e.recorder_chunk(&sid, &secret, seq, gap, &body).await?;
+    let ack = e.recorder_chunk(&sid, &secret, seq, gap, body).await?;
     Ok(Json(ack).into_response())
 }
 

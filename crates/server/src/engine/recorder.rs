@@ -268,7 +268,7 @@ impl Engine {
         secret: &str,
         seq: Option<u64>,
         gap_ms: Option<u64>,
-        body: &[u8],
+        body: bytes::Bytes,
     ) -> Result<Ack, ApiError> {
         let s = self.recorder_session(id, secret).await?;
         let g = self.load(&s.grant_id).await?;
@@ -302,7 +302,7 @@ impl Engine {
                 "an empty chunk: send records, or no X-Chunk for a heartbeat",
             ));
         }
-        let (terminal, first_ms) = recording::check_chunk(body).map_err(|e| {
+        let (terminal, first_ms) = recording::check_chunk(&body).map_err(|e| {
             ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}"))
         })?;
         let settings = self.recording_settings(&g.info().resource);
@@ -323,7 +323,7 @@ impl Engine {
             if terminal || body.len() > 16 * 1024 {
                 elided()
             } else {
-                body.to_vec()
+                Vec::from(body)
             }
         } else if s.bytes + body.len() as u64 > settings.max_bytes {
             events.push(capped_event(&s, g.info(), &settings, now));
@@ -337,7 +337,8 @@ impl Engine {
             }
             elided()
         } else {
-            body.to_vec()
+            // No copy: the request's buffer becomes the stored payload.
+            Vec::from(body)
         };
         let digest = recording::chunk_digest(id, seq, &payload);
         events.push(event(
