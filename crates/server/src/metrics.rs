@@ -48,6 +48,9 @@ pub struct Metrics {
     pub anomalies: Counter,
     pub logins_throttled: Counter,
     pub logins_busy: Counter,
+    pub recorded_sessions: Counter,
+    pub recorded_chunks: Counter,
+    pub recorded_bytes: Counter,
     time_to_grant: Histogram,
     expiry_lag: Histogram,
     revocation_lag: Histogram,
@@ -71,6 +74,9 @@ impl Default for Metrics {
             anomalies: Counter::default(),
             logins_throttled: Counter::default(),
             logins_busy: Counter::default(),
+            recorded_sessions: Counter::default(),
+            recorded_chunks: Counter::default(),
+            recorded_bytes: Counter::default(),
             time_to_grant: latency(),
             expiry_lag: latency(),
             revocation_lag: latency(),
@@ -79,7 +85,22 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         let mut r = Registry::default();
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 15] = [
+            (
+                "breakglass_recorded_sessions",
+                "Recorded sessions opened.",
+                &m.recorded_sessions,
+            ),
+            (
+                "breakglass_recorded_chunks",
+                "Recording chunks stored (each with its audit event).",
+                &m.recorded_chunks,
+            ),
+            (
+                "breakglass_recorded_bytes",
+                "Bytes of recording chunks stored.",
+                &m.recorded_bytes,
+            ),
             (
                 "breakglass_anomaly_flags",
                 "Anomaly flags raised on grants.",

@@ -236,6 +236,12 @@ fn an_interactive_session_is_recorded_keys_and_all_except_what_is_typed_with_ech
     assert_eq!(views.len(), 2, "{views:?}");
     assert!(views.iter().all(|v| v["actor"] == "sam"), "{views:?}");
     assert!(!audit_events(&r.server, "recording.chunk").is_empty());
+    let (_, metrics) = r.server.get("/metrics");
+    assert!(
+        metrics.contains("breakglass_recorded_sessions_total 1")
+            && !metrics.contains("breakglass_recorded_chunks_total 0"),
+        "{metrics}"
+    );
     let (ok, out) = r.verify();
     assert!(ok, "{out}");
     assert!(out.contains("1 recorded session"), "{out}");

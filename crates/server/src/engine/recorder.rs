@@ -235,6 +235,7 @@ impl Engine {
         );
         self.commit(vec![Change::StartRecording(row)], vec![ev])
             .await?;
+        self.metrics.recorded_sessions.inc();
         Ok(RecorderStart {
             session,
             secret: secret.to_string(),
@@ -341,6 +342,7 @@ impl Engine {
             Vec::from(body)
         };
         let digest = recording::chunk_digest(id, seq, &payload);
+        let stored = payload.len() as u64;
         events.push(event(
             now,
             recording::CHUNK_EVENT,
@@ -368,6 +370,10 @@ impl Engine {
         self.commit_in_turn(id, secret, seq, changes, events)
             .await?;
         let s = self.recorder_session(id, secret).await?;
+        if s.chunks > seq {
+            self.metrics.recorded_chunks.inc();
+            self.metrics.recorded_bytes.add(stored);
+        }
         Ok(ack(&s, end))
     }
 
