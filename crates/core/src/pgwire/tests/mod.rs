@@ -1,0 +1,2 @@
+//! Tests of the wire codec, the recorder and redaction.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
