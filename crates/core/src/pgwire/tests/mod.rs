@@ -1,2 +1,5 @@
 //! Tests of the wire codec, the recorder and redaction.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod frames;
+mod redact;
