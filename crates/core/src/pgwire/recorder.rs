@@ -288,6 +288,11 @@ fn cap(mut s: String, max: usize) -> String {
     s
 }
 
+/// The named entries of a statement or portal map (the unnamed one is always allowed).
+fn count_named<V>(map: &HashMap<Vec<u8>, V>) -> usize {
+    map.len() - usize::from(map.contains_key(b"".as_slice()))
+}
+
 fn touches_session(text: &str) -> bool {
     const WORDS: [&str; 5] = ["prepare", "deallocate", "discard", "declare", "close"];
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
@@ -468,10 +473,9 @@ impl Recorder {
             }
             F::Parse(p) => {
                 self.check_pending()?;
-                let named = !p.name.is_empty();
-                if named
+                if !p.name.is_empty()
                     && !self.statements.contains_key(p.name)
-                    && self.statements.len() >= self.limits.max_statements
+                    && count_named(&self.statements) >= self.limits.max_statements
                 {
                     return Err(RecorderError::TooManyStatements {
                         limit: self.limits.max_statements,
@@ -487,7 +491,7 @@ impl Recorder {
                 self.check_pending()?;
                 if !b.portal.is_empty()
                     && !self.portals.contains_key(b.portal)
-                    && self.portals.len() >= self.limits.max_portals
+                    && count_named(&self.portals) >= self.limits.max_portals
                 {
                     return Err(RecorderError::TooManyPortals {
                         limit: self.limits.max_portals,

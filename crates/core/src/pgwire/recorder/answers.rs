@@ -298,7 +298,7 @@ impl Recorder {
     fn apply_parse(&mut self, name: Vec<u8>, prepared: Arc<Prepared>) -> Result<(), RecorderError> {
         if !name.is_empty()
             && !self.statements.contains_key(&name)
-            && self.statements.len() >= self.limits.max_statements
+            && count_named(&self.statements) >= self.limits.max_statements
         {
             return Err(RecorderError::TooManyStatements {
                 limit: self.limits.max_statements,
@@ -317,7 +317,7 @@ impl Recorder {
     fn apply_bind(&mut self, name: Vec<u8>, portal: Portal) -> Result<(), RecorderError> {
         if !name.is_empty()
             && !self.portals.contains_key(&name)
-            && self.portals.len() >= self.limits.max_portals
+            && count_named(&self.portals) >= self.limits.max_portals
         {
             return Err(RecorderError::TooManyPortals {
                 limit: self.limits.max_portals,
