@@ -46,8 +46,10 @@
 //! the counts of remembered statements, named portals and unanswered messages are capped — past
 //! a cap [`Recorder::frontend`] returns an error before taking the message into account (the
 //! gateway should not forward it, and close the connection). Worst case with the defaults:
-//! about 64 MiB of statement texts and 256 MiB of portal parameters per connection. Records are
-//! kept until [`Recorder::take_records`].
+//! about 64 MiB of statement texts and 256 MiB of portal parameters per connection. Messages
+//! awaiting an answer keep at most their capped text and parameters (about twice the bytes of
+//! the message at worst): the gateway bounds them by not reading faster from the client than
+//! the server answers (backpressure). Records are kept until [`Recorder::take_records`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -87,14 +89,16 @@ impl Default for RecorderLimits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     Simple,
     Extended,
     FunctionCall,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// CommandComplete (or EmptyQueryResponse: empty tag, no rows).
     Ok {
@@ -116,7 +120,8 @@ pub enum Outcome {
 }
 
 /// Why a record's text may not be what ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Caveat {
     /// SQL that can replace prepared statements or portals ran after this one was prepared.
     MayBeOutdated,
@@ -129,14 +134,16 @@ pub enum Caveat {
     ProtocolStep,
 }
 
-/// One statement as run (or refused) on the connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One statement as run (or refused) on the connection. Serializes to the JSON an audit event
+/// can carry (`outcome` flattened: `{"outcome": "ok", "tag": …, "rows": …}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StatementRecord {
     pub protocol: Protocol,
     /// Redacted, at most `max_text` bytes plus a truncation marker.
     pub text: String,
     /// Bound parameters as text (`None` = NULL), redacted and capped.
     pub params: Vec<Option<String>>,
+    #[serde(flatten)]
     pub outcome: Outcome,
     /// Caller's milliseconds when the client sent it.
     pub started_at: u64,

@@ -525,3 +525,35 @@ fn redaction_follows_standard_conforming_strings() {
     let r = c.records();
     assert_eq!(r[1].text, "ALTER ROLE x PASSWORD '***'");
 }
+
+#[test]
+fn a_record_serializes_for_the_audit_event() {
+    let mut c = Conn::new();
+    c.c(query("DELETE FROM t WHERE id = 1")).unwrap();
+    c.s(all(&[complete("DELETE 1"), ready(b'I')])).unwrap();
+    let v = serde_json::to_value(&c.records()[0]).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "protocol": "simple",
+            "text": "DELETE FROM t WHERE id = 1",
+            "params": [],
+            "outcome": "ok",
+            "tag": "DELETE 1",
+            "rows": 1,
+            "started_at": 1001,
+            "ended_at": 1003,
+            "data_rows": 0,
+            "copy_bytes": 0,
+            "redacted": false,
+            "caveat": null
+        })
+    );
+    let mut c = Conn::new();
+    c.c(query("SELEC")).unwrap();
+    c.s(all(&[error("42601", "syntax error"), ready(b'I')]))
+        .unwrap();
+    let v = serde_json::to_value(&c.records()[0]).unwrap();
+    assert_eq!(v["outcome"], "error");
+    assert_eq!(v["sqlstate"], "42601");
+}
