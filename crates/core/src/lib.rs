@@ -13,6 +13,7 @@ pub mod audit;
 pub mod duration;
 pub mod grant;
 pub mod mfa;
+pub mod pgwire;
 pub mod policy;
 pub mod recording;
 pub mod time;
