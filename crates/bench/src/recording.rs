@@ -3,7 +3,7 @@
 //! Throughput of `cat` of a 100 MB file through a session, keystroke echo latency through
 //! `ssh -tt`, server ingest with 50 concurrent recorded sessions, and storage per recorded MB.
 
-use crate::targets::{code, input, summary, user_key, who};
+use crate::targets::{code, input, session_binary, user_key, who};
 use crate::{fixture_cfg, pct};
 use anyhow::{Context, Result, anyhow, ensure};
 use breakglass_server::engine::EngineConfig;
@@ -124,12 +124,7 @@ impl Rig {
 }
 
 async fn rig() -> Result<Rig> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .map(|d| d.join("breakglass"))
-        .filter(|p| p.exists())
-        .context("build the binary first: cargo build --release")?;
+    let bin = session_binary()?;
     let tmp = tempfile::tempdir()?;
     let krl = tmp.path().join("host.krl");
     let user = breakglass_testkit::whoami();
@@ -227,7 +222,6 @@ pub async fn all() -> Result<()> {
         pct(&lat_on, 0.5) - pct(&lat_off, 0.5),
         pct(&lat_on, 0.99) - pct(&lat_off, 0.99)
     );
-    let _ = summary;
     // Ingest: 50 concurrent recorded sessions, 10 MB each.
     let small = r.tmp.path().join("10mb");
     std::fs::write(

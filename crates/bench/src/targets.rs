@@ -70,6 +70,15 @@ policies:
     )
 }
 
+/// The `breakglass` binary beside this one (it runs the sessions on the SSH host).
+pub(crate) fn session_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(|d| d.join("breakglass"))
+        .filter(|p| p.exists())
+        .context("build the binary first: cargo build --release (target/release/breakglass runs the sessions)")
+}
+
 pub(crate) fn user_key(dir: &Path) -> Result<(PathBuf, String)> {
     let key = dir.join("id_ed25519");
     breakglass_testkit::sshd::keygen(&key);
@@ -243,12 +252,7 @@ policies:
 /// SSH: deadline (certificate valid-before) → ssh session closed by `breakglass session` under
 /// a real sshd, over `n` live sessions ending within 5 seconds.
 pub async fn ssh_session_end(n: usize) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .map(|d| d.join("breakglass"))
-        .filter(|p| p.exists())
-        .context("build the binary first: cargo build --release (target/release/breakglass runs the sessions)")?;
+    let bin = session_binary()?;
     let tmp = tempfile::tempdir()?;
     let krl = tmp.path().join("revoked.krl");
     let user = breakglass_testkit::whoami();
