@@ -672,6 +672,24 @@ fn hostile_recorder_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["next"], 1);
     assert_eq!(audit_events(&r.server, "recording.chunk").len(), 1);
+    // Many copies of chunks 1–4 at once, in any order: each stored once, in order, gapless.
+    let threads: Vec<_> = (0..24)
+        .map(|i| {
+            let (url, path, auth, good) = (url.clone(), path.clone(), auth.clone(), good.clone());
+            std::thread::spawn(move || {
+                let seq = 4 - (i % 4);
+                raw(&url, &path, &[auth, ("x-chunk", seq.to_string())], &good).0
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    let chunks = audit_events(&r.server, "recording.chunk");
+    let seqs: Vec<u64> = chunks
+        .iter()
+        .map(|e| e["data"]["chunk"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4], "{seqs:?}");
     let (ok, report) = r.verify();
     assert!(ok, "{report}");
 }
