@@ -405,7 +405,11 @@ fn a_session_whose_server_stops_acknowledging_pauses_then_ends() {
     let mut r = rig("    recording_ack_timeout: 1s");
     r.grant();
     let mut live = r.live("echo open; while sleep 0.2; do echo tick; done");
-    std::thread::sleep(Duration::from_secs(2));
+    poll(
+        "the recorded session to open",
+        Duration::from_secs(20),
+        || (!audit_events(&r.server, "recording.chunk").is_empty()).then_some(()),
+    );
     r.server.kill();
     let t0 = Instant::now();
     poll(
@@ -484,8 +488,13 @@ fn best_effort_keeps_the_session_through_an_outage_and_audits_the_gap() {
     let mut r = rig("    recording: best_effort\n    recording_ack_timeout: 1s");
     r.grant();
     let mut live = r.live("for i in $(seq 1 40); do echo tick-$i; sleep 0.2; done");
-    std::thread::sleep(Duration::from_secs(1));
+    poll(
+        "the recorded session to open",
+        Duration::from_secs(20),
+        || (!audit_events(&r.server, "recording.chunk").is_empty()).then_some(()),
+    );
     r.server.kill();
+    // The outage itself: the server stays down for 3 s (longer than the 1 s ack timeout).
     std::thread::sleep(Duration::from_secs(3));
     r.server.restart();
     poll("the session to finish", Duration::from_secs(30), || {
