@@ -3,6 +3,7 @@
 use crate::harness::*;
 use serde_json::Value;
 use std::process::Command;
+use std::time::Duration;
 
 /// A server that recorded some events, stopped cleanly (final checkpoint written).
 fn populated() -> Server {
@@ -52,6 +53,15 @@ fn sql(s: &Server, stmts: &[&str]) {
         }
         store.pool().close().await;
     });
+    drop(rt);
+    // sqlx closes SQLite connections on their own threads: wait until the last one has closed
+    // (it removes the WAL index), so the verifier that runs next never races that close.
+    let shm = s.data_dir().join("breakglass.db-shm");
+    poll(
+        "the edited database to close",
+        Duration::from_secs(10),
+        || (!shm.exists()).then_some(()),
+    );
 }
 
 const UNLOCK: &str = "DROP TRIGGER IF EXISTS audit_no_update";
