@@ -3,7 +3,6 @@
 use crate::harness::*;
 use serde_json::Value;
 use std::process::Command;
-use std::time::Duration;
 
 /// A server that recorded some events, stopped cleanly (final checkpoint written).
 fn populated() -> Server {
@@ -39,29 +38,7 @@ fn verify_dir(s: &Server) -> (bool, Value) {
 }
 
 fn sql(s: &Server, stmts: &[&str]) {
-    let db = s.data_dir().join("breakglass.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = breakglass_store::sqlite::SqliteStore::open(&db)
-            .await
-            .unwrap();
-        for st in stmts {
-            sqlx::query(st).execute(store.pool()).await.unwrap();
-        }
-        store.pool().close().await;
-    });
-    drop(rt);
-    // sqlx closes SQLite connections on their own threads: wait until the last one has closed
-    // (it removes the WAL index), so the verifier that runs next never races that close.
-    let shm = s.data_dir().join("breakglass.db-shm");
-    poll(
-        "the edited database to close",
-        Duration::from_secs(10),
-        || (!shm.exists()).then_some(()),
-    );
+    sqlite(&s.data_dir(), &stmts.join(";\n"));
 }
 
 const UNLOCK: &str = "DROP TRIGGER IF EXISTS audit_no_update";
@@ -111,24 +88,11 @@ fn untouched_log_verifies_and_export_verifies_with_public_key_only() {
 }
 
 fn seq_of(s: &Server, kind: &str) -> i64 {
-    let db = s.data_dir().join("breakglass.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = breakglass_store::sqlite::SqliteStore::open(&db)
-            .await
-            .unwrap();
-        let v: i64 =
-            sqlx::query_scalar("SELECT seq FROM audit WHERE kind = ? ORDER BY seq LIMIT 1")
-                .bind(kind)
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-        store.pool().close().await;
-        v
-    })
+    let rows = sqlite(
+        &s.data_dir(),
+        &format!("SELECT seq FROM audit WHERE kind = '{kind}' ORDER BY seq LIMIT 1"),
+    );
+    rows.trim_matches(|c| "[](),".contains(c)).parse().unwrap()
 }
 
 #[test]

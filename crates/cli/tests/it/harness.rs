@@ -617,3 +617,27 @@ pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("key.pem"),
     )
 }
+
+/// Runs `sql` (one or more `;`-separated statements) on the server's SQLite database in a child
+/// `python3` process and returns the last statement's rows as Python prints them. A process of
+/// its own: the database is closed for certain (files unlocked, WAL index gone) when it returns,
+/// so a verifier started next never races a close still in progress.
+pub fn sqlite(data_dir: &Path, sql: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nr=[]\n\
+             for s in [s for s in sys.argv[2].split(';\\n') if s.strip()]:\n  r=c.execute(s).fetchall()\n\
+             c.commit()\nc.close()\nprint(r)",
+        )
+        .arg(data_dir.join("breakglass.db"))
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

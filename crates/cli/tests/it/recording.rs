@@ -116,22 +116,7 @@ impl Rig {
     }
 
     fn db(&self, sql: &str) -> String {
-        let db = self.server.data_dir().join("breakglass.db");
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(
-                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.execute(sys.argv[2]).fetchall(); c.commit(); print(r)",
-            )
-            .arg(db)
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        sqlite(&self.server.data_dir(), sql)
     }
 }
 
