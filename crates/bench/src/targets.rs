@@ -144,6 +144,7 @@ pub async fn ssh_time_to_credential(n: usize) -> Result<()> {
         let now = SystemClock.now();
         let t = Instant::now();
         c.issue(&breakglass_connectors::IssueRequest {
+            gateway: None,
             grant: &info,
             now,
             expires_at: now.plus(Duration::from_secs(1800)),

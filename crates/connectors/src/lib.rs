@@ -52,6 +52,19 @@ pub struct IssueRequest<'a> {
     pub ssh_public_key: Option<&'a str>,
     /// Where and how the session recorder reports (ssh resources that record).
     pub recorder: Option<RecorderTicket<'a>>,
+    /// The statement-recording gateway in front of the target (postgres resources with
+    /// `gateway:`): the role gets `upstream_password` (the gateway's; the responder never sees
+    /// it) and the URL handed out points at the gateway with `client_password`.
+    pub gateway: Option<GatewayTicket<'a>>,
+}
+
+/// See [`IssueRequest::gateway`].
+#[derive(Clone, Copy)]
+pub struct GatewayTicket<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub upstream_password: &'a str,
+    pub client_password: &'a str,
 }
 
 /// What a certificate tells `breakglass session` so it can stream the recording: the server's

@@ -362,6 +362,7 @@ mod tests {
         };
         let out = c
             .issue(&IssueRequest {
+                gateway: None,
                 grant: &grant,
                 now: Timestamp(1_000_000_000_000),
                 expires_at: Timestamp(1_000_000_900_000),

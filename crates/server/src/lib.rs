@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod clock;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod hash_pool;
 pub mod keys;
 pub mod login_throttle;
@@ -104,6 +105,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where `/metrics` is served when `metrics_listen` was given.
     pub metrics_addr: Option<SocketAddr>,
+    /// The PostgreSQL gateways listening (resource, address).
+    pub gateways: Vec<(String, SocketAddr)>,
     shutdown: tokio::sync::watch::Sender<bool>,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -244,10 +247,16 @@ pub async fn start_with_clock(
         }
         None => api::router_with(engine.clone(), Some(metrics_access)),
     };
-    let acceptor = match &cfg.tls {
-        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(tls_config(cert, key)?)),
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls_config(cert, key)?),
         None => None,
     };
+    let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let gateways = gateway::start(engine.clone(), tls, rx.clone())
+        .await
+        .map_err(|(addr, err)| ServeError::Listen { addr, err })?;
+    let gateway_addrs = gateways.iter().map(|(r, a, _)| (r.clone(), *a)).collect();
+    handles.extend(gateways.into_iter().map(|(_, _, h)| h));
     handles.push(tokio::spawn(net::serve(
         listener,
         app,
@@ -259,6 +268,7 @@ pub async fn start_with_clock(
         engine,
         addr,
         metrics_addr,
+        gateways: gateway_addrs,
         shutdown: tx,
         handles,
     })

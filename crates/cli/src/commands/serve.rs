@@ -55,6 +55,9 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let running = breakglass_server::start(cfg).await?;
     let addr = running.addr;
+    for (resource, a) in &running.gateways {
+        eprintln!("breakglass PostgreSQL gateway for {resource} on {a} (every statement recorded)");
+    }
     if let Some(m) = running.metrics_addr {
         eprintln!("breakglass metrics on http://{m}/metrics");
     }

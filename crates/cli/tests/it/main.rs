@@ -6,6 +6,7 @@ mod audit;
 mod files;
 mod fingerprints;
 mod flow;
+mod gateway;
 mod harness;
 mod hostile;
 mod newcomer;

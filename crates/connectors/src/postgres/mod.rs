@@ -302,6 +302,23 @@ impl Postgres {
             })
     }
 
+    /// Where the grant's role logs in (host, port, database): `connect_host`/`connect_port` if
+    /// set, else the admin URL's; `database`, else the admin URL's, else `postgres`.
+    pub fn upstream(&self) -> Result<(String, u16, String)> {
+        let opts = self.admin_options()?;
+        let host = self
+            .connect_host
+            .clone()
+            .unwrap_or_else(|| opts.get_host().to_string());
+        let port = self.connect_port.unwrap_or_else(|| opts.get_port());
+        let db = self
+            .database
+            .clone()
+            .or_else(|| opts.get_database().map(String::from))
+            .unwrap_or_else(|| "postgres".into());
+        Ok((host, port, db))
+    }
+
     /// A one-connection pool for one operation (closed by the caller).
     async fn connect(&self, database: Option<&str>) -> Result<PgPool> {
         let mut opts = self
@@ -335,7 +352,10 @@ impl Connector for Postgres {
 
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued> {
         let role = role_for(&req.grant.id);
-        let password = random_password();
+        let password = match &req.gateway {
+            Some(g) => Zeroizing::new(g.upstream_password.to_string()),
+            None => random_password(),
+        };
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let verifier = scram_verifier(password.as_bytes(), &salt, 4096);
@@ -373,17 +393,15 @@ impl Connector for Postgres {
         };
         conn.close().await;
         res?;
-        let opts = self.admin_options()?;
-        let host = self
-            .connect_host
-            .clone()
-            .unwrap_or_else(|| opts.get_host().to_string());
-        let port = self.connect_port.unwrap_or_else(|| opts.get_port());
-        let db = self
-            .database
-            .clone()
-            .or_else(|| opts.get_database().map(String::from))
-            .unwrap_or_else(|| "postgres".into());
+        let (host, port, db) = self.upstream()?;
+        let (host, port, password) = match &req.gateway {
+            Some(g) => (
+                g.host.to_string(),
+                g.port,
+                Zeroizing::new(g.client_password.to_string()),
+            ),
+            None => (host, port, password),
+        };
         let host_part = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -410,6 +428,7 @@ impl Connector for Postgres {
                 "user": role,
                 "roles": self.grant_roles,
                 "valid_until": rfc3339(req.expires_at),
+                "via": if req.gateway.is_some() { "gateway" } else { "direct" },
             })),
             fingerprint: format!("role:{role}"),
             handle: json!({"role": role, "grant_id": req.grant.id}),

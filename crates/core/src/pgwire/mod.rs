@@ -55,13 +55,16 @@ pub mod encode;
 pub mod frontend;
 pub mod recorder;
 pub mod redact;
+pub mod scram;
 
 #[cfg(test)]
 mod tests;
 
 pub use backend::{BackendDecoder, BackendFrame, BackendMessage};
 pub use frontend::{FrontendDecoder, FrontendFrame, FrontendMessage};
-pub use recorder::{Outcome, Protocol, Recorder, RecorderError, RecorderLimits, StatementRecord};
+pub use recorder::{
+    Outcome, Protocol, Recorder, RecorderError, RecorderLimits, Sent, StatementRecord,
+};
 
 use std::fmt;
 

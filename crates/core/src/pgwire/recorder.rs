@@ -158,6 +158,24 @@ pub struct StatementRecord {
     pub caveat: Option<Caveat>,
 }
 
+/// A client message as written ahead, before it is forwarded (see [`Recorder::sent`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sent {
+    /// `query`, `parse`, `bind` or `function-call`.
+    pub msg: &'static str,
+    /// The prepared statement (parse) or portal (bind) name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For bind: the statement bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Option<String>>,
+    pub redacted: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecorderError {
     #[error(
@@ -427,6 +445,69 @@ impl Recorder {
             });
         }
         Ok(())
+    }
+
+    /// What a client message carries that must be on record before it is forwarded (SQL text,
+    /// bound values), redacted and capped as in the records: the gateway's write-ahead. `None`
+    /// for messages that carry neither (Execute, Sync, Describe, COPY data…).
+    pub fn sent(&self, msg: &FrontendMessage<'_>) -> Option<Sent> {
+        use FrontendMessage as F;
+        let name = |b: &[u8]| lossy(b);
+        Some(match msg {
+            F::Query(q) => {
+                let p = self.prepare(q);
+                Sent {
+                    msg: "query",
+                    name: None,
+                    statement: None,
+                    text: Some(p.text.clone()),
+                    params: Vec::new(),
+                    redacted: p.redacted,
+                }
+            }
+            F::Parse(p) => {
+                let pr = self.prepare(p.query);
+                Sent {
+                    msg: "parse",
+                    name: Some(name(p.name)),
+                    statement: None,
+                    text: Some(pr.text.clone()),
+                    params: Vec::new(),
+                    redacted: pr.redacted,
+                }
+            }
+            F::Bind(b) => {
+                let (mut params, mut redacted) = self.render(&b.params, &b.param_formats);
+                if let Some(st) = self.statements.get(b.statement) {
+                    for i in &st.prepared.secret_params {
+                        if let Some(Some(v)) = params.get_mut(*i) {
+                            *v = MASK.to_string();
+                            redacted = true;
+                        }
+                    }
+                }
+                Sent {
+                    msg: "bind",
+                    name: Some(name(b.portal)),
+                    statement: Some(name(b.statement)),
+                    text: None,
+                    params,
+                    redacted,
+                }
+            }
+            F::FunctionCall(f) => {
+                let (params, redacted) = self.render(&f.args, &f.arg_formats);
+                Sent {
+                    msg: "function-call",
+                    name: None,
+                    statement: None,
+                    text: Some(format!("[FunctionCall oid {}]", f.function)),
+                    params,
+                    redacted,
+                }
+            }
+            _ => return None,
+        })
     }
 
     /// Feeds one client message, before it is forwarded. On `Err` the message was not taken

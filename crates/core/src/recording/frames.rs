@@ -22,6 +22,11 @@ pub enum Kind {
     Marker,
     /// The shell's exit status (decimal).
     Exit,
+    /// A database client message written ahead, before the gateway forwards it (JSON,
+    /// `pgwire::Sent`).
+    SqlSent,
+    /// A statement as run, with its outcome (JSON, `pgwire::StatementRecord`).
+    SqlStatement,
 }
 
 impl Kind {
@@ -34,6 +39,8 @@ impl Kind {
             Kind::Resize => b'r',
             Kind::Marker => b'm',
             Kind::Exit => b'x',
+            Kind::SqlSent => b'q',
+            Kind::SqlStatement => b's',
         }
     }
 
@@ -46,6 +53,8 @@ impl Kind {
             b'r' => Kind::Resize,
             b'm' => Kind::Marker,
             b'x' => Kind::Exit,
+            b'q' => Kind::SqlSent,
+            b's' => Kind::SqlStatement,
             _ => return None,
         })
     }
@@ -54,7 +63,12 @@ impl Kind {
     fn is_text(self) -> bool {
         matches!(
             self,
-            Kind::HiddenInput | Kind::Resize | Kind::Marker | Kind::Exit
+            Kind::HiddenInput
+                | Kind::Resize
+                | Kind::Marker
+                | Kind::Exit
+                | Kind::SqlSent
+                | Kind::SqlStatement
         )
     }
 }
@@ -118,6 +132,7 @@ fn walk<'a>(chunk: &'a [u8], mut f: impl FnMut(Kind, u32, &'a [u8])) -> Result<(
                         && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
                 }
                 Kind::Resize => parse_size(text).is_some(),
+                Kind::SqlSent | Kind::SqlStatement => text.starts_with('{') && text.ends_with('}'),
                 _ => text.len() <= 1024,
             };
             if !valid {
@@ -149,7 +164,10 @@ pub fn check_chunk(chunk: &[u8]) -> Result<(bool, u32), RecordError> {
     let mut terminal = false;
     let mut first = None;
     walk(chunk, |kind, ms, _| {
-        terminal |= matches!(kind, Kind::Output | Kind::Stderr | Kind::Input);
+        terminal |= matches!(
+            kind,
+            Kind::Output | Kind::Stderr | Kind::Input | Kind::SqlSent | Kind::SqlStatement
+        );
         first.get_or_insert(ms);
     })?;
     Ok((terminal, first.unwrap_or(0)))

@@ -72,8 +72,49 @@ pub fn note(r: &Record) -> Option<String> {
         }
         Kind::Marker => text.into_owned(),
         Kind::Exit => format!("exit status {text}"),
+        Kind::SqlStatement => sql_statement(&text),
         _ => return None,
     })
+}
+
+/// One recorded statement on one line group: `SQL <text> [params] → outcome (time)`.
+fn sql_statement(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64());
+    let mut out = format!("SQL {}", s("text"));
+    if let Some(p) = v
+        .get("params")
+        .and_then(|p| p.as_array())
+        .filter(|p| !p.is_empty())
+    {
+        let shown: Vec<String> = p
+            .iter()
+            .map(|x| x.as_str().map_or("NULL".to_string(), |t| format!("{t:?}")))
+            .collect();
+        out.push_str(&format!(" params [{}]", shown.join(", ")));
+    }
+    let outcome = match s("outcome") {
+        "ok" => match (s("tag"), n("rows")) {
+            (t, Some(r)) => format!("{t} ({r} rows)"),
+            (t, None) => t.to_string(),
+        },
+        "error" => format!("ERROR {} {}", s("sqlstate"), s("message")),
+        "suspended" => format!("suspended after {} rows", n("rows").unwrap_or(0)),
+        other => other.to_string(),
+    };
+    let ms = n("ended_at")
+        .zip(n("started_at"))
+        .map(|(e, b)| e.saturating_sub(b))
+        .unwrap_or(0);
+    out.push_str(&format!(" → {outcome} in {ms} ms"));
+    if v.get("redacted").and_then(|r| r.as_bool()) == Some(true) {
+        out.push_str(" [secret redacted]");
+    }
+    if let Some(c) = v.get("caveat").and_then(|c| c.as_str()) {
+        out.push_str(&format!(" [caveat: {c}]"));
+    }
+    out
 }
 
 /// asciicast v2 lines.

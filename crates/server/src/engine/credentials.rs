@@ -95,7 +95,20 @@ impl Engine {
         };
         let now = self.now();
         let token = self.recorder_token(&info.id);
+        let gateway = Engine::gateway_of(resource);
+        let (client_pw, upstream_pw) = (
+            self.gateway_password(&info.id, "client"),
+            self.gateway_password(&info.id, "upstream"),
+        );
         let req = breakglass_connectors::IssueRequest {
+            gateway: gateway
+                .as_ref()
+                .map(|g| breakglass_connectors::GatewayTicket {
+                    host: &g.host,
+                    port: g.listen.port(),
+                    upstream_password: &upstream_pw,
+                    client_password: &client_pw,
+                }),
             grant: info,
             now,
             expires_at,

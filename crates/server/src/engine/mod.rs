@@ -25,6 +25,7 @@ mod approval;
 mod credentials;
 mod expiry;
 mod factors;
+pub mod gateway;
 mod identity;
 mod lifecycle;
 mod policy_reload;

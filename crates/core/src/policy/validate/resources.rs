@@ -104,6 +104,9 @@ fn resource_settings(v: &mut V, o: &Obj<'_>, kind: ResourceKind, label: &str) {
             if let Some(r) = o.get("grant_roles") {
                 v.strings(r, &what("grant_roles"), "grant_roles: [app_admin]");
             }
+            if let Some(g) = o.get("gateway") {
+                gateway(v, g, &what("gateway"));
+            }
             if let Some(c) = o.get("connection_limit")
                 && v.uint(c, &what("connection_limit"), 10_000) == Some(0)
             {
@@ -142,5 +145,37 @@ fn resource_settings(v: &mut V, o: &Obj<'_>, kind: ResourceKind, label: &str) {
             }
         }
         ResourceKind::Secret => {}
+    }
+}
+
+/// `gateway: { listen: "127.0.0.1:6432", host: db-gw.internal }`: where the statement-recording
+/// gateway listens, and the host name put in the URLs it hands out (default: the listen address).
+fn gateway(v: &mut V, g: &N, what: &str) {
+    const EXAMPLE: &str = "gateway: { listen: \"127.0.0.1:6432\" }";
+    let Some(o) = v.obj(g, what, &["listen", "host"]) else {
+        return;
+    };
+    if let Some(l) = v.req(&o, "listen", what, EXAMPLE)
+        && let Some(addr) = v.string(l, &format!("`listen` of {what}"))
+        && addr.parse::<std::net::SocketAddr>().is_err()
+    {
+        v.err_h(
+            &l.referenced,
+            format!(
+                "`listen` of {what} is not an IP address and port: {:?}",
+                clip(addr)
+            ),
+            EXAMPLE,
+        );
+    }
+    if let Some(h) = o.get("host")
+        && let Some(host) = v.string(h, &format!("`host` of {what}"))
+        && (host.is_empty() || host.len() > 253 || host.contains(['/', '@', ':', ' ']))
+    {
+        v.err_h(
+            &h.referenced,
+            format!("`host` of {what} is not a host name: {:?}", clip(host)),
+            "host: db-gateway.internal",
+        );
     }
 }
