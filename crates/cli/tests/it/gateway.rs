@@ -103,3 +103,210 @@ fn psql_through_the_gateway_is_recorded_statement_by_statement() {
     assert!(t.contains("SELECT 1 (1 rows)"), "{t}");
     let _ = &r.pg;
 }
+
+fn client(url: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/pg_client.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pg_client.py: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// psycopg through the gateway: parameters, prepared statements, a transaction, COPY both
+/// ways, an error and a cancel all work, and the recording holds each statement with its
+/// parameters and outcome, the literal password redacted.
+#[test]
+fn a_real_driver_works_through_the_gateway_and_everything_is_on_record() {
+    let r = rig("");
+    let (id, url) = r.grant("30m");
+    let v = client(&url);
+    assert_eq!(v["param"], "two", "{v}");
+    assert_eq!(v["error"], "22012", "{v}");
+    assert_eq!(
+        v["cancel"], "57014",
+        "cancelled through the gateway's key: {v}"
+    );
+    assert!(v["cancel_secs"].as_f64().unwrap() < 10.0, "{v}");
+    assert_eq!(v["after_cancel"], 42, "{v}");
+    let ids: Vec<&str> = v["copied_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "10", "11"], "{v}");
+    // The database saw it all.
+    assert_eq!(
+        r.pg.sql("SELECT note FROM orders WHERE id = 3").trim(),
+        "tres"
+    );
+    let t = r.text(&id);
+    for want in [
+        // psycopg sends integers in binary: shown as hex (int2 2 = \x0002).
+        "SQL SELECT note FROM orders WHERE id = $1 params [\"\\\\x0002\"] → SELECT 1 (1 rows)",
+        "INSERT INTO orders VALUES ($1, $2) params [\"\\\\x0003\", \"three\"] → INSERT 0 1 (1 rows)",
+        "COPY orders (id, note) FROM STDIN → COPY 2 (2 rows)",
+        "SQL BEGIN",
+        "SQL COMMIT",
+        "ERROR 22012",
+        "SELECT pg_sleep(30) → ERROR 57014",
+        "[secret redacted]",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+    assert!(!t.contains("hunter2-literal"), "{t}");
+    // Prepared once, run twice: both runs are on record with their parameters.
+    assert!(
+        t.contains("SELECT id FROM orders WHERE id = $1 params [\"\\\\x0001\"]")
+            && t.contains("SELECT id FROM orders WHERE id = $1 params [\"\\\\x0002\"]"),
+        "{t}"
+    );
+}
+
+/// The URL's credential is the gateway's: PostgreSQL itself refuses it.
+#[test]
+fn the_credential_handed_out_does_not_log_in_to_postgresql_directly() {
+    let r = rig("");
+    let (_, url) = r.grant("30m");
+    let direct = url.replace(&format!(":{}/", r.gw), &format!(":{}/", r.pg.port));
+    assert_ne!(direct, url);
+    let (ok, out) = psql(&direct, "SELECT 1");
+    assert!(!ok, "{out}");
+    assert!(out.contains("password authentication failed"), "{out}");
+    // And a wrong password at the gateway is refused the same way.
+    let pw = url.split(':').nth(2).unwrap().split('@').next().unwrap();
+    let wrong = url.replace(pw, "not-the-password");
+    let (ok, out) = psql(&wrong, "SELECT 1");
+    assert!(
+        !ok && out.contains("password authentication failed"),
+        "{out}"
+    );
+}
+
+fn sleeping_psql(url: &str) -> std::process::Child {
+    Command::new("psql")
+        .arg(url)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT pg_sleep(60)"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finished(child: &mut std::process::Child, within: Duration) -> String {
+    let t = Instant::now();
+    poll("psql to be cut off", within, || {
+        child.try_wait().unwrap().map(|_| ())
+    });
+    let _ = t;
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+fn backends_of(pg: &Pg, role: &str) -> String {
+    pg.sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// A `pg_sleep(60)` through the gateway is cut when the grant expires, with a FATAL naming the
+/// grant; the statement stops at the database too, and a new login is refused.
+#[test]
+fn a_running_statement_is_cut_at_expiry_with_an_error_naming_the_grant() {
+    let r = rig("");
+    let (id, url) = r.grant("6s");
+    let role = url
+        .trim_start_matches("postgres://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let began = Instant::now();
+    let mut child = sleeping_psql(&url);
+    poll("the statement to run", Duration::from_secs(10), || {
+        (backends_of(&r.pg, &role) == "1").then_some(())
+    });
+    let err = finished(&mut child, Duration::from_secs(20));
+    let took = began.elapsed();
+    assert!(
+        err.contains("FATAL") && err.contains(&format!("grant {id} expired")),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(12), "cut after {took:?}");
+    poll("the backend to stop", Duration::from_secs(10), || {
+        (backends_of(&r.pg, &role) == "0").then_some(())
+    });
+    let (ok, out) = psql(&url, "SELECT 1");
+    assert!(!ok, "{out}");
+    let t = r.text(&id);
+    assert!(t.contains("SELECT pg_sleep(60) → interrupted"), "{t}");
+}
+
+/// Revoking the grant cuts its gateway connections at once.
+#[test]
+fn revocation_cuts_gateway_connections() {
+    let r = rig("");
+    let (id, url) = r.grant("30m");
+    let mut child = sleeping_psql(&url);
+    std::thread::sleep(Duration::from_millis(300));
+    r.sec.ok(&["revoke", &id, "--reason", "incident over"]);
+    let err = finished(&mut child, Duration::from_secs(10));
+    assert!(err.contains("FATAL") && err.contains("revoked"), "{err}");
+}
+
+/// One byte changed in a stored statement chunk fails `audit verify`, naming session and chunk.
+#[test]
+fn a_tampered_statement_record_fails_audit_verify() {
+    let r = rig("");
+    let (_, url) = r.grant("30m");
+    let (ok, out) = psql(&url, "SELECT 'evidence' AS note");
+    assert!(ok, "{out}");
+    let sid = poll("the session to end", Duration::from_secs(10), || {
+        let s = sqlite(
+            &r.server.data_dir(),
+            "select id from recording_sessions where ended_at is not null",
+        );
+        s.contains("s-").then_some(s)
+    });
+    let verify = || {
+        let o = Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(r.server.data_dir())
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, report) = verify();
+    assert!(ok, "{report}");
+    sqlite(
+        &r.server.data_dir(),
+        "update recording_chunks set payload = cast(replace(cast(payload as text), 'evidence', 'innocent') as blob)",
+    );
+    let (ok, report) = verify();
+    let sid = sid.trim_matches(|c| "[](),' \n".contains(c)).to_string();
+    assert!(
+        !ok && report.contains(&sid) && report.contains("was altered"),
+        "{report}"
+    );
+}

@@ -16,7 +16,8 @@ use crate::error::ApiError;
 use breakglass_core::grant::GrantInfo;
 use breakglass_core::pgwire::encode::{ErrorSpec, Severity};
 use breakglass_core::pgwire::{
-    BackendDecoder, FrontendDecoder, FrontendMessage, Recorder, RecorderLimits, StatementRecord,
+    BackendDecoder, BackendMessage, FrontendDecoder, FrontendMessage, Recorder, RecorderLimits,
+    StatementRecord,
 };
 use breakglass_core::recording::{self, Kind, Mode};
 use bytes::{Buf, BytesMut};
@@ -209,6 +210,7 @@ async fn upstream_to_client(
             Err(e) => return (format!("the database connection failed: {e}"), None),
         }
         let mut off = 0;
+        let mut fatal_at = None;
         let records = {
             let now = log.ms();
             let mut rec = log.recorder.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,6 +223,13 @@ async fn upstream_to_client(
                         return (why.clone(), Some(fatal("08P01", why)));
                     }
                 };
+                // The server ends the session: if because the grant ended (its role's
+                // backends are terminated at revocation), the client hears it from us.
+                if let BackendMessage::ErrorResponse(f) = &msg
+                    && matches!(f.severity(), Some(b"FATAL" | b"PANIC"))
+                {
+                    fatal_at = Some(off);
+                }
                 if let Some(r) = rec.as_mut()
                     && let Err(e) = r.backend(&msg, now)
                 {
@@ -232,6 +241,14 @@ async fn upstream_to_client(
             rec.as_mut().map(Recorder::take_records).unwrap_or_default()
         };
         log.finished(records);
+        if let Some(at) = fatal_at
+            && let Err(why) = log.engine.gateway_still(&log.info.id).await
+        {
+            let mut w = client.lock().await;
+            let _ = w.write_all(&buf[..at]).await;
+            let msg = format!("{why}: the connection is closed");
+            return (why, Some(fatal("57P01", msg)));
+        }
         let mut w = client.lock().await;
         if let Err(e) = w.write_all(&buf[..off]).await {
             return (format!("the client connection failed: {e}"), None);
