@@ -23,6 +23,8 @@ fi
 
 # A real SMTP server for the email-alert tests.
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+# A real PostgreSQL driver for the gateway tests (pure Python; uses the libpq psql brings).
+python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check psycopg
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

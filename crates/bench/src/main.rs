@@ -29,6 +29,7 @@ policies:
     duration: { default: 30m, max: 2h }
 "#;
 
+mod gateway;
 mod recording;
 mod targets;
 
@@ -315,6 +316,9 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--ssh-sessions-only") {
         return targets::ssh_session_end(100).await;
     }
+    if args.iter().any(|a| a == "--gateway-only") {
+        return gateway::gateway(10).await;
+    }
     if args.iter().any(|a| a == "--recording-only") {
         return recording::all().await;
     }
@@ -329,5 +333,6 @@ async fn main() -> Result<()> {
     targets::postgres(200, 100).await?;
     targets::ssh_session_end(100).await?;
     recording::all().await?;
+    gateway::gateway(10).await?;
     Ok(())
 }

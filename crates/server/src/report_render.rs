@@ -72,6 +72,7 @@ fn report_text(r: &Value, esc: Esc, details: fn(&Value) -> String) -> String {
         ));
     }
     sessions(r, esc, &mut o);
+    statements(r, esc, &mut o);
     left_behind(r, esc, &mut o);
     o.push_str("\n## Alerts\n\n");
     let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
@@ -157,6 +158,55 @@ fn sessions(r: &Value, esc: Esc, o: &mut String) {
     o.push_str(&format!(
         "\nReplay: `breakglass recording {gid} --session SESSION --out s.cast && asciinema play s.cast`; transcript: `breakglass recording {gid} --format text` (each view is audited).\n"
     ));
+}
+
+/// "Statements": what went through the PostgreSQL gateway, as recorded. The text is the grant
+/// holder's: escaped like every other value.
+fn statements(r: &Value, esc: Esc, o: &mut String) {
+    let list = r["statements"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return;
+    }
+    o.push_str("\n## Statements\n\n| session | at (ms) | statement | parameters | outcome |\n|---|---|---|---|---|\n");
+    for s in &list {
+        let t = |k: &str| or(esc, &s[k], "—");
+        let params = s["params"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .map(|v| v.as_str().unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let outcome = match s["outcome"].as_str().unwrap_or("") {
+            "ok" => format!(
+                "{} {}",
+                s["tag"].as_str().unwrap_or(""),
+                s["rows"]
+                    .as_u64()
+                    .map(|r| format!("({r} rows)"))
+                    .unwrap_or_default()
+            ),
+            "error" => format!(
+                "ERROR {} {}",
+                s["sqlstate"].as_str().unwrap_or(""),
+                s["message"].as_str().unwrap_or("")
+            ),
+            other => other.to_string(),
+        };
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            t("session"),
+            t("started_at"),
+            t("text"),
+            esc(&params),
+            esc(&outcome),
+        ));
+    }
+    if list.len() >= 500 {
+        o.push_str("\nThe first 500 statements; `breakglass recording GRANT_ID --format text` lists them all.\n");
+    }
 }
 
 /// "Objects the grant left behind": what its credential created at the target and breakglass

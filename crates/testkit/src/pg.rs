@@ -28,6 +28,11 @@ fn bindir() -> PathBuf {
 }
 
 impl Pg {
+    /// The path of one of this PostgreSQL's programs (`pgbench`, `psql`, …).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// Runs a PostgreSQL program as the cluster's owner.
     fn as_owner(&self, prog: &str) -> Command {
         let path = self.bin.join(prog);

@@ -119,7 +119,7 @@ pub(super) async fn watch(cli: &Cli, grant: &str) -> Result<()> {
                 for r in &recs {
                     match r.kind {
                         Kind::Output | Kind::Stderr => stdout.write_all(&safe.filter(&r.data))?,
-                        Kind::Marker | Kind::Exit | Kind::HiddenInput => {
+                        Kind::Marker | Kind::Exit | Kind::HiddenInput | Kind::SqlStatement => {
                             if let Some(n) = breakglass_core::recording::render::note(r) {
                                 write!(
                                     stdout,

@@ -260,16 +260,39 @@ fn a_running_statement_is_cut_at_expiry_with_an_error_naming_the_grant() {
     assert!(t.contains("SELECT pg_sleep(60) → interrupted"), "{t}");
 }
 
-/// Revoking the grant cuts its gateway connections at once.
+/// `watch` follows the statements live; revoking the grant cuts its gateway connections at
+/// once and the watcher stops.
 #[test]
-fn revocation_cuts_gateway_connections() {
+fn watch_follows_statements_and_revocation_cuts_gateway_connections() {
     let r = rig("");
     let (id, url) = r.grant("30m");
+    let tmp = tempfile::tempdir().unwrap();
+    let watch_out = tmp.path().join("watch.out");
+    let mut watch = Command::new(BIN)
+        .args(["--server", &r.sec.url, "watch", &id])
+        .env("XDG_CONFIG_HOME", r.sec.config.path())
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut child = sleeping_psql(&url);
-    std::thread::sleep(Duration::from_millis(300));
+    poll(
+        "watch to show the statement",
+        Duration::from_secs(20),
+        || {
+            let _ = psql(&url, "SELECT 'watched-' || 6*7");
+            std::fs::read_to_string(&watch_out)
+                .unwrap_or_default()
+                .contains("SQL SELECT 'watched-' || 6*7 → SELECT 1 (1 rows)")
+                .then_some(())
+        },
+    );
     r.sec.ok(&["revoke", &id, "--reason", "incident over"]);
     let err = finished(&mut child, Duration::from_secs(10));
     assert!(err.contains("FATAL") && err.contains("revoked"), "{err}");
+    poll("watch to finish", Duration::from_secs(15), || {
+        watch.try_wait().unwrap()
+    });
 }
 
 /// One byte changed in a stored statement chunk fails `audit verify`, naming session and chunk.
@@ -309,4 +332,137 @@ fn a_tampered_statement_record_fails_audit_verify() {
         !ok && report.contains(&sid) && report.contains("was altered"),
         "{report}"
     );
+}
+
+/// What a stranger can send before logging in: garbage, bad lengths, huge declared sizes, a
+/// direct TLS handshake, an unsupported protocol, a wrong SASL mechanism. Each gets an
+/// ErrorResponse (or a closed connection), nothing panics, and the gateway goes on serving.
+#[test]
+fn hostile_bytes_before_login_get_an_error_and_change_nothing() {
+    use std::io::{Read, Write};
+    let r = rig("");
+    let (_, url) = r.grant("30m");
+    let startup = |user: &str| {
+        let mut body = Vec::new();
+        body.extend_from_slice(&196_608u32.to_be_bytes());
+        body.extend_from_slice(b"user\0");
+        body.extend_from_slice(user.as_bytes());
+        body.extend_from_slice(b"\0\0");
+        let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(&body);
+        m
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("short length", vec![0, 0, 0, 3, 0, 0, 0, 0]),
+        ("huge startup", vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]),
+        ("direct tls", vec![0x16, 3, 1, 0, 0x80, 1, 0, 0, 0x7c]),
+        ("protocol 4.0", vec![0, 0, 0, 9, 0, 4, 0, 0, 0]),
+        ("no user", vec![0, 0, 0, 9, 0, 3, 0, 0, 0]),
+    ];
+    // Logged in far enough to be asked for SCRAM, then: a huge message, a wrong mechanism.
+    let mut huge = startup("bg_00");
+    huge.extend_from_slice(&[b'p', 0x7f, 0xff, 0xff, 0xff]);
+    cases.push(("huge message", huge));
+    let mut mech = startup("bg_00");
+    mech.extend_from_slice(&[b'p', 0, 0, 0, 13]);
+    mech.extend_from_slice(b"PLAIN\0\0\0\0\0");
+    cases.push(("wrong mechanism", mech));
+    let mut unknown = startup("postgres");
+    unknown.extend_from_slice(&[b'p', 0, 0, 0, 36]);
+    unknown.extend_from_slice(b"SCRAM-SHA-256\0\0\0\0\x12n,,n=,r=abcdefghijkl");
+    cases.push(("not a grant role", unknown));
+    for (what, bytes) in cases {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", r.gw)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(&bytes);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        let error = got
+            .windows(1)
+            .position(|w| w[0] == b'E')
+            .is_some_and(|i| text[i..].contains("FATAL"));
+        assert!(
+            error,
+            "{what}: expected a FATAL ErrorResponse, got {text:?}"
+        );
+    }
+    let (ok, out) = psql(&url, "SELECT 'still serving'");
+    assert!(ok && out.contains("still serving"), "{out}");
+}
+
+/// With a server certificate, the gateway speaks TLS (sslmode=require works, and the
+/// certificate verifies against the CA with sslmode=verify-full).
+#[test]
+fn the_gateway_speaks_tls_with_the_servers_certificate() {
+    let pg = Pg::start();
+    pg.sql("CREATE ROLE app_admin NOLOGIN");
+    let gw = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(dir.path());
+    let mut server = Server::start_with(
+        &policy(gw, ""),
+        &[("BREAKGLASS_PG_ADMIN_URL", &pg.admin_url())],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    server
+        .cli_env
+        .push(("BREAKGLASS_CA_FILE".into(), ca.display().to_string()));
+    let alice = server.user("alice", &["oncall"]);
+    let g = alice.ok(&[
+        "request",
+        "prod-db",
+        "--reason",
+        "tls check",
+        "--for",
+        "30m",
+    ]);
+    let url = g["credential"]["url"].as_str().unwrap().to_string();
+    let tls = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let (ok, out) = psql(&tls, "SELECT 1");
+    assert!(ok, "{out}");
+    let (ok, out) = psql(&format!("{url}?sslmode=require"), "SELECT 1");
+    assert!(ok, "{out}");
+    let o = Command::new("psql")
+        .arg(format!(
+            "{url}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        ))
+        .args(["-X", "-A", "-t", "-c", "\\conninfo"])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(info.contains("SSL connection"), "{info}");
+}
+
+/// The incident report lists the statements; SQL the responder typed stays inert in Markdown
+/// and HTML.
+#[test]
+fn the_incident_report_lists_statements_with_hostile_text_inert() {
+    let r = rig("");
+    let (id, url) = r.grant("30m");
+    let evil = "SELECT '| forged | cell |\n## Forged heading <script>alert(1)</script>' AS x";
+    let (ok, out) = psql(&url, evil);
+    assert!(ok, "{out}");
+    poll(
+        "the statement to be recorded",
+        Duration::from_secs(10),
+        || {
+            let v = r.sec.ok(&["report", &id, "--format", "json"]);
+            (v["statements"].as_array().is_some_and(|s| !s.is_empty())).then_some(())
+        },
+    );
+    let md = r.sec.run(&["report", &id, "--format", "md"]).stdout;
+    assert!(md.contains("## Statements"), "{md}");
+    assert!(!md.contains("\n## Forged heading"), "{md}");
+    assert!(!md.contains("| forged | cell |"), "{md}");
+    let html = r.sec.run(&["report", &id, "--format", "html"]).stdout;
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(html.contains("Forged heading"), "{html}");
 }

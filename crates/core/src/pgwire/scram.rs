@@ -334,4 +334,22 @@ mod tests {
         assert!(c.answer(b"r=abcd,s=AA==,i=0").is_err());
         assert!(c.verify(b"v=AAAA").is_err());
     }
+
+    proptest::proptest! {
+        /// Any bytes on either side: an error or a result, never a panic.
+        #[test]
+        fn any_bytes_are_an_error_or_a_result(
+            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let keys = Keys::derive(b"pw", b"salt", 1);
+            if let Ok((s, _)) = Server::start(&a, &keys, "sn") {
+                let _ = s.finish(&b, &keys);
+            }
+            let (mut c, _) = Client::start(b"pw", "cn");
+            if c.answer(&a).is_ok() {
+                let _ = c.verify(&b);
+            }
+        }
+    }
 }

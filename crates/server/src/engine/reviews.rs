@@ -266,6 +266,7 @@ impl Engine {
             "left_behind": left_behind,
             "sessions": self.store.recording_sessions(grant_id).await?.iter()
                 .map(super::recording_views::session_json).collect::<Vec<_>>(),
+            "statements": self.report_statements(grant_id).await?,
             "alerts": alerts,
             "review": self.review_of(grant_id).await?,
             "checkpoint": checkpoint.map(|c| json!({"size": c.size, "note": c.note})),
@@ -424,4 +425,42 @@ impl Engine {
             ),
         ))
     }
+
+    /// The statements of the grant's SQL sessions (the gateway's `s` records), the first
+    /// [`REPORT_STATEMENTS`]: session, text, parameters and outcome as recorded.
+    async fn report_statements(&self, grant_id: &str) -> Result<Vec<Value>, ApiError> {
+        use breakglass_core::recording::{Kind, decode_chunk};
+        let mut out = Vec::new();
+        for s in self.store.recording_sessions(grant_id).await? {
+            if s.kind != "sql" {
+                continue;
+            }
+            let mut from = 0;
+            'chunks: loop {
+                let chunks = self.store.recording_chunks(&s.id, from, 16).await?;
+                if chunks.is_empty() {
+                    break;
+                }
+                for c in &chunks {
+                    from = c.seq + 1;
+                    let Some(p) = &c.payload else { continue };
+                    for r in decode_chunk(p).unwrap_or_default() {
+                        if r.kind != Kind::SqlStatement {
+                            continue;
+                        }
+                        if out.len() >= REPORT_STATEMENTS {
+                            break 'chunks;
+                        }
+                        let mut v: Value = serde_json::from_slice(&r.data).unwrap_or_default();
+                        v["session"] = json!(s.id);
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// Statements listed in an incident report (the recording holds them all).
+pub const REPORT_STATEMENTS: usize = 500;
