@@ -198,6 +198,8 @@ struct Prepared {
     secret_params: Vec<usize>,
     /// Mentions PREPARE, DEALLOCATE, DISCARD, DECLARE or CLOSE.
     touches_session: bool,
+    /// The parameter type OIDs the Parse gave (0 = inferred), to show binary values.
+    param_types: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +332,21 @@ fn placeholder(text: String) -> Arc<Prepared> {
         redacted: false,
         secret_params: Vec::new(),
         touches_session: false,
+        param_types: Vec::new(),
+    })
+}
+
+/// A binary parameter of a well-known type as PostgreSQL would print it.
+fn binary_value(oid: u32, v: &[u8]) -> Option<String> {
+    Some(match (oid, v.len()) {
+        (16, 1) => if v[0] != 0 { "t" } else { "f" }.to_string(),
+        (21, 2) => i16::from_be_bytes(v.try_into().ok()?).to_string(),
+        (23, 4) => i32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (20, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (26, 4) => u32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (700, 4) => f32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (701, 8) => f64::from_be_bytes(v.try_into().ok()?).to_string(),
+        _ => return None,
     })
 }
 
@@ -387,10 +404,11 @@ impl Recorder {
         self.stray_copy_bytes
     }
 
-    fn prepare(&self, query: &[u8]) -> Arc<Prepared> {
+    fn prepare(&self, query: &[u8], param_types: &[u32]) -> Arc<Prepared> {
         let text = lossy(query);
         let r = redact_sql(&text, self.standard_conforming_strings);
         Arc::new(Prepared {
+            param_types: param_types.to_vec(),
             touches_session: touches_session(&text),
             text: cap(r.text, self.limits.max_text),
             redacted: r.redacted,
@@ -399,7 +417,30 @@ impl Recorder {
     }
 
     /// Renders bound values: text → UTF-8 (lossy, then redacted), binary → `\x` + hex; capped.
-    fn render(&self, values: &[Option<&[u8]>], formats: &[Format]) -> (Vec<Option<String>>, bool) {
+    /// The parameter types of statement `name`: from a Parse still awaiting its answer, else
+    /// from the statement remembered.
+    fn types_of(&self, name: &[u8]) -> Vec<u32> {
+        let pending = self.pending.iter().rev().find_map(|p| match p {
+            Pending::Parse {
+                name: n, prepared, ..
+            } if n.as_slice() == name => Some(prepared.param_types.clone()),
+            _ => None,
+        });
+        pending
+            .or_else(|| {
+                self.statements
+                    .get(name)
+                    .map(|s| s.prepared.param_types.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    fn render(
+        &self,
+        values: &[Option<&[u8]>],
+        formats: &[Format],
+        types: &[u32],
+    ) -> (Vec<Option<String>>, bool) {
         let mut budget = self.limits.max_params_total;
         let mut redacted = false;
         let out = values
@@ -420,6 +461,11 @@ impl Recorder {
                             None => s,
                         };
                         (shown, s)
+                    }
+                    Format::Binary
+                        if let Some(s) = types.get(i).and_then(|t| binary_value(*t, v)) =>
+                    {
+                        (v.len(), s)
                     }
                     Format::Binary => {
                         let shown = (room.saturating_sub(2) / 2).min(v.len());
@@ -455,7 +501,7 @@ impl Recorder {
         let name = |b: &[u8]| lossy(b);
         Some(match msg {
             F::Query(q) => {
-                let p = self.prepare(q);
+                let p = self.prepare(q, &[]);
                 Sent {
                     msg: "query",
                     name: None,
@@ -466,7 +512,7 @@ impl Recorder {
                 }
             }
             F::Parse(p) => {
-                let pr = self.prepare(p.query);
+                let pr = self.prepare(p.query, &p.param_types);
                 Sent {
                     msg: "parse",
                     name: Some(name(p.name)),
@@ -477,7 +523,8 @@ impl Recorder {
                 }
             }
             F::Bind(b) => {
-                let (mut params, mut redacted) = self.render(&b.params, &b.param_formats);
+                let (mut params, mut redacted) =
+                    self.render(&b.params, &b.param_formats, &self.types_of(b.statement));
                 if let Some(st) = self.statements.get(b.statement) {
                     for i in &st.prepared.secret_params {
                         if let Some(Some(v)) = params.get_mut(*i) {
@@ -496,7 +543,7 @@ impl Recorder {
                 }
             }
             F::FunctionCall(f) => {
-                let (params, redacted) = self.render(&f.args, &f.arg_formats);
+                let (params, redacted) = self.render(&f.args, &f.arg_formats, &[]);
                 Sent {
                     msg: "function-call",
                     name: None,
@@ -550,7 +597,7 @@ impl Recorder {
             }
             F::Query(q) => {
                 self.check_pending()?;
-                let prepared = self.prepare(q);
+                let prepared = self.prepare(q, &[]);
                 let resolved = Portal {
                     params_redacted: false,
                     prepared,
@@ -571,7 +618,7 @@ impl Recorder {
                 }
                 Pending::Parse {
                     name: p.name.to_vec(),
-                    prepared: self.prepare(p.query),
+                    prepared: self.prepare(p.query, &p.param_types),
                     at: now_ms,
                 }
             }
@@ -585,7 +632,8 @@ impl Recorder {
                         limit: self.limits.max_portals,
                     });
                 }
-                let (params, params_redacted) = self.render(&b.params, &b.param_formats);
+                let (params, params_redacted) =
+                    self.render(&b.params, &b.param_formats, &self.types_of(b.statement));
                 Pending::Bind {
                     portal: b.portal.to_vec(),
                     statement: b.statement.to_vec(),
@@ -609,7 +657,7 @@ impl Recorder {
             }
             F::FunctionCall(f) => {
                 self.check_pending()?;
-                let (params, params_redacted) = self.render(&f.args, &f.arg_formats);
+                let (params, params_redacted) = self.render(&f.args, &f.arg_formats, &[]);
                 let resolved = Portal {
                     prepared: placeholder(format!("[FunctionCall oid {}]", f.function)),
                     params: Arc::new(params),
