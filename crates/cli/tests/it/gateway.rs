@@ -466,3 +466,41 @@ fn the_incident_report_lists_statements_with_hostile_text_inert() {
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(html.contains("Forged heading"), "{html}");
 }
+
+/// A stranger holding many half-open logins from one address (127.0.0.2) cannot lock a
+/// responder (127.0.0.1) out: one address gets a few login slots, the rest are refused.
+#[test]
+fn a_login_flood_from_one_address_does_not_lock_responders_out() {
+    let r = rig("");
+    let (_, url) = r.grant("30m");
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(
+            &"127.0.0.2:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        if s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], r.gw)).into())
+            .is_ok()
+        {
+            held.push(s);
+        }
+    }
+    let (ok, out) = psql(&url, "SELECT 'served despite the flood'");
+    assert!(ok && out.contains("served despite the flood"), "{out}");
+    // Most of the flood was turned away at once (closed), not held.
+    use std::io::Read;
+    let mut closed = 0;
+    for s in &held {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut t: std::net::TcpStream = s.try_clone().unwrap().into();
+        let mut b = [0u8; 1];
+        if matches!(t.read(&mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 250, "only {closed} of {} closed", held.len());
+}

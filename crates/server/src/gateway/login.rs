@@ -100,11 +100,13 @@ pub(super) async fn connection(
     resource: String,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
+    slot: super::LoginSlot,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut io: Box<dyn Io> = Box::new(tcp);
     let started =
         tokio::time::timeout(STARTUP_TIMEOUT, login(&shared, &resource, &mut io, peer)).await;
+    drop(slot);
     let conn = match started {
         Ok(Ok(Some(conn))) => conn,
         Ok(Ok(None)) => return, // a cancel request, or the client left during TLS set-up

@@ -4,7 +4,8 @@
 //! forwarded ([`relay`]), and closes the connection when the grant ends.
 //!
 //! Limits (an attacker may reach the listener before logging in): at most
-//! [`MAX_CONNECTIONS`] connections per listener, [`STARTUP_TIMEOUT`] to log in, at most
+//! [`MAX_CONNECTIONS`] connections per listener, [`MAX_LOGINS_PER_ADDRESS`] of them logging
+//! in from one address, [`STARTUP_TIMEOUT`] to log in, at most
 //! [`MAX_KEY_DERIVATIONS`] SCRAM key derivations at once, messages up to
 //! [`MAX_MESSAGE`] bytes. Gateways are bound at start-up: a `gateway:` added or changed by a
 //! policy reload takes effect at the next restart (the reload logs this).
@@ -21,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one address may have between accept and login: a stranger flooding the
+/// gateway from one address cannot take the slots responders need.
+pub const MAX_LOGINS_PER_ADDRESS: usize = 16;
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_KEY_DERIVATIONS: usize = 4;
 pub const MAX_MESSAGE: u32 = 16 * 1024 * 1024;
@@ -43,6 +47,42 @@ pub(crate) struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancels: Mutex<HashMap<(u32, u32), CancelTarget>>,
     pub derivations: Semaphore,
+    /// Connections not yet logged in, per client address.
+    pub logging_in: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A place among an address's connections that are logging in; given back when dropped.
+pub(crate) struct LoginSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl LoginSlot {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<LoginSlot> {
+        let mut m = shared.logging_in.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_LOGINS_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(LoginSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.shared.logging_in.lock()
+            && let Some(n) = m.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Binds every gateway of the policy; each accept loop runs until `shutdown` turns true.
@@ -62,6 +102,7 @@ pub async fn start(
         tls,
         cancels: Mutex::new(HashMap::new()),
         derivations: Semaphore::new(MAX_KEY_DERIVATIONS),
+        logging_in: Mutex::new(HashMap::new()),
     });
     let mut out = Vec::new();
     for (resource, g) in engine.gateways() {
@@ -105,12 +146,17 @@ async fn accept_loop(
             drop(tcp);
             continue;
         };
+        let Some(slot) = LoginSlot::take(&shared, peer.ip()) else {
+            tracing::warn!(%peer, %resource, "gateway connection refused: {MAX_LOGINS_PER_ADDRESS} logins in progress from this address");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let resource = resource.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            login::connection(shared, resource, tcp, peer, shutdown).await;
+            login::connection(shared, resource, tcp, peer, slot, shutdown).await;
             drop(permit);
         });
     }
