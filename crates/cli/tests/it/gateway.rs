@@ -504,3 +504,30 @@ fn a_login_flood_from_one_address_does_not_lock_responders_out() {
     }
     assert!(closed >= 250, "only {closed} of {} closed", held.len());
 }
+
+/// Fail closed: when the statement cannot be recorded (the store refuses the chunk), it does
+/// not reach the database and the client is told why.
+#[test]
+fn a_statement_that_cannot_be_recorded_is_not_run() {
+    let r = rig("");
+    let (_, url) = r.grant("30m");
+    let (ok, out) = psql(&url, "SELECT 1");
+    assert!(ok, "{out}");
+    sqlite(
+        &r.server.data_dir(),
+        "CREATE TRIGGER test_disk_full BEFORE INSERT ON recording_chunks BEGIN SELECT RAISE(ABORT, 'simulated: disk full'); END",
+    );
+    let (ok, out) = psql(&url, "INSERT INTO orders VALUES (99, 'must not exist')");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FATAL") && out.contains("could not record the statement, so it was not run"),
+        "{out}"
+    );
+    assert_eq!(
+        r.pg.sql("SELECT count(*) FROM orders WHERE id = 99").trim(),
+        "0"
+    );
+    sqlite(&r.server.data_dir(), "DROP TRIGGER test_disk_full");
+    let (ok, out) = psql(&url, "SELECT 'recording again'");
+    assert!(ok && out.contains("recording again"), "{out}");
+}
