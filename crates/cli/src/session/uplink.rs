@@ -339,7 +339,8 @@ impl Uplink {
         // Unacknowledged chunks in order; the first `inflight.len()` of them are being posted
         // (up to WINDOW at once: the server orders them, so a slow commit does not stall the
         // session).
-        let mut queue: VecDeque<(u64, bytes::Bytes, Option<u64>)> = VecDeque::new();
+        // (chunk number, body as posted — compressed when smaller —, gap, bytes it records)
+        let mut queue: VecDeque<(u64, bytes::Bytes, Option<u64>, usize)> = VecDeque::new();
         let mut inflight: VecDeque<tokio::task::JoinHandle<Result<Ack, String>>> = VecDeque::new();
         let mut next_seq = 0u64;
         let mut server_next = 0u64;
@@ -363,11 +364,13 @@ impl Uplink {
                 if chunk.is_empty() {
                     break;
                 }
-                queue.push_back((next_seq, bytes::Bytes::from(chunk), gap));
+                let raw = chunk.len();
+                let body = breakglass_core::recording::compress_chunk(&chunk);
+                queue.push_back((next_seq, bytes::Bytes::from(body), gap, raw));
                 next_seq += 1;
             }
             while inflight.len() < queue.len() {
-                let (seq, body, gap) = queue[inflight.len()].clone();
+                let (seq, body, gap, _) = queue[inflight.len()].clone();
                 let me = self.clone();
                 inflight.push_back(tokio::spawn(
                     async move { me.post(Some(seq), body, gap).await },
@@ -392,9 +395,9 @@ impl Uplink {
             };
             match front.await.unwrap_or_else(|e| Err(e.to_string())) {
                 Ok(ack) => {
-                    if let Some((_, body, gap)) = queue.pop_front() {
+                    if let Some((_, _, gap, raw)) = queue.pop_front() {
                         let mut b = self.lock();
-                        b.in_flight = b.in_flight.saturating_sub(body.len());
+                        b.in_flight = b.in_flight.saturating_sub(raw);
                         if gap.is_some() {
                             b.dropped_since = None;
                         }

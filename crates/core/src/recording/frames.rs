@@ -94,6 +94,46 @@ pub enum RecordError {
     NotText(usize),
     #[error("record at byte {0} is not valid for its kind")]
     Invalid(usize),
+    #[error("the compressed chunk is damaged or expands past {MAX_CHUNK} bytes")]
+    Compression,
+}
+
+/// The first byte of a compressed chunk: `Z`, then the uncompressed length (u32,
+/// little-endian) and an LZ4 block. No record kind uses it.
+pub const COMPRESSED: u8 = b'Z';
+
+/// A chunk as the recorder posts it: compressed when that makes it smaller.
+pub fn compress_chunk(raw: &[u8]) -> Vec<u8> {
+    let packed = lz4_flex::block::compress_prepend_size(raw);
+    if packed.len() + 1 >= raw.len() {
+        return raw.to_vec();
+    }
+    let mut out = Vec::with_capacity(packed.len() + 1);
+    out.push(COMPRESSED);
+    out.extend_from_slice(&packed);
+    out
+}
+
+/// The bytes of records a chunk holds: after decompressing a compressed one (refused when it
+/// claims more than [`MAX_CHUNK`] bytes, before anything is allocated).
+pub fn expand(chunk: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, RecordError> {
+    let Some(packed) = chunk.strip_prefix(&[COMPRESSED]) else {
+        return Ok(std::borrow::Cow::Borrowed(chunk));
+    };
+    if expanded_len(chunk) > MAX_CHUNK {
+        return Err(RecordError::Compression);
+    }
+    lz4_flex::block::decompress_size_prepended(packed)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|_| RecordError::Compression)
+}
+
+/// How many bytes of records a chunk holds (its length, or a compressed chunk's claim).
+pub fn expanded_len(chunk: &[u8]) -> usize {
+    match chunk {
+        [COMPRESSED, a, b, c, d, ..] => u32::from_le_bytes([*a, *b, *c, *d]) as usize,
+        _ => chunk.len(),
+    }
 }
 
 const HEADER: usize = 9;
@@ -147,8 +187,9 @@ fn walk<'a>(chunk: &'a [u8], mut f: impl FnMut(Kind, u32, &'a [u8])) -> Result<(
 
 /// Decodes every record of a chunk, or says what is wrong with it.
 pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
+    let chunk = expand(chunk)?;
     let mut out = Vec::new();
-    walk(chunk, |kind, ms, data| {
+    walk(&chunk, |kind, ms, data| {
         out.push(Record {
             kind,
             ms,
@@ -161,9 +202,10 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Record>, RecordError> {
 /// Validates a chunk without copying it; returns whether it holds terminal bytes (output,
 /// stderr or input) rather than only the recorder's notes, and the time of its first record.
 pub fn check_chunk(chunk: &[u8]) -> Result<(bool, u32), RecordError> {
+    let chunk = expand(chunk)?;
     let mut terminal = false;
     let mut first = None;
-    walk(chunk, |kind, ms, _| {
+    walk(&chunk, |kind, ms, _| {
         terminal |= matches!(
             kind,
             Kind::Output | Kind::Stderr | Kind::Input | Kind::SqlSent | Kind::SqlStatement
@@ -197,6 +239,33 @@ mod tests {
         assert_eq!(r[0].data, b"hello\x1b[0m");
         assert_eq!(r[1].kind, Kind::Resize);
         assert_eq!(r[2].ms, 10);
+    }
+
+    #[test]
+    fn compressed_chunks_round_trip_and_hostile_ones_fail() {
+        let mut c = Vec::new();
+        for i in 0..200 {
+            encode_record(
+                &mut c,
+                Kind::Output,
+                i,
+                b"the same line of terminal output\r\n",
+            );
+        }
+        let z = compress_chunk(&c);
+        assert_eq!(z[0], COMPRESSED);
+        assert!(z.len() < c.len() / 4, "{} vs {}", z.len(), c.len());
+        assert_eq!(expanded_len(&z), c.len());
+        assert_eq!(decode_chunk(&z).unwrap(), decode_chunk(&c).unwrap());
+        // Incompressible: sent as is.
+        let mut r = Vec::new();
+        encode_record(&mut r, Kind::Output, 0, &[7, 200, 13]);
+        assert_eq!(compress_chunk(&r), r);
+        // A bomb: claims 4 GiB.
+        let bomb = [COMPRESSED, 0xff, 0xff, 0xff, 0xff, 0x10, 0];
+        assert_eq!(decode_chunk(&bomb), Err(RecordError::Compression));
+        // Damaged: truncated.
+        assert!(decode_chunk(&z[..z.len() / 2]).is_err());
     }
 
     proptest::proptest! {

@@ -12,7 +12,10 @@ pub mod render;
 mod settings;
 pub mod verify;
 
-pub use frames::{Kind, Record, RecordError, check_chunk, decode_chunk, encode_record};
+pub use frames::{
+    COMPRESSED, Kind, Record, RecordError, check_chunk, compress_chunk, decode_chunk,
+    encode_record, expand, expanded_len,
+};
 pub use settings::{CapAction, Mode, RecordingSettings};
 pub use verify::{CHUNK_EVENT, RecordingVerifier};
 

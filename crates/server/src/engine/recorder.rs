@@ -306,6 +306,8 @@ impl Engine {
         let (terminal, first_ms) = recording::check_chunk(&body).map_err(|e| {
             ApiError::bad(format!("chunk {seq} is not a valid recording chunk: {e}"))
         })?;
+        // What the chunk records (a compressed chunk's expanded size): the cap counts this.
+        let recorded = recording::expanded_len(&body) as u64;
         let settings = self.recording_settings(&g.info().resource);
         let mut changes = Vec::new();
         let mut events = Vec::new();
@@ -314,19 +316,18 @@ impl Engine {
         let elided = || {
             let mut m = Vec::new();
             let note = format!(
-                "{} bytes of the session not recorded: it passed its recording cap",
-                body.len()
+                "{recorded} bytes of the session not recorded: it passed its recording cap"
             );
             recording::encode_record(&mut m, recording::Kind::Marker, first_ms, note.as_bytes());
             m
         };
         let payload = if s.capped {
-            if terminal || body.len() > 16 * 1024 {
+            if terminal || recorded > 16 * 1024 {
                 elided()
             } else {
                 Vec::from(body)
             }
-        } else if s.bytes + body.len() as u64 > settings.max_bytes {
+        } else if s.bytes + recorded > settings.max_bytes {
             events.push(capped_event(&s, g.info(), &settings, now));
             changes.push(Change::CapRecording {
                 session_id: s.id.clone(),
@@ -342,13 +343,13 @@ impl Engine {
             Vec::from(body)
         };
         let digest = recording::chunk_digest(id, seq, &payload);
-        let stored = payload.len() as u64;
+        let recorded = recording::expanded_len(&payload) as u64;
         events.push(event(
             now,
             recording::CHUNK_EVENT,
             Some(&g.info().user),
             Some(g.info()),
-            json!({"session": id, "chunk": seq, "bytes": payload.len(), "sha256": hex::encode(digest)}),
+            json!({"session": id, "chunk": seq, "bytes": payload.len(), "recorded": recorded, "sha256": hex::encode(digest)}),
         ));
         if let Some(ms) = gap_ms.filter(|ms| *ms > 0) {
             events.push(event(
@@ -363,7 +364,7 @@ impl Engine {
             session_id: id.to_string(),
             seq,
             at: now,
-            size: payload.len() as u64,
+            size: recorded,
             digest: digest.to_vec(),
             payload: Some(payload),
         }));
@@ -372,7 +373,7 @@ impl Engine {
         let s = self.recorder_session(id, secret).await?;
         if s.chunks > seq {
             self.metrics.recorded_chunks.inc();
-            self.metrics.recorded_bytes.add(stored);
+            self.metrics.recorded_bytes.add(recorded);
         }
         Ok(ack(&s, end))
     }

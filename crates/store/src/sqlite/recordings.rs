@@ -127,9 +127,11 @@ pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result
             write(conn, q).await?;
         }
         Change::AppendChunk(c) => {
+            // The session counts the bytes recorded (`size`: a compressed payload's expanded
+            // length); the chunk row keeps the bytes stored.
             let size = c.payload.as_ref().map_or(0, |p| p.len() as u64);
             let q = sqlx::query(sql::COUNT_CHUNK)
-                .bind(int(size))
+                .bind(int(c.size))
                 .bind(c.session_id.clone())
                 .bind(int(c.seq));
             let (id, seq) = (c.session_id.clone(), c.seq);
