@@ -16,6 +16,7 @@ pub mod login_throttle;
 pub mod metrics;
 pub mod net;
 pub mod report_render;
+pub mod stream;
 pub mod tasks;
 pub mod text;
 
@@ -212,6 +213,7 @@ pub async fn start_with_clock(
         )),
         tokio::spawn(tasks::revoker(engine.clone(), rx.clone())),
         tokio::spawn(tasks::sweeper(engine.clone(), cfg.sweep_every, rx.clone())),
+        tokio::spawn(tasks::streams(engine.clone(), rx.clone())),
         tokio::spawn(tasks::policy_watcher(
             engine.clone(),
             cfg.policy_poll,

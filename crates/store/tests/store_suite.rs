@@ -136,6 +136,31 @@ async fn cursors(store: &dyn Store) {
         .map(|c| (c.name, c.position))
         .collect();
     assert_eq!(names, [("siem".into(), 40), ("witness:dir".into(), 12)]);
+    // What a witness reads: the checkpoints after the one it copied last.
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    for size in [3, 9, 27] {
+        store
+            .add_checkpoint(breakglass_store::StoredCheckpoint {
+                size,
+                note: format!("note {size}"),
+                created_at: at,
+            })
+            .await
+            .unwrap();
+    }
+    let after = |s, l| async move {
+        store
+            .checkpoints_after(s, l)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.size)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(after(3, 10).await, [9, 27]);
+    assert_eq!(after(0, 1).await, [3]);
+    assert!(after(27, 10).await.is_empty());
+    assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 27);
 }
 
 /// Checks that `recs` form a valid hash chain; returns how many events it holds.
