@@ -226,6 +226,18 @@ fn every_checkpoint_is_copied_off_the_host_and_verify_passes() {
     assert!(ok, "{v}");
     assert_eq!(v["witness"]["copies"], copies.len());
     assert_eq!(v["witness"]["newest_size"], local.last().unwrap().0);
+    // A clean stop copies its final checkpoint before the server exits.
+    let mut s = s;
+    s.restart();
+    s.stop();
+    let newest = local_checkpoints(&s).last().unwrap().clone();
+    assert!(
+        newest.0 > copies.last().unwrap().0,
+        "{newest:?} {copies:?}\n{}",
+        s.log.lock().unwrap()
+    );
+    let (size, path) = witnessed(w.path()).pop().unwrap();
+    assert_eq!((size, std::fs::read_to_string(path).unwrap()), newest);
     // An empty witness proves nothing: it is an error, not a pass.
     let empty = tempfile::tempdir().unwrap();
     let (ok, v) = verify(&s, Some(empty.path()));

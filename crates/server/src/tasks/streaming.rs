@@ -231,10 +231,14 @@ async fn stream_loop(engine: Arc<Engine>, name: String, mut shutdown: watch::Rec
     }
 }
 
+/// How long a stopping server keeps trying to copy its final checkpoint to the witness.
+const FINAL_COPY: Duration = Duration::from_secs(5);
+
 async fn witness_loop(engine: Arc<Engine>, name: String, mut shutdown: watch::Receiver<bool>) {
     let http = reqwest::Client::builder()
         .user_agent(concat!("breakglass/", env!("CARGO_PKG_VERSION")))
-        .build();
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"));
     let mut backoff = Backoff::new(
         "copying a checkpoint to the witness",
         RETRY_FIRST,
@@ -242,97 +246,89 @@ async fn witness_loop(engine: Arc<Engine>, name: String, mut shutdown: watch::Re
     );
     loop {
         if *shutdown.borrow() {
+            // The final checkpoint is signed by now (the server stops this loop last).
+            let last = copy_pending(&engine, &name, &http);
+            match tokio::time::timeout(FINAL_COPY, last).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(witness = %name, error = %e, "the final checkpoint was not copied to the witness; it will be at the next start")
+                }
+                Err(_) => {
+                    tracing::warn!(witness = %name, "copying the final checkpoint to the witness timed out; it will be copied at the next start")
+                }
+            }
             return;
         }
-        let policy = engine.policy();
-        let Some(w) = policy.set.witness.clone() else {
-            return;
-        };
-        let dest = if name == WITNESS_DIR {
-            w.dir.clone()
-        } else {
-            w.url.clone()
-        };
-        let Some(dest) = dest else {
-            return;
-        };
         let wake = engine.witness_wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let pending = match cursor(&engine, &name, 0).await {
-            Ok(c) => engine
-                .store
-                .checkpoints_after(c.position, 100)
-                .await
-                .map(|cps| (c, cps))
-                .map_err(|e| format!("reading checkpoints: {e}")),
-            Err(e) => Err(format!("reading its cursor: {e}")),
+        let copied = tokio::select! {
+            r = copy_pending(&engine, &name, &http) => r,
+            _ = shutdown.changed() => continue,
         };
-        let (cursor, cps) = match pending {
-            Ok(p) => p,
+        match copied {
+            Ok(None) => return,
+            Ok(Some(0)) => {
+                backoff.succeeded();
+                tokio::select! {
+                    _ = &mut wake => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Ok(Some(_)) => backoff.succeeded(),
             Err(e) => {
                 let wait = failed(&engine, &name, e, &mut backoff).await;
-                if !pause(wait, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if cps.is_empty() {
-            tokio::select! {
-                _ = &mut wake => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        let mut position = cursor.position;
-        for cp in cps {
-            let result = if name == WITNESS_DIR {
-                let (dir, note) = (dest.clone(), cp.note.clone());
-                tokio::task::spawn_blocking(move || witness::write_dir(&dir, cp.size, &note))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("writer: {e}")))
-            } else {
-                match &http {
-                    Ok(h) => {
-                        let post = witness::post(
-                            h,
-                            &w,
-                            &dest,
-                            &engine.keys.origin,
-                            cp.size,
-                            &cp.note,
-                            engine.now(),
-                        );
-                        tokio::select! {
-                            r = post => r,
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                    Err(e) => Err(format!("HTTP client: {e}")),
-                }
-            };
-            let result = match result {
-                Ok(()) => advance(&engine, &name, position, cp.size)
-                    .await
-                    .map_err(|e| format!("copied, but cannot record it: {e}")),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => {
-                    backoff.succeeded();
-                    engine.metrics.stream_delivered(&name, 1);
-                    position = cp.size;
-                }
-                Err(e) => {
-                    let wait = failed(&engine, &name, e, &mut backoff).await;
-                    if !pause(wait, &mut shutdown).await {
-                        return;
-                    }
-                    break;
+                // The final copy is tried at shutdown whatever the backoff says.
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
                 }
             }
         }
     }
+}
+
+/// Copies the checkpoints after the witness's cursor, in order, moving it after each; returns
+/// how many (None when this witness destination is no longer configured).
+async fn copy_pending(
+    engine: &Engine,
+    name: &str,
+    http: &Result<reqwest::Client, String>,
+) -> Result<Option<usize>, String> {
+    let policy = engine.policy();
+    let Some(w) = &policy.set.witness else {
+        return Ok(None);
+    };
+    let dest = if name == WITNESS_DIR { &w.dir } else { &w.url };
+    let Some(dest) = dest else {
+        return Ok(None);
+    };
+    let c = cursor(engine, name, 0)
+        .await
+        .map_err(|e| format!("reading its cursor: {e}"))?;
+    let cps = engine
+        .store
+        .checkpoints_after(c.position, 100)
+        .await
+        .map_err(|e| format!("reading checkpoints: {e}"))?;
+    let mut position = c.position;
+    for cp in &cps {
+        if name == WITNESS_DIR {
+            let (dir, note, size) = (dest.clone(), cp.note.clone(), cp.size);
+            tokio::task::spawn_blocking(move || witness::write_dir(&dir, size, &note))
+                .await
+                .map_err(|e| format!("writer: {e}"))??;
+        } else {
+            let h = http.as_ref().map_err(Clone::clone)?;
+            let origin = &engine.keys.origin;
+            witness::post(h, w, dest, origin, cp.size, &cp.note, engine.now()).await?;
+        }
+        advance(engine, name, position, cp.size)
+            .await
+            .map_err(|e| format!("copied, but cannot record it: {e}"))?;
+        engine.metrics.stream_delivered(name, 1);
+        position = cp.size;
+    }
+    Ok(Some(cps.len()))
 }
