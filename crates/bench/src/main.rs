@@ -15,7 +15,7 @@ use breakglass_store::{Change, GrantFilter, Session, Store, User};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 admins: { groups: [security] }
 resources:
   - name: prod-db
@@ -31,6 +31,7 @@ policies:
 
 mod gateway;
 mod recording;
+mod streams;
 mod targets;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -322,10 +323,14 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--recording-only") {
         return recording::all().await;
     }
+    if args.iter().any(|a| a == "--streams-only") {
+        return streams::all(100_000).await;
+    }
     time_to_grant(2000).await?;
     activations_per_sec(8, 8000).await?;
     expiry_lag(1000).await?;
     verify_rate(events).await?;
+    streams::all(100_000).await?;
     if args.iter().any(|a| a == "--no-targets") {
         return Ok(());
     }

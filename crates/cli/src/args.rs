@@ -390,7 +390,13 @@ pub enum AuditCmd {
         /// The audit public key (PEM) to trust; by default the data dir's, or the export's own.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Also check the log against the checkpoint copies in this witness directory: each
+        /// copy's signature, and a consistency proof from it to the log's current tree.
+        #[arg(long, value_name = "DIR")]
+        witness: Option<PathBuf>,
     },
+    /// Where each audit stream and the checkpoint witness stand (admins).
+    Streams,
     /// Export events and checkpoints.
     Export {
         #[arg(long, default_value = "jsonl")]

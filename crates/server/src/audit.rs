@@ -81,6 +81,7 @@ impl Checkpointer {
             })
             .await?;
         engine.metrics.checkpoints.inc();
+        engine.witness_wake.notify_waiters();
         self.signed_size = size;
         Ok(())
     }
@@ -91,6 +92,50 @@ pub async fn verify_store(
     store: &dyn Store,
     key: VerifyingKey,
     origin: &str,
+) -> Result<Result<VerifyReport, VerifyError>, StoreError> {
+    verify_store_inner(store, key, origin, None).await
+}
+
+/// [`verify_store`], then checks the log against the checkpoint copies a witness kept
+/// (`(file, note)`, see [`crate::stream::witness::read_dir`]): each copy's signature, and an
+/// RFC 6962 consistency proof from it to the log's current tree. No copy at all is a failure.
+pub async fn verify_store_witnessed(
+    store: &dyn Store,
+    key: VerifyingKey,
+    origin: &str,
+    copies: &[(String, String)],
+) -> Result<Result<(VerifyReport, audit::witness::WitnessReport), VerifyError>, StoreError> {
+    let mut leaves = Vec::new();
+    let report = match verify_store_inner(store, key, origin, Some(&mut leaves)).await? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(check_witness(leaves, &key, origin, copies).map(|w| (report, w)))
+}
+
+/// Checks witnessed checkpoint copies against the (verified) leaves of a log.
+pub fn check_witness(
+    leaves: Vec<audit::merkle::Hash>,
+    key: &VerifyingKey,
+    origin: &str,
+    copies: &[(String, String)],
+) -> Result<audit::witness::WitnessReport, VerifyError> {
+    if copies.is_empty() {
+        return Err(VerifyError::new(
+            None,
+            VerifyErrorKind::Malformed,
+            "the witness holds no checkpoint copies (checkpoint-*.note): nothing to check the log against (is it the witness `dir` of the policy, and has the server copied to it?)",
+        ));
+    }
+    let tree = audit::witness::Tree::new(leaves);
+    audit::witness::check_all(&tree, key, origin, copies)
+}
+
+async fn verify_store_inner(
+    store: &dyn Store,
+    key: VerifyingKey,
+    origin: &str,
+    mut leaves: Option<&mut Vec<audit::merkle::Hash>>,
 ) -> Result<Result<VerifyReport, VerifyError>, StoreError> {
     let checkpoints = store.checkpoints().await?;
     let mut cps = checkpoints.iter().peekable();
@@ -111,6 +156,9 @@ pub async fn verify_store(
         let check = async {
             for (r, columns) in &batch {
                 v.push_stored(r.seq, &r.body, &r.leaf_hash, &r.chain_hash, columns)?;
+                if let Some(l) = leaves.as_deref_mut() {
+                    l.push(r.leaf_hash);
+                }
                 if columns.kind == CHUNK_EVENT {
                     // The body hashed to its leaf and its columns match it: genuine.
                     let ev = audit::decode_body(&r.body).map_err(|e| {

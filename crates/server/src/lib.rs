@@ -17,6 +17,7 @@ pub mod login_throttle;
 pub mod metrics;
 pub mod net;
 pub mod report_render;
+pub mod stream;
 pub mod tasks;
 pub mod text;
 
@@ -109,15 +110,21 @@ pub struct Running {
     pub gateways: Vec<(String, SocketAddr)>,
     shutdown: tokio::sync::watch::Sender<bool>,
     handles: Vec<tokio::task::JoinHandle<()>>,
+    /// The streams and witness stop last: the witness copies the final checkpoint first.
+    streams_shutdown: tokio::sync::watch::Sender<bool>,
+    streams: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting, writes a final checkpoint and waits for the tasks.
+    /// Stops accepting, writes a final checkpoint, copies it to the witness (for a few
+    /// seconds at most) and waits for the tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for h in self.handles {
             let _ = h.await;
         }
+        let _ = self.streams_shutdown.send(true);
+        let _ = self.streams.await;
     }
 }
 
@@ -200,6 +207,8 @@ pub async fn start_with_clock(
         tracing::info!(count = n, "expired overdue grants at start-up");
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let (streams_tx, streams_rx) = tokio::sync::watch::channel(false);
+    let streams = tokio::spawn(tasks::streams(engine.clone(), streams_rx));
     let mut handles = vec![
         tokio::spawn(tasks::expiry_timer(engine.clone(), rx.clone())),
         tokio::spawn(tasks::checkpointer(
@@ -271,6 +280,8 @@ pub async fn start_with_clock(
         gateways: gateway_addrs,
         shutdown: tx,
         handles,
+        streams_shutdown: streams_tx,
+        streams,
     })
 }
 

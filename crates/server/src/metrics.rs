@@ -5,6 +5,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -56,7 +57,17 @@ pub struct Metrics {
     revocation_lag: Histogram,
     alert_latency: Histogram,
     active: Gauge,
+    /// Per audit stream or witness destination (label `stream`).
+    stream_delivered: Family<Labels, PromCounter>,
+    stream_failures: Family<Labels, PromCounter>,
+    stream_lag: Family<Labels, Gauge>,
     registry: Registry,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn stream_label(name: &str) -> Labels {
+    vec![("stream".to_string(), name.to_string())]
 }
 
 impl Default for Metrics {
@@ -82,6 +93,9 @@ impl Default for Metrics {
             revocation_lag: latency(),
             alert_latency: latency(),
             active: Gauge::default(),
+            stream_delivered: Family::default(),
+            stream_failures: Family::default(),
+            stream_lag: Family::default(),
             registry: Registry::default(),
         };
         let mut r = Registry::default();
@@ -195,6 +209,21 @@ impl Default for Metrics {
             "Grants active now.",
             m.active.clone(),
         );
+        r.register(
+            "breakglass_audit_stream_delivered",
+            "Audit events delivered to a stream, or checkpoints copied to a witness (stream=\"witness:dir\" or \"witness:url\"), at least once.",
+            m.stream_delivered.clone(),
+        );
+        r.register(
+            "breakglass_audit_stream_failures",
+            "Failed deliveries to an audit stream or witness (each is retried).",
+            m.stream_failures.clone(),
+        );
+        r.register(
+            "breakglass_audit_stream_lag",
+            "Audit events committed but not yet delivered to a stream.",
+            m.stream_lag.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 }
@@ -218,6 +247,24 @@ impl Metrics {
 
     pub fn observe_alert_latency(&self, ms: i64) {
         self.alert_latency.observe(secs(ms));
+    }
+
+    pub fn stream_delivered(&self, stream: &str, n: u64) {
+        self.stream_delivered
+            .get_or_create(&stream_label(stream))
+            .inc_by(n);
+    }
+
+    pub fn stream_failed(&self, stream: &str) {
+        self.stream_failures
+            .get_or_create(&stream_label(stream))
+            .inc();
+    }
+
+    pub fn stream_lag(&self, stream: &str, events: u64) {
+        self.stream_lag
+            .get_or_create(&stream_label(stream))
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format; `active_grants` (read from the store) sets the gauge.
@@ -263,5 +310,16 @@ mod tests {
             text.contains("breakglass_revocation_lag_seconds_count 0"),
             "{text}"
         );
+        m.stream_delivered("siem", 5);
+        m.stream_failed("siem");
+        m.stream_lag("siem", 2);
+        let text = m.render(None);
+        for line in [
+            "breakglass_audit_stream_delivered_total{stream=\"siem\"} 5",
+            "breakglass_audit_stream_failures_total{stream=\"siem\"} 1",
+            "breakglass_audit_stream_lag{stream=\"siem\"} 2",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }

@@ -27,6 +27,10 @@ pub trait AuditLog: Send + Sync {
     async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>>;
     async fn add_checkpoint(&self, cp: StoredCheckpoint) -> Result<()>;
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
+    /// The newest (largest) checkpoint.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>>;
+    /// Checkpoints larger than `size`, smallest first, at most `limit`.
+    async fn checkpoints_after(&self, size: u64, limit: u32) -> Result<Vec<StoredCheckpoint>>;
 }
 
 /// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
@@ -43,4 +47,8 @@ pub(crate) mod sql {
     pub const ADD_CHECKPOINT: &str = "INSERT INTO checkpoints (size, note, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT(size) DO NOTHING";
     pub const CHECKPOINTS: &str = "SELECT size, note, created_at FROM checkpoints ORDER BY size";
+    pub const LATEST_CHECKPOINT: &str =
+        "SELECT size, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1";
+    pub const CHECKPOINTS_AFTER: &str = "SELECT size, note, created_at FROM checkpoints WHERE size > $1 \
+         ORDER BY size LIMIT $2";
 }

@@ -133,6 +133,26 @@ pub enum Change {
     PurgeRecording {
         session_id: String,
     },
+    /// Creates a stream's or witness's cursor at `position`, unless it exists.
+    OpenCursor {
+        name: String,
+        position: u64,
+        at: Timestamp,
+    },
+    /// A delivery up to `to` succeeded: moves the cursor there from `from` (a conflict if it
+    /// is no longer at `from`); clears the failure count.
+    AdvanceCursor {
+        name: String,
+        from: u64,
+        to: u64,
+        at: Timestamp,
+    },
+    /// A delivery attempt failed (the cursor stays).
+    CursorFailed {
+        name: String,
+        error: String,
+        at: Timestamp,
+    },
 }
 
 impl Change {

@@ -7,7 +7,7 @@
 //! several servers sharing one database never apply a change computed from a stale read.
 //!
 //! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets,
-//! recordings) holds
+//! recordings, streams) holds
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default; `sqlite/` has one module per aggregate). A
 //! PostgreSQL backend implements the same traits and must pass the same test suite.
@@ -33,6 +33,7 @@ pub mod recordings;
 pub mod reviews;
 pub mod secrets;
 pub mod sqlite;
+pub mod streams;
 pub mod users;
 
 pub use alerts::{AlertRow, Alerts, NewAlert};
@@ -44,6 +45,7 @@ pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use recordings::{Chunk, RecordingSession, Recordings};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
+pub use streams::{Cursor, Cursors};
 pub use users::{MfaRecord, Session, User, Users};
 
 use async_trait::async_trait;
@@ -52,7 +54,16 @@ use breakglass_core::audit::{Head, NewEvent};
 /// A whole store: one trait per aggregate for reads, and the one write door, [`Store::commit`].
 #[async_trait]
 pub trait Store:
-    Users + Grants + AuditLog + Alerts + Reviews + Credentials + Secrets + Recordings + 'static
+    Users
+    + Grants
+    + AuditLog
+    + Alerts
+    + Reviews
+    + Credentials
+    + Secrets
+    + Recordings
+    + Cursors
+    + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
     /// audit head. If anything fails (including the audit write), nothing is applied.
@@ -64,7 +75,7 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Grants, Recordings, Reviews, Secrets, Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, Grants, Recordings, Reviews, Secrets, Store, Users,
     };
 }
 

@@ -56,6 +56,111 @@ async fn suite(store: &dyn Store) {
     credentials(store).await;
     grant_stats(store).await;
     recordings(store).await;
+    cursors(store).await;
+}
+
+/// Stream and witness cursors: opened once, moved only forward from where a delivery started
+/// (compare-and-swap), failures counted until the next success, and a move that fails takes
+/// the rest of its unit of work with it.
+async fn cursors(store: &dyn Store) {
+    let at = Timestamp(1_000);
+    assert_eq!(store.cursor("siem").await.unwrap(), None);
+    let open = |name: &str, position| Change::OpenCursor {
+        name: name.into(),
+        position,
+        at,
+    };
+    store.commit(vec![open("siem", 0)], vec![]).await.unwrap();
+    // Opening again changes nothing.
+    store.commit(vec![open("siem", 7)], vec![]).await.unwrap();
+    let c = store.cursor("siem").await.unwrap().unwrap();
+    assert_eq!((c.position, c.failures, c.created_at), (0, 0, at));
+    assert_eq!((c.delivered_at, c.last_error.clone()), (None, None));
+    for i in 1..=2 {
+        store
+            .commit(
+                vec![Change::CursorFailed {
+                    name: "siem".into(),
+                    error: format!("refused {i}"),
+                    at: Timestamp(2_000 + i),
+                }],
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+    let c = store.cursor("siem").await.unwrap().unwrap();
+    assert_eq!(c.failures, 2);
+    assert_eq!(c.last_error.as_deref(), Some("refused 2"));
+    assert_eq!(c.last_attempt_at, Some(Timestamp(2_002)));
+    let advance = |from, to| Change::AdvanceCursor {
+        name: "siem".into(),
+        from,
+        to,
+        at: Timestamp(3_000),
+    };
+    store.commit(vec![advance(0, 40)], vec![]).await.unwrap();
+    let c = store.cursor("siem").await.unwrap().unwrap();
+    assert_eq!((c.position, c.failures, c.last_error), (40, 0, None));
+    assert_eq!(c.delivered_at, Some(Timestamp(3_000)));
+    // A second deliverer that started from 0 cannot move it (back), nor anything with it.
+    let e = store
+        .commit(vec![open("other", 3), advance(0, 20)], vec![ev("x")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    assert_eq!(store.cursor("other").await.unwrap(), None);
+    assert_eq!(store.cursor("siem").await.unwrap().unwrap().position, 40);
+    // A failure of an unknown cursor is refused.
+    let e = store
+        .commit(
+            vec![Change::CursorFailed {
+                name: "nope".into(),
+                error: "x".into(),
+                at,
+            }],
+            vec![],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    store
+        .commit(vec![open("witness:dir", 12)], vec![])
+        .await
+        .unwrap();
+    let names: Vec<(String, u64)> = store
+        .cursors()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.position))
+        .collect();
+    assert_eq!(names, [("siem".into(), 40), ("witness:dir".into(), 12)]);
+    // What a witness reads: the checkpoints after the one it copied last.
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    for size in [3, 9, 27] {
+        store
+            .add_checkpoint(breakglass_store::StoredCheckpoint {
+                size,
+                note: format!("note {size}"),
+                created_at: at,
+            })
+            .await
+            .unwrap();
+    }
+    let after = |s, l| async move {
+        store
+            .checkpoints_after(s, l)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.size)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(after(3, 10).await, [9, 27]);
+    assert_eq!(after(0, 1).await, [3]);
+    assert!(after(27, 10).await.is_empty());
+    assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 27);
 }
 
 /// Checks that `recs` form a valid hash chain; returns how many events it holds.

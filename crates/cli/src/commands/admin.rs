@@ -295,10 +295,18 @@ pub(super) fn policy_check(j: bool, file: &Path) -> Result<()> {
     match parsed {
         Ok(set) => out(
             j,
-            &json!({"valid": true, "file": file.display().to_string(), "resources": set.resources.len(), "policies": set.policies.len()}),
+            &json!({"valid": true, "file": file.display().to_string(), "resources": set.resources.len(), "policies": set.policies.len(),
+                    "streams": set.streams.len(), "witness": set.witness.is_some()}),
             || {
+                let mut more = String::new();
+                if !set.streams.is_empty() {
+                    more.push_str(&format!(", {} audit stream(s)", set.streams.len()));
+                }
+                if set.witness.is_some() {
+                    more.push_str(", a checkpoint witness");
+                }
                 format!(
-                    "{}: valid ({} resources, {} policies)",
+                    "{}: valid ({} resources, {} policies{more})",
                     file.display(),
                     set.resources.len(),
                     set.policies.len()

@@ -4,6 +4,8 @@ use super::common::{authed, open_dir, out, with_otp};
 use crate::args::{AuditCmd, Cli, ReviewCmd};
 use crate::client::urlencode;
 use anyhow::{Context, Result, anyhow, bail};
+use breakglass_core::audit::witness::WitnessReport;
+use breakglass_core::audit::{VerifyError, VerifyReport};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,70 +28,11 @@ pub(super) async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
             data_dir,
             file,
             key,
-        } => {
-            let (report, source) = match (data_dir, file) {
-                (Some(dir), None) => {
-                    let (store, keys) = open_dir(dir).await?;
-                    let pubkey = match key {
-                        Some(k) => read_key_pem(k)?,
-                        None => keys.audit_public(),
-                    };
-                    let r = breakglass_server::audit::verify_store(&store, pubkey, &keys.origin)
-                        .await?;
-                    (r, dir.display().to_string())
-                }
-                (None, Some(f)) => {
-                    let pubkey = key.as_deref().map(read_key_pem).transpose()?;
-                    if pubkey.is_none() && !j {
-                        eprintln!(
-                            "warning: no --key given: trusting the public key inside the export itself"
-                        );
-                    }
-                    let fh = std::fs::File::open(f)
-                        .with_context(|| format!("cannot open {}", f.display()))?;
-                    let r = breakglass_core::audit::export::verify_export(
-                        std::io::BufReader::new(fh),
-                        pubkey.as_ref(),
-                    );
-                    (r, f.display().to_string())
-                }
-                _ => bail!(
-                    "say what to verify: --data-dir DIR (on the server host) or --file EXPORT"
-                ),
-            };
-            match report {
-                Ok(r) => out(
-                    j,
-                    &json!({"ok": true, "source": source, "events": r.events, "checkpoints": r.checkpoints,
-                            "last_checkpoint_size": r.last_checkpoint_size, "unsigned_tail": r.unsigned_tail,
-                            "recorded_sessions": r.recorded_sessions, "recorded_chunks": r.recorded_chunks,
-                            "purged_chunks": r.purged_chunks}),
-                    || {
-                        let rec = if data_dir.is_some() {
-                            format!(
-                                "; {} recorded session(s), {} chunk(s) match the trail ({} deleted by retention, digests checked)",
-                                r.recorded_sessions, r.recorded_chunks, r.purged_chunks
-                            )
-                        } else {
-                            String::new()
-                        };
-                        format!(
-                            "audit trail OK: {} events, {} signed checkpoints verified (last covers {} events; {} newer events not yet checkpointed){rec}",
-                            r.events, r.checkpoints, r.last_checkpoint_size, r.unsigned_tail
-                        )
-                    },
-                ),
-                Err(e) => {
-                    if j {
-                        println!(
-                            "{}",
-                            json!({"ok": false, "source": source, "error": e.to_string(), "seq": e.seq})
-                        );
-                        std::process::exit(1);
-                    }
-                    bail!("AUDIT VERIFICATION FAILED for {source}: {e}");
-                }
-            }
+            witness,
+        } => verify(data_dir, file, key, witness, j).await?,
+        AuditCmd::Streams => {
+            let v = authed(cli)?.get("/audit/streams").await?;
+            out(j, &v, || streams_text(&v));
         }
         AuditCmd::Export {
             format,
@@ -132,6 +75,161 @@ pub(super) async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A verification's outcome, with the witness's when one was checked.
+type Verified = Result<(VerifyReport, Option<WitnessReport>), VerifyError>;
+
+async fn verify(
+    data_dir: &Option<PathBuf>,
+    file: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    witness: &Option<PathBuf>,
+    j: bool,
+) -> Result<()> {
+    let copies = match witness {
+        Some(dir) => Some(
+            breakglass_server::stream::witness::read_dir(dir).map_err(|e| {
+                anyhow!("{e}\ngive the witness directory the policy's `witness: dir:` copies checkpoints to")
+            })?,
+        ),
+        None => None,
+    };
+    let (report, source): (Verified, String) = match (data_dir, file) {
+        (Some(dir), None) => {
+            let (store, keys) = open_dir(dir).await?;
+            let pubkey = match key {
+                Some(k) => read_key_pem(k)?,
+                None => keys.audit_public(),
+            };
+            let r = match &copies {
+                None => breakglass_server::audit::verify_store(&store, pubkey, &keys.origin)
+                    .await?
+                    .map(|r| (r, None)),
+                Some(c) => breakglass_server::audit::verify_store_witnessed(
+                    &store,
+                    pubkey,
+                    &keys.origin,
+                    c,
+                )
+                .await?
+                .map(|(r, w)| (r, Some(w))),
+            };
+            (r, dir.display().to_string())
+        }
+        (None, Some(f)) => {
+            let pubkey = key.as_deref().map(read_key_pem).transpose()?;
+            let fh = std::io::BufReader::new(
+                std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
+            );
+            let r = match (&copies, pubkey) {
+                (None, k) => {
+                    if k.is_none() && !j {
+                        eprintln!(
+                            "warning: no --key given: trusting the public key inside the export itself"
+                        );
+                    }
+                    breakglass_core::audit::export::verify_export(fh, k.as_ref()).map(|r| (r, None))
+                }
+                (Some(_), None) => bail!(
+                    "--witness with --file needs --key audit-key.pem: the witness copies are checked with the trusted key, not the export's own"
+                ),
+                (Some(c), Some(k)) => breakglass_core::audit::export::verify_export_leaves(fh, &k)
+                    .and_then(|(r, origin, leaves)| {
+                        breakglass_server::audit::check_witness(leaves, &k, &origin, c)
+                            .map(|w| (r, Some(w)))
+                    }),
+            };
+            (r, f.display().to_string())
+        }
+        _ => bail!("say what to verify: --data-dir DIR (on the server host) or --file EXPORT"),
+    };
+    match report {
+        Ok((r, w)) => {
+            let mut doc = json!({"ok": true, "source": source, "events": r.events, "checkpoints": r.checkpoints,
+                    "last_checkpoint_size": r.last_checkpoint_size, "unsigned_tail": r.unsigned_tail,
+                    "recorded_sessions": r.recorded_sessions, "recorded_chunks": r.recorded_chunks,
+                    "purged_chunks": r.purged_chunks});
+            if let Some(w) = &w {
+                doc["witness"] = json!({"copies": w.checked, "newest_size": w.newest_size});
+            }
+            out(j, &doc, || {
+                let rec = if data_dir.is_some() {
+                    format!(
+                        "; {} recorded session(s), {} chunk(s) match the trail ({} deleted by retention, digests checked)",
+                        r.recorded_sessions, r.recorded_chunks, r.purged_chunks
+                    )
+                } else {
+                    String::new()
+                };
+                let wit = w
+                    .map(|w| {
+                        format!(
+                            "\nwitness OK: {} checkpoint copies verified, the log's tree of {} events is consistent with each (the newest covers {} events)",
+                            w.checked, r.events, w.newest_size
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "audit trail OK: {} events, {} signed checkpoints verified (last covers {} events; {} newer events not yet checkpointed){rec}{wit}",
+                    r.events, r.checkpoints, r.last_checkpoint_size, r.unsigned_tail
+                )
+            });
+        }
+        Err(e) => {
+            if j {
+                println!(
+                    "{}",
+                    json!({"ok": false, "source": source, "error": e.to_string(), "seq": e.seq})
+                );
+                std::process::exit(1);
+            }
+            bail!("AUDIT VERIFICATION FAILED for {source}: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn streams_text(v: &Value) -> String {
+    let mut lines = vec![format!(
+        "audit log: {} events, newest checkpoint covers {}",
+        v["head"], v["latest_checkpoint"]
+    )];
+    let row = |label: String, s: &Value| {
+        let mut l = format!(
+            "{label:<22} {:<8} {}",
+            s["state"].as_str().unwrap_or(""),
+            s["destination"].as_str().unwrap_or("")
+        );
+        if let Some(p) = s["position"].as_u64() {
+            l.push_str(&format!("  at {p}, {} behind", s["behind"]));
+        }
+        if let Some(e) = s["last_error"].as_str() {
+            l.push_str(&format!(
+                "\n{:<22} {} failed attempt(s), last: {}",
+                "",
+                s["failures"],
+                breakglass_server::alerts::one_line(e)
+            ));
+        }
+        l
+    };
+    for s in v["streams"].as_array().into_iter().flatten() {
+        lines.push(row(
+            format!("stream {}", s["name"].as_str().unwrap_or("")),
+            s,
+        ));
+    }
+    for w in v["witnesses"].as_array().into_iter().flatten() {
+        lines.push(row(
+            format!("witness {}", w["kind"].as_str().unwrap_or("")),
+            w,
+        ));
+    }
+    if lines.len() == 1 {
+        lines.push("no streams or witness in the policy (see `streams:` and `witness:`)".into());
+    }
+    lines.join("\n")
 }
 
 pub(super) async fn review(

@@ -53,6 +53,10 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
     cfg.metrics_token_file = metrics_token_file.clone();
     cfg.metrics_listen = *metrics_listen;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    // Before anything says we listen: SIGTERM or SIGINT from then on stops cleanly (with the
+    // final checkpoint, copied to the witness).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let running = breakglass_server::start(cfg).await?;
     let addr = running.addr;
     for (resource, a) in &running.gateways {
@@ -87,9 +91,8 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
             super::common::shell_quote(&dir.display().to_string()),
         );
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     eprintln!("shutting down: writing a final audit checkpoint");

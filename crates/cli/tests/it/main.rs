@@ -14,4 +14,7 @@ mod pg;
 mod races;
 mod recording;
 mod review;
+mod siem;
 mod ssh;
+mod syslog_rx;
+mod witness;

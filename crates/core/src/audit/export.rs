@@ -176,10 +176,30 @@ fn check_event(ev: &Value) -> Result<(), String> {
 /// Verifies an export. With `key` None, the header's own key is trusted (the caller should
 /// warn: that only proves the export is self-consistent). With a key, the header must name it.
 pub fn verify_export<R: BufRead>(
-    mut input: R,
+    input: R,
     key: Option<&VerifyingKey>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_export_inner(input, key, None).map(|(r, _)| r)
+}
+
+/// [`verify_export`], also returning the export's origin and the leaf hashes of its events
+/// (verified), for checking it against witnessed checkpoints ([`super::witness`]).
+pub fn verify_export_leaves<R: BufRead>(
+    input: R,
+    key: &VerifyingKey,
+) -> Result<(VerifyReport, String, Vec<super::merkle::Hash>), VerifyError> {
+    let mut leaves = Vec::new();
+    let (report, origin) = verify_export_inner(input, Some(key), Some(&mut leaves))?;
+    Ok((report, origin, leaves))
+}
+
+fn verify_export_inner<R: BufRead>(
+    mut input: R,
+    key: Option<&VerifyingKey>,
+    mut leaves: Option<&mut Vec<super::merkle::Hash>>,
+) -> Result<(VerifyReport, String), VerifyError> {
     let mut verifier: Option<Verifier> = None;
+    let mut export_origin = String::new();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
@@ -241,6 +261,7 @@ pub fn verify_export<R: BufRead>(
                         "export header: its public key is not the trusted key given (the export was not signed by it)",
                     ));
                 }
+                export_origin.clone_from(&origin);
                 verifier = Some(Verifier::new(
                     key.copied().unwrap_or(embedded),
                     key_name,
@@ -274,6 +295,9 @@ pub fn verify_export<R: BufRead>(
                     malformed(line_no, Some(seq), "chain is not 64 lowercase hex digits")
                 })?;
                 v.push(seq, &canonical_bytes(&event), &leaf, &chain)?;
+                if let Some(l) = leaves.as_deref_mut() {
+                    l.push(leaf);
+                }
             }
             (ExportLine::Checkpoint { size, note }, Some(v)) => {
                 v.checkpoint(&note)?;
@@ -291,7 +315,7 @@ pub fn verify_export<R: BufRead>(
         }
     }
     match verifier {
-        Some(v) => v.finish(),
+        Some(v) => v.finish().map(|r| (r, export_origin)),
         None => Err(malformed(
             line_no.max(1),
             None,

@@ -6,7 +6,9 @@ mod columns;
 pub mod export;
 pub mod merkle;
 pub mod note;
+pub mod syslog;
 mod verify;
+pub mod witness;
 
 pub use columns::check_columns;
 pub use note::{Checkpoint, key_id, public_key_pem};

@@ -3,8 +3,12 @@
 //! line/column errors and hints, validated as a whole (every error reported at once), and
 //! evaluated purely: `evaluate(request) → Decision | Refusal`.
 
+pub mod streams;
 mod validate;
 mod yaml;
+
+pub use streams::{JsonlTarget, Stream, StreamStart, StreamTarget, SyslogTarget, Witness};
+pub use validate::{DEFAULT_KEEP, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_SIZE, parse_size};
 
 use crate::time::{Timestamp, weekday_and_minute};
 use regex::Regex;
@@ -193,6 +197,10 @@ pub struct PolicySet {
     pub notify: Vec<String>,
     /// Thresholds for anomaly flags.
     pub anomalies: AnomalyRules,
+    /// Destinations that receive every audit event as it is committed.
+    pub streams: Vec<Stream>,
+    /// Where every signed checkpoint is copied.
+    pub witness: Option<Witness>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +379,10 @@ impl PolicySet {
         out
     }
 
+    pub fn stream(&self, name: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name == name)
     }
@@ -532,6 +544,8 @@ impl PolicySet {
             "admins": {"users": self.admins.users, "groups": self.admins.groups},
             "notify": self.notify,
             "sinks": self.sinks.iter().map(|s| json!({"name": s.name, "kind": s.kind.as_str(), "settings": s.settings})).collect::<Vec<_>>(),
+            "streams": self.streams.iter().map(Stream::to_json).collect::<Vec<_>>(),
+            "witness": self.witness.as_ref().map(Witness::to_json),
             "resources": self.resources.iter().map(|r| json!({"name": r.name, "kind": r.kind.as_str(), "settings": r.settings})).collect::<Vec<_>>(),
             "policies": self.policies.iter().map(|p| json!({
                 "name": p.name,

@@ -179,6 +179,7 @@ pub fn router_with(engine: Arc<Engine>, metrics: Option<MetricsAccess>) -> Route
         .route("/alerts/{id}/retry", post(retry_alert))
         .route("/audit/export", get(audit_export))
         .route("/audit/checkpoint", get(audit_checkpoint))
+        .route("/audit/streams", get(audit_streams))
         .route("/ssh/ca-key", get(ssh_ca_key))
         .route("/ssh/krl", get(ssh_krl))
         .route("/openapi.json", get(openapi))
@@ -588,6 +589,10 @@ async fn pickup_credential(
         body.to_vec(),
     )
         .into_response())
+}
+
+async fn audit_streams(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Response, ApiError> {
+    Ok(Json(e.audit_streams(&p).await?).into_response())
 }
 
 async fn openapi() -> Response {

@@ -34,6 +34,7 @@ mod recording_views;
 mod request;
 mod reviews;
 mod secrets;
+mod stream_views;
 mod views;
 mod visibility;
 
@@ -104,6 +105,10 @@ pub struct Engine {
     pub alert_wake: Notify,
     /// Wakes the revoker when credentials are queued for revocation.
     pub revoke_wake: Notify,
+    /// Wakes every audit stream after a commit with events (`notify_waiters`).
+    pub stream_wake: Notify,
+    /// Wakes the witness loops after a checkpoint is signed (`notify_waiters`).
+    pub witness_wake: Notify,
     login_throttle: LoginThrottle,
     /// Every password check on the server path runs here (bounded memory and CPU).
     pub hash_pool: HashPool,
@@ -180,6 +185,8 @@ impl Engine {
             checkpoint_wake: Notify::new(),
             alert_wake: Notify::new(),
             revoke_wake: Notify::new(),
+            stream_wake: Notify::new(),
+            witness_wake: Notify::new(),
             login_throttle: LoginThrottle::new(login_throttle),
             hash_pool: HashPool::for_machine(),
             mfa_locks: Mutex::new(HashMap::new()),
@@ -258,6 +265,9 @@ impl Engine {
         }
         if revoking {
             self.revoke_wake.notify_one();
+        }
+        if n > 0 {
+            self.stream_wake.notify_waiters();
         }
         let before = self.metrics.audit_events.add(n);
         let every = self.config.checkpoint_every_events.max(1);

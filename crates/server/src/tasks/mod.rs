@@ -1,5 +1,6 @@
 //! Background tasks: the expiry timer, the checkpointer and the policy watcher here; the
-//! revoker and sweeper in `revocation`, the alert dispatcher in `alert_dispatch`.
+//! revoker and sweeper in `revocation`, the alert dispatcher in `alert_dispatch`, the audit
+//! streams and checkpoint witness in `streaming`.
 
 use crate::engine::Engine;
 use std::sync::Arc;
@@ -8,10 +9,12 @@ use tokio::sync::watch;
 
 mod alert_dispatch;
 mod revocation;
+mod streaming;
 
 pub use crate::backoff::Backoff;
 pub use alert_dispatch::dispatcher;
 pub use revocation::{revoker, sweep_once, sweeper};
+pub use streaming::streams;
 
 /// Longest sleep between deadline checks: bounds how late we notice a grant that another
 /// node created with an earlier deadline than the one we were sleeping to.

@@ -156,6 +156,18 @@ impl AuditLog for SqliteStore {
         Ok(())
     }
 
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let q = sqlx::query(sql::LATEST_CHECKPOINT);
+        super::common::row(&self.pool, q, checkpoint_from_row).await
+    }
+
+    async fn checkpoints_after(&self, size: u64, limit: u32) -> Result<Vec<StoredCheckpoint>> {
+        let q = sqlx::query(sql::CHECKPOINTS_AFTER)
+            .bind(seq_i64(size)?)
+            .bind(i64::from(limit));
+        rows(&self.pool, q, checkpoint_from_row).await
+    }
+
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
         rows(
             &self.pool,

@@ -13,6 +13,7 @@ mod grants;
 mod recordings;
 mod reviews;
 mod secrets;
+mod streams;
 mod users;
 
 pub use common::SqliteStore;
@@ -56,6 +57,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../migrations/sqlite/0010_recordings.sql"),
+    ),
+    (
+        11,
+        include_str!("../../migrations/sqlite/0011_stream_cursors.sql"),
     ),
 ];
 
@@ -180,7 +185,7 @@ macro_rules! offer {
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings);
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams);
     match change {
         Change::PutMeta { key, value } => {
             common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;

@@ -260,4 +260,5 @@ fn to_json_view() {
 
 mod evaluation;
 mod robustness;
+mod streams;
 mod validation;

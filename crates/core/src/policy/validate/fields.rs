@@ -9,6 +9,8 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "sinks",
     "notify",
     "anomalies",
+    "streams",
+    "witness",
 ];
 pub(super) const POLICY_FIELDS: &[&str] = &[
     "name",
@@ -35,6 +37,22 @@ pub(super) const ANOMALY_FIELDS: &[&str] = &[
     "after_mfa_lockout",
     "hours",
 ];
+pub(super) const SYSLOG_FIELDS: &[&str] = &[
+    "name",
+    "kind",
+    "host",
+    "port",
+    "tls",
+    "ca_file",
+    "server_name",
+    "hostname",
+    "facility",
+    "timeout",
+    "max_message",
+    "start",
+];
+pub(super) const JSONL_FIELDS: &[&str] = &["name", "kind", "path", "max_size", "keep", "start"];
+pub(super) const WITNESS_FIELDS: &[&str] = &["dir", "url", "secret_env", "secret_file", "timeout"];
 pub(super) const WINDOW_FIELDS: &[&str] = &["count", "within"];
 
 /// Settings each sink kind accepts; `*_env` / `*_file` name where a secret lives.

@@ -6,8 +6,8 @@
 //!
 //! `walker` holds the primitives (the error list, typed reads of nodes, names), `fields` the
 //! fields each mapping accepts and `hints` the "did you mean" suggestions; then one module per
-//! section of the file: `resources`, `sinks`, `policies` (with `require`, `hours`, `approval`)
-//! and `anomalies`. This module parses the text and walks the top level.
+//! section of the file: `resources`, `sinks`, `policies` (with `require`, `hours`, `approval`),
+//! `anomalies` and `streams` (with `witness`). This module parses the text and walks the top level.
 
 mod anomalies;
 mod approval;
@@ -18,7 +18,10 @@ mod policies;
 mod require;
 mod resources;
 mod sinks;
+mod streams;
 mod walker;
+
+pub use streams::{DEFAULT_KEEP, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_SIZE, parse_size};
 
 pub(super) use hints::did_you_mean;
 
@@ -32,6 +35,7 @@ use fields::{ADMINS_FIELDS, TOP_FIELDS};
 use policies::policy;
 use resources::resource;
 use sinks::{notify_list, sink};
+use streams::{stream, witness};
 use walker::{N, Names, V, clip};
 
 fn yaml_error(e: yaml::YamlError) -> PolicyError {
@@ -214,6 +218,24 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
         Some(n) => anomalies(v, n),
     };
 
+    // Audit streams and the checkpoint witness.
+    let mut streams = Vec::new();
+    let mut stream_names = Names::new();
+    if let Some(list) = top.get("streams").and_then(|n| {
+        v.list(
+            n,
+            "`streams`",
+            "streams: [{ name: siem, kind: syslog, host: siem.example.org, ca_file: /etc/breakglass/siem-ca.pem }]",
+        )
+    }) {
+        for (i, s) in list.iter().enumerate() {
+            if let Some(s) = stream(v, s, i, &mut stream_names) {
+                streams.push(s);
+            }
+        }
+    }
+    let witness = top.get("witness").and_then(|n| witness(v, n));
+
     Some(PolicySet {
         resources,
         policies,
@@ -221,6 +243,8 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
         sinks,
         notify,
         anomalies,
+        streams,
+        witness,
     })
 }
 
