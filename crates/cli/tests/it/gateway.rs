@@ -531,3 +531,39 @@ fn a_statement_that_cannot_be_recorded_is_not_run() {
     let (ok, out) = psql(&url, "SELECT 'recording again'");
     assert!(ok && out.contains("recording again"), "{out}");
 }
+
+/// A grant holder cannot fill the disk through the statement log: past `recording_max_bytes`
+/// the connection ends, and what ran before is on record.
+#[test]
+fn the_recording_cap_ends_a_flooding_connection() {
+    let r = rig("    recording_max_bytes: 8KiB");
+    let (id, url) = r.grant("30m");
+    let filler = "x".repeat(400);
+    let script: String = (0..100)
+        .map(|i| format!("SELECT {i} AS n, '{filler}' AS pad;\n"))
+        .collect();
+    let o = Command::new("psql")
+        .arg(&url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    // One multi-statement query string is one message: refused whole.
+    assert!(err.contains("recording cap of 8192 bytes"), "{err}");
+    // Statement by statement (psql -f sends each as its own query): cut part-way.
+    let file = r.server.dir.path().join("flood.sql");
+    std::fs::write(&file, &script).unwrap();
+    let o = Command::new("psql")
+        .arg(&url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success() && err.contains("recording cap"), "{err}");
+    assert!(out.contains(" 0 |") && !out.contains(" 99 |"), "{out}");
+    let t = r.text(&id);
+    assert!(t.contains("SELECT 0 AS n"), "{t}");
+}

@@ -658,6 +658,16 @@ fn hostile_recorder_requests_get_clear_errors_and_change_nothing() {
         raw(url, &path, &[auth.clone(), ("x-chunk", "-1".into())], &good).0,
         400
     );
+    // Compressed chunks: a bomb claiming 4 GiB, and a damaged block.
+    for bad in [
+        vec![b'Z', 0xff, 0xff, 0xff, 0xff, 0x1f, 0x41],
+        vec![b'Z', 0x40, 0, 0, 0, 0xf0, 0x00, 0x01],
+    ] {
+        assert_eq!(
+            raw(url, &path, &[auth.clone(), ("x-chunk", "0".into())], &bad).0,
+            400
+        );
+    }
     assert!(audit_events(&r.server, "recording.chunk").is_empty());
     // The real chunk, and its repeat (a retransmission) is acknowledged once.
     let (st, body) = raw(url, &path, &[auth.clone(), ("x-chunk", "0".into())], &good);

@@ -57,6 +57,10 @@ struct Log {
     mode: Mode,
     t0: Instant,
     seq: tokio::sync::Mutex<u64>,
+    /// Bytes committed so far, and the resource's `recording_max_bytes`: past it the
+    /// connection ends (a statement log that stops recording would defeat its purpose).
+    bytes: std::sync::atomic::AtomicU64,
+    max_bytes: u64,
     done: Mutex<Vec<Vec<u8>>>,
     recorder: Mutex<Option<Recorder>>,
 }
@@ -111,6 +115,16 @@ impl Log {
         let mut seq = self.seq.lock().await;
         let mut records = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
         records.extend(ahead);
+        let total: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let so_far = self
+            .bytes
+            .fetch_add(total, std::sync::atomic::Ordering::SeqCst);
+        if so_far + total > self.max_bytes {
+            return Err(ApiError::Conflict(format!(
+                "the session reached its recording cap of {} bytes",
+                self.max_bytes
+            )));
+        }
         let mut chunk = Vec::new();
         for r in records {
             if !chunk.is_empty() && chunk.len() + r.len() > CHUNK_TARGET {
@@ -178,6 +192,13 @@ async fn client_to_upstream(
         if !ahead.is_empty()
             && let Err(e) = log.commit(ahead).await
         {
+            if let ApiError::Conflict(why) = &e {
+                // The cap: nothing more is recorded, so nothing more is run.
+                return (
+                    why.clone(),
+                    Some(fatal("53400", format!("{why}: the connection is closed"))),
+                );
+            }
             if log.mode == Mode::Required {
                 let why = format!(
                     "breakglass could not record the statement, so it was not run and the connection ends: {e}"
@@ -285,6 +306,8 @@ pub(crate) async fn run(
         mode: grant.settings.mode,
         t0: Instant::now(),
         seq: tokio::sync::Mutex::new(0),
+        bytes: std::sync::atomic::AtomicU64::new(0),
+        max_bytes: grant.settings.max_bytes,
         done: Mutex::new(Vec::new()),
         recorder: Mutex::new(Some(Recorder::new(LIMITS))),
     });
