@@ -317,6 +317,9 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--ssh-sessions-only") {
         return targets::ssh_session_end(100).await;
     }
+    if args.iter().any(|a| a == "--activations-only") {
+        return activations_per_sec(8, 8000).await;
+    }
     if args.iter().any(|a| a == "--gateway-only") {
         return gateway::gateway(10).await;
     }

@@ -165,9 +165,26 @@ pub async fn all() -> Result<()> {
     {
         use std::io::Write;
         let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
-        let line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz\n";
-        for _ in 0..(100 << 20) / line.len() {
-            w.write_all(line)?;
+        // Log lines with changing numbers and a random request id: compresses about as well
+        // as real terminal output (LZ4 ~2–3×), not as well as one repeated line would.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut written = 0usize;
+        let mut i = 0u64;
+        while written < 100 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let line = format!(
+                "{i:09} 2026-12-02T03:{:02}:{:02}.{:03}Z INFO grant request id={x:016x} path=/api/v1/grants/g-{:08x} status=200 took={}ms\n",
+                (i / 60_000) % 60,
+                (i / 1000) % 60,
+                i % 1000,
+                x >> 32,
+                x % 997
+            );
+            w.write_all(line.as_bytes())?;
+            written += line.len();
+            i += 1;
         }
     }
     let cat = format!("cat {}", file.display());

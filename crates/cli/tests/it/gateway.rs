@@ -562,7 +562,10 @@ fn the_recording_cap_ends_a_flooding_connection() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(!o.status.success() && err.contains("recording cap"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("recording cap"),
+        "{err}"
+    );
     assert!(out.contains(" 0 |") && !out.contains(" 99 |"), "{out}");
     let t = r.text(&id);
     assert!(t.contains("SELECT 0 AS n"), "{t}");
