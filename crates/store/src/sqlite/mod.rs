@@ -80,7 +80,13 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Pages come from memory rather than a pread copy per page: a 16 MiB page cache per
+            // connection (the default is 2 MB, which the audit and grant indexes outgrow) and
+            // the file mapped for reads (SQLite still writes through the WAL with its own
+            // fsyncs). Activations/s: 259 → 428 on the same loaded machine (BENCHMARKS.md).
+            .pragma("cache_size", "-16384")
+            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
