@@ -15,3 +15,4 @@ mod races;
 mod recording;
 mod review;
 mod ssh;
+mod web;

@@ -135,33 +135,37 @@ pub fn security_headers(h: &mut HeaderMap, tls: bool) {
     }
 }
 
-/// Whether a state-changing request comes from this site: its `Origin` is ours (the scheme we
-/// serve and the `Host` asked for, or the configured public URL); without `Origin`, the browser's
-/// `Sec-Fetch-Site` says `same-origin` (or `none`: typed by the user). Neither header: refused.
+/// Whether a state-changing request comes from this site. Both headers are checked when
+/// present: `Origin` must be ours (the scheme we serve and the `Host` asked for, or the
+/// configured public URL) and `Sec-Fetch-Site` must say `same-origin` (or `none`: typed by the
+/// user). `Origin: null` (what browsers send under `Referrer-Policy: no-referrer`) counts as
+/// absent; neither header: refused.
 fn same_origin(h: &HeaderMap, s: &WebState) -> Result<(), String> {
-    let text = |k: header::HeaderName| h.get(k).and_then(|v| v.to_str().ok());
-    if let Some(origin) = text(header::ORIGIN) {
+    let text = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+    let origin = text("origin").filter(|o| *o != "null");
+    let site = text("sec-fetch-site");
+    if let Some(origin) = origin {
         let scheme = if s.tls { "https" } else { "http" };
-        let ours = text(header::HOST).map(|host| format!("{scheme}://{host}"));
+        let ours = text("host").map(|host| format!("{scheme}://{host}"));
         let public = s
             .engine
             .config
             .public_url
             .as_deref()
             .map(|u| u.trim_end_matches('/').to_string());
-        if ours.as_deref() == Some(origin) || public.as_deref() == Some(origin) {
-            return Ok(());
+        if ours.as_deref() != Some(origin) && public.as_deref() != Some(origin) {
+            return Err(format!(
+                "This form was sent from {origin:.100}, not from {}.",
+                ours.unwrap_or_else(|| "this server".into())
+            ));
         }
-        return Err(format!(
-            "This form was sent from {origin:.100}, not from {}.",
-            ours.unwrap_or_else(|| "this server".into())
-        ));
     }
-    match h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+    match site {
         Some("same-origin" | "none") => Ok(()),
         Some(other) => Err(format!(
             "The browser says this request came from a {other:.40} page."
         )),
+        None if origin.is_some() => Ok(()),
         None => Err(
             "The request says neither where it came from (Origin) nor how (Sec-Fetch-Site).".into(),
         ),
