@@ -178,6 +178,7 @@ def glass(cfg):
         b.go("/request")
         b.expect("ticket matching ^INC-[0-9]+$")
         b.expect("reason of at least 15 characters")
+        out["request_page"] = b.text()
         b.tap_targets("button, .choice, nav a")
         b.shot("request")
         # A refusal is shown on the form, the typed values kept.
