@@ -3,7 +3,7 @@
 //! in `target/web-screenshots/`), with and without JavaScript; plus raw-HTTP checks of the
 //! security headers and of cross-origin form posts.
 
-use crate::harness::{PASSWORD, Server, User, http_raw, token_of};
+use crate::harness::{PASSWORD, Server, User, http_raw, test_ca, token_of};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -342,4 +342,79 @@ fn pages_carry_the_security_headers() {
     // Not signed in: sent to the login page.
     let (status, _) = server.get("/request");
     assert_eq!(status, 303);
+}
+
+/// Over HTTPS the session cookie is `__Host-breakglass` (Secure, Path=/, no Domain), pages carry
+/// HSTS, and a browser signs in with it.
+#[test]
+fn over_tls_host_cookie_and_hsts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(dir.path());
+    let mut server = Server::start_with(
+        &policy(),
+        &[],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    server
+        .cli_env
+        .push(("BREAKGLASS_CA_FILE".into(), ca.display().to_string()));
+    let alice = server.user("alice", &["oncall"]);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-i", "--cacert"])
+            .arg(&ca)
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let login = format!("{}/login", server.url);
+    let page = curl(&[&login]);
+    assert!(
+        page.to_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{page}"
+    );
+    let form = format!(
+        "user=alice&password={}&otp={}",
+        PASSWORD.replace(' ', "+"),
+        alice.otp()
+    );
+    let origin = format!("Origin: {}", server.url);
+    let resp = curl(&["-H", &origin, "--data", &form, &login]);
+    let cookie = resp
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie:\n{resp}"));
+    assert!(cookie.contains("__Host-breakglass=bgs_"), "{cookie}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    // The same from another site: refused.
+    let evil = curl(&[
+        "-H",
+        "Origin: https://evil.example",
+        "--data",
+        &form,
+        &login,
+    ]);
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    // A real browser keeps and sends the prefixed cookie.
+    let v = drive(
+        &server,
+        "tls_login",
+        true,
+        &[&alice],
+        json!({"tls_test_ca": true}),
+    );
+    assert_eq!(v["cookie"]["name"], "__Host-breakglass");
+    assert_eq!(v["cookie"]["secure"], true);
+    assert!(v["url"].as_str().unwrap_or("").ends_with("/request"));
 }
