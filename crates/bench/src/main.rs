@@ -32,6 +32,7 @@ policies:
 mod gateway;
 mod recording;
 mod targets;
+mod web;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -319,6 +320,9 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--gateway-only") {
         return gateway::gateway(10).await;
     }
+    if args.iter().any(|a| a == "--web-only") {
+        return web::page_weight().await;
+    }
     if args.iter().any(|a| a == "--recording-only") {
         return recording::all().await;
     }
@@ -326,6 +330,7 @@ async fn main() -> Result<()> {
     activations_per_sec(8, 8000).await?;
     expiry_lag(1000).await?;
     verify_rate(events).await?;
+    web::page_weight().await?;
     if args.iter().any(|a| a == "--no-targets") {
         return Ok(());
     }
