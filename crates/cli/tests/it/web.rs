@@ -194,18 +194,38 @@ fn request_and_approve_without_javascript() {
 }
 
 /// A requester who is also an approver cannot approve their own request: the page says why.
+/// Another approver then denies it with a reason and a fresh code.
 #[test]
-fn self_approval_is_refused_with_the_reason() {
+fn self_approval_is_refused_with_the_reason_then_denied() {
     let server = Server::start(&policy());
     let carol = server.user("carol", &["oncall", "security"]);
-    let v = drive(&server, "self", true, &[&carol], json!({}));
+    let bob = server.user("bob", &["security"]);
+    let deny_reason = "not an incident <i>x</i>";
+    let v = drive(
+        &server,
+        "self",
+        true,
+        &[&carol, &bob],
+        json!({"deny_reason": deny_reason}),
+    );
     let refusal = v["refusal"].as_str().unwrap_or("").to_lowercase();
     assert!(
         refusal.contains("you requested this grant, so you cannot approve it"),
         "refusal: {refusal}"
     );
+    // Then another approver denies it (with a fresh code): the reason is shown as typed.
     let id = v["grant"].as_str().unwrap_or("");
-    assert_eq!(grant_state(&carol, id), "pending");
+    let g = carol.ok(&["status", id]);
+    assert_eq!(g["state"], "denied", "{g}");
+    assert_eq!(g["ended_by"], "bob");
+    assert_eq!(g["end_reason"], deny_reason);
+    assert!(
+        v["denied_page"]
+            .as_str()
+            .unwrap_or("")
+            .contains(deny_reason)
+    );
+    assert_eq!(v["italic_elements"], 0);
 }
 
 fn post(

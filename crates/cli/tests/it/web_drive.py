@@ -19,7 +19,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 PHONE = (390, 844)
@@ -101,7 +101,15 @@ class Browser:
         old = self.d.find_element(By.TAG_NAME, "html")
         self.d.find_element(
             By.CSS_SELECTOR, "form[action='%s'] button[type=submit]" % form_action).click()
-        WebDriverWait(self.d, 20).until(EC.staleness_of(old))
+
+        def replaced(_):
+            try:
+                old.is_enabled()
+                return False
+            except WebDriverException:  # stale, or no longer in the document
+                return True
+
+        WebDriverWait(self.d, 20).until(replaced)
 
     def content_width(self):
         m = self.d.execute_cdp_cmd("Page.getLayoutMetrics", {})
@@ -268,7 +276,7 @@ def approve(cfg):
 
 
 def self_approve(cfg):
-    """carol (oncall and security) asks, then tries to approve her own request."""
+    """carol (oncall and security) asks, then tries to approve her own request; bob denies it."""
     o = otps(cfg)
     c = Browser(cfg, "carol")
     out = {}
@@ -284,6 +292,20 @@ def self_approve(cfg):
         c.shot("self-approval-refused")
     finally:
         c.close()
+    # Another approver denies it, with a reason and a fresh code for the denial.
+    b = Browser(cfg, "bob")
+    try:
+        b.login("bob", o["bob"])
+        b.go("/grants/" + gid)
+        b.fill("reason", cfg["deny_reason"])
+        b.d.find_element(By.ID, "deny-otp").send_keys(o["bob"].code())
+        b.submit("/grants/%s/deny" % gid)
+        b.expect("denied")
+        out["denied_page"] = b.text()
+        out["italic_elements"] = len(b.d.find_elements(By.CSS_SELECTOR, ".facts i"))
+        b.shot("denied")
+    finally:
+        b.close()
     return out
 
 

@@ -1,5 +1,5 @@
-//! Approvers' queue of pending requests, and approving (with a fresh authenticator code for
-//! that approval) or denying one on its page. The engine refuses self-approval; the page shows
+//! Approvers' queue of pending requests, and approving or denying one on its page, each with a
+//! fresh authenticator code for that action. The engine refuses self-approval; the page shows
 //! its reason.
 
 use super::glass::Row;
@@ -83,6 +83,8 @@ struct DenyForm {
     csrf: String,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    otp: String,
 }
 
 async fn deny(
@@ -92,7 +94,20 @@ async fn deny(
     Form(f): Form<DenyForm>,
 ) -> Result<Response, WebError> {
     u.check_form(&f.csrf)?;
-    match s.engine.deny(&u.p, &id, f.reason.trim()).await {
+    let Some(otp) = opt(&f.otp) else {
+        return grant::page_with_error(
+            &s,
+            &u,
+            &id,
+            ApiError::bad("enter a fresh code from your authenticator app to deny"),
+        )
+        .await;
+    };
+    match s
+        .engine
+        .deny_with_mfa(&u.p, &id, f.reason.trim(), &otp)
+        .await
+    {
         Ok(_) => Ok(grant::back_to(&id)),
         Err(e) => grant::page_with_error(&s, &u, &id, e).await,
     }
