@@ -130,6 +130,7 @@ fn phone_login_break_glass_grant_revoke_logout() {
     assert_eq!(v["bold_elements_in_reason"], 0);
     assert_eq!(v["scripts"], 0);
     assert_eq!(v["pwned"], false);
+    assert!(v["home"].as_str().unwrap_or("").contains("prod-db"));
     // The grant page again: no credential.
     let again = v["page_again"].as_str().unwrap_or("");
     assert!(!again.contains("s3cret") && !again.contains("Shown this once"));
@@ -166,6 +167,9 @@ fn approve_flow(js: bool) {
     let alice = server.user("alice", &["oncall"]);
     let bob = server.user("bob", &["security"]);
     let v = drive(&server, "approve", js, &[&alice, &bob], json!({}));
+    assert_eq!(v["page_script_ran"], js, "JavaScript on: {js}?");
+    // The approver's queue shows the requester's markup as text.
+    assert!(v["queue"].as_str().unwrap_or("").contains(REASON));
     let id = v["grant"].as_str().unwrap_or("");
     assert_eq!(grant_state(&alice, id), "active");
     let g = alice.ok(&["status", id]);

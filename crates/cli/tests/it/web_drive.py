@@ -220,6 +220,9 @@ def glass(cfg):
         b.expect("revoked")
         out["after_revoke"] = b.text()
         b.shot("grant-revoked")
+        b.go("/")
+        out["home"] = b.text()
+        b.shot("home-grants")
         # Sign out: the session is deleted.
         out["cookie"] = b.session_cookie()
         b.submit("/logout")
@@ -240,6 +243,9 @@ def approve(cfg):
     b = Browser(cfg, "bob")
     try:
         a.login("alice", o["alice"])
+        # Is JavaScript really on/off? A page script runs or not (WebDriver's own may).
+        a.d.get("data:text/html,<p id=p>off</p><script>document.getElementById('p').textContent='on'</script>")
+        out["page_script_ran"] = a.d.find_element(By.ID, "p").text == "on"
         a.request(o["alice"], "bastion", cfg["reason"], "INC-42")
         a.expect("pending")
         gid = a.grant_id()
