@@ -140,6 +140,8 @@ fn phone_login_break_glass_grant_revoke_logout() {
     let g = alice.ok(&["status", id]);
     assert_eq!(g["end_reason"], "done, fixed");
     assert_eq!(g["duration_secs"], 45 * 60);
+    assert_eq!(g["extensions"], 1, "{g}");
+    assert_ne!(v["expires_after_extend"], v["expires"]);
     // Signed out: the browser is sent to the login page, the session token is dead.
     assert!(
         v["after_logout_url"]

@@ -214,6 +214,11 @@ def glass(cfg):
         b.go("/grants/" + out["grant"])
         out["page_again"] = b.text()
         b.shot("grant")
+        # Extend by 15 minutes with a fresh code.
+        b.fill("by", "15m")
+        b.fill("otp", o["alice"].code())
+        b.submit("/grants/%s/extend" % out["grant"])
+        out["expires_after_extend"] = b.d.find_element(By.CSS_SELECTOR, ".expiry strong").text
         # Revoke with a reason.
         b.fill("reason", "done, fixed")
         b.submit("/grants/%s/revoke" % out["grant"])

@@ -51,6 +51,7 @@ async fn list(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
 
 #[derive(Deserialize)]
 struct ApproveForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     otp: String,
@@ -80,6 +81,7 @@ async fn approve(
 
 #[derive(Deserialize)]
 struct DenyForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     reason: String,

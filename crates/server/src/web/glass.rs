@@ -184,6 +184,7 @@ struct RequestPage {
 
 #[derive(Deserialize, Default)]
 struct RequestForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     resource: String,

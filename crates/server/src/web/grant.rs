@@ -158,6 +158,7 @@ async fn show(
 
 #[derive(Deserialize)]
 struct ReasonForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     reason: String,
@@ -178,6 +179,7 @@ async fn revoke(
 
 #[derive(Deserialize)]
 struct ExtendForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     by: String,
@@ -204,6 +206,7 @@ async fn extend(
 
 #[derive(Deserialize)]
 struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 

@@ -33,8 +33,11 @@ async fn page() -> Response {
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
     user: String,
+    #[serde(default)]
     password: String,
+    #[serde(default)]
     otp: String,
 }
 
@@ -84,6 +87,7 @@ async fn submit(State(s): State<St>, PeerIp(ip): PeerIp, Form(f): Form<LoginForm
 
 #[derive(Deserialize)]
 struct LogoutForm {
+    #[serde(default)]
     csrf: String,
 }
 

@@ -84,6 +84,7 @@ pub fn router(engine: Arc<Engine>, cfg: WebConfig) -> Router {
         .merge(glass::routes())
         .merge(grant::routes())
         .merge(approvals::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
