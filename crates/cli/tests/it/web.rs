@@ -26,6 +26,7 @@ resources:
     revoke: ["/bin/true"]
   - { name: bastion, kind: exec, grant: ["/bin/echo", "ssh-token-7f3a"], revoke: ["/bin/true"] }
   - { name: hidden, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+  - { name: vault-root, kind: secret }
 policies:
   - name: dba-emergency
     resources: [prod-db]
@@ -38,6 +39,12 @@ policies:
     who: { groups: [oncall] }
     require: { mfa: true, ticket: "^INC-[0-9]+$" }
     approval: { mode: quorum, count: 1, from: [security], timeout: 10m, on_timeout: deny }
+    duration: { default: 15m, max: 1h }
+  - name: root-secret
+    resources: [vault-root]
+    who: { groups: [oncall] }
+    require: { mfa: true }
+    approval: { mode: auto }
     duration: { default: 15m, max: 1h }
   - name: only-dbas
     resources: [hidden]
@@ -443,4 +450,20 @@ fn over_tls_host_cookie_and_hsts() {
     assert_eq!(v["cookie"]["name"], "__Host-breakglass");
     assert_eq!(v["cookie"]["secure"], true);
     assert!(v["url"].as_str().unwrap_or("").ends_with("/request"));
+}
+
+/// A sealed secret is released to the holder of an active grant on the grant page (audited).
+#[test]
+fn sealed_secret_released_on_the_grant_page() {
+    let server = Server::start(&policy());
+    let bob = server.user("bob", &["security"]);
+    let put = bob.run_stdin(&["secret", "put", "vault-root"], Some("hunter2-root-pw"));
+    assert!(put.ok, "{}{}", put.stdout, put.stderr);
+    let alice = server.user("alice", &["oncall"]);
+    let v = drive(&server, "secret", true, &[&alice], json!({}));
+    let page = v["page"].as_str().unwrap_or("");
+    assert!(page.contains("hunter2-root-pw"), "{page}");
+    assert!(page.contains("flagged for rotation"), "{page}");
+    let before = v["before"].as_str().unwrap_or("");
+    assert!(!before.contains("hunter2-root-pw"), "{before}");
 }

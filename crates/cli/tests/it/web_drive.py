@@ -320,6 +320,23 @@ def self_approve(cfg):
     return out
 
 
+def secret(cfg):
+    """alice breaks glass on a sealed secret and has it released on the grant page."""
+    o = otps(cfg)
+    b = Browser(cfg, "alice")
+    try:
+        b.login("alice", o["alice"])
+        b.request(o["alice"], "vault-root", cfg["reason"], "")
+        b.expect("Show the secret")
+        out = {"before": b.text()}
+        b.submit("/grants/%s/secret" % b.grant_id())
+        out["page"] = b.text()
+        b.shot("secret-released")
+        return out
+    finally:
+        b.close()
+
+
 def tls_login(cfg):
     """Over HTTPS: sign in; the session cookie is `__Host-` prefixed and Secure."""
     o = otps(cfg)
@@ -336,7 +353,7 @@ def tls_login(cfg):
 def main():
     cfg = json.load(sys.stdin)
     fn = {"glass": glass, "approve": approve, "self": self_approve,
-          "tls_login": tls_login}[cfg["scenario"]]
+          "tls_login": tls_login, "secret": secret}[cfg["scenario"]]
     print(json.dumps(fn(cfg)))
 
 

@@ -1,6 +1,7 @@
 //! A grant's page: its state and exact window in UTC, the credential (shown once: in the answer
-//! to the request that activated it, or by a one-time pickup after approvers activated it),
-//! revoke (with a reason) and extend.
+//! to the request that activated it, or by a one-time pickup after approvers activated it; a
+//! sealed secret is released on request while the grant is active, audited each time), revoke
+//! (with a reason) and extend.
 
 use super::{Nav, St, WebError, WebUser, html, opt, utc};
 use crate::engine::GrantView;
@@ -18,6 +19,7 @@ pub(super) fn routes() -> Router<St> {
         .route("/grants/{id}/revoke", post(revoke))
         .route("/grants/{id}/extend", post(extend))
         .route("/grants/{id}/credential", post(pickup))
+        .route("/grants/{id}/secret", post(secret))
 }
 
 #[derive(Template)]
@@ -34,7 +36,11 @@ pub(super) struct GrantPage {
     timeout_at: String,
     /// The credential, this once: (field, value) pairs.
     credential: Vec<(String, String)>,
+    /// What the page says about showing it again.
+    credential_note: &'static str,
     pickup_waiting: bool,
+    /// The holder may have the sealed secret of this resource released (audited each time).
+    secret_release: bool,
     is_owner: bool,
     can_revoke: bool,
     can_approve: bool,
@@ -74,6 +80,12 @@ pub(super) async fn render(
         && matches!(s.engine.store.credential(&g.id).await, Ok(Some(c)) if c.pickup.is_some());
     let can_approve =
         g.state == "pending" && u.p.groups.iter().any(|x| g.approvers_from.contains(x));
+    let is_secret = s
+        .engine
+        .policy()
+        .set
+        .resource(&g.resource)
+        .is_some_and(|r| r.kind == breakglass_core::policy::ResourceKind::Secret);
     let t = |x: &Option<String>| x.as_deref().map(utc).unwrap_or_default();
     let page = GrantPage {
         nav: Nav::of(u),
@@ -96,7 +108,13 @@ pub(super) async fn render(
             .as_ref()
             .map(credential_fields)
             .unwrap_or_default(),
+        credential_note: if is_secret {
+            "Released to you under this grant and recorded in the audit trail; it is flagged for rotation when the grant ends."
+        } else {
+            "Shown this once: copy it now. It is not stored and will not be shown again."
+        },
         pickup_waiting,
+        secret_release: is_secret && is_owner && active,
         is_owner,
         can_revoke: active && (is_owner || s.engine.is_admin(&u.p)),
         can_approve,
@@ -208,6 +226,24 @@ async fn extend(
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+}
+
+/// The sealed secret of the grant's resource, released to its holder (audited each time).
+async fn secret(
+    State(s): State<St>,
+    u: WebUser,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    u.check_form(&f.csrf)?;
+    match s.engine.secret_show(&u.p, &id).await {
+        Ok((value, version)) => {
+            let mut g = s.engine.grant(&u.p, &id).await?;
+            g.credential = Some(serde_json::json!({"secret": value.as_str(), "version": version}));
+            Ok(render(&s, &u, g, None).await)
+        }
+        Err(e) => page_with_error(&s, &u, &id, e).await,
+    }
 }
 
 /// The one-time pickup of a credential sealed when approvers activated the grant.
