@@ -27,6 +27,7 @@ resources:
   - { name: bastion, kind: exec, grant: ["/bin/echo", "ssh-token-7f3a"], revoke: ["/bin/true"] }
   - { name: hidden, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
   - { name: vault-root, kind: secret }
+  - { name: jump, kind: ssh, principals: [alice], host: 127.0.0.1, port: 2222 }
 policies:
   - name: dba-emergency
     resources: [prod-db]
@@ -42,6 +43,12 @@ policies:
     duration: { default: 15m, max: 1h }
   - name: root-secret
     resources: [vault-root]
+    who: { groups: [oncall] }
+    require: { mfa: true }
+    approval: { mode: auto }
+    duration: { default: 15m, max: 1h }
+  - name: jump-host
+    resources: [jump]
     who: { groups: [oncall] }
     require: { mfa: true }
     approval: { mode: auto }
@@ -466,4 +473,32 @@ fn sealed_secret_released_on_the_grant_page() {
     assert!(page.contains("flagged for rotation"), "{page}");
     let before = v["before"].as_str().unwrap_or("");
     assert!(!before.contains("hunter2-root-pw"), "{before}");
+}
+
+/// An SSH resource asks for the public key in the form; the certificate comes back once, with
+/// how to connect.
+#[test]
+fn ssh_certificate_for_a_pasted_public_key() {
+    let server = Server::start(&policy());
+    let alice = server.user("alice", &["oncall"]);
+    let key = server.dir.path().join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let v = drive(
+        &server,
+        "ssh",
+        true,
+        &[&alice],
+        json!({"ssh_key": public.trim()}),
+    );
+    let refusal = v["refusal"].as_str().unwrap_or("");
+    assert!(refusal.contains("jump is an SSH resource"), "{refusal}");
+    let page = v["page"].as_str().unwrap_or("");
+    assert!(page.contains("ssh-ed25519-cert-v01@openssh.com "), "{page}");
+    assert!(page.contains("ssh -p 2222 alice@127.0.0.1"), "{page}");
 }

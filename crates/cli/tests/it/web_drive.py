@@ -337,6 +337,25 @@ def secret(cfg):
         b.close()
 
 
+def ssh(cfg):
+    """An SSH resource: without a key, refused on the form; with the key pasted, a certificate."""
+    o = otps(cfg)
+    b = Browser(cfg, "alice")
+    try:
+        b.login("alice", o["alice"])
+        b.request(o["alice"], "jump", cfg["reason"], "")
+        out = {"refusal": b.d.find_element(By.CSS_SELECTOR, ".problem").text}
+        b.fill("ssh_public_key", cfg["ssh_key"])
+        b.fill("otp", o["alice"].code())
+        b.submit("/request")
+        b.expect("Shown this once")
+        out["page"] = b.text()
+        b.shot("grant-ssh")
+        return out
+    finally:
+        b.close()
+
+
 def tls_login(cfg):
     """Over HTTPS: sign in; the session cookie is `__Host-` prefixed and Secure."""
     o = otps(cfg)
@@ -353,7 +372,8 @@ def tls_login(cfg):
 def main():
     cfg = json.load(sys.stdin)
     fn = {"glass": glass, "approve": approve, "self": self_approve,
-          "tls_login": tls_login, "secret": secret}[cfg["scenario"]]
+          "tls_login": tls_login, "secret": secret,
+          "ssh": ssh}[cfg["scenario"]]
     print(json.dumps(fn(cfg)))
 
 

@@ -49,16 +49,38 @@ pub(super) struct GrantPage {
 
 fn credential_fields(c: &serde_json::Value) -> Vec<(String, String)> {
     match c {
-        serde_json::Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), v)
-            })
-            .collect(),
+        serde_json::Value::Object(m) => {
+            let mut out: Vec<(String, String)> = m
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            // An SSH certificate: how to use it (OpenSSH loads KEY-cert.pub beside KEY).
+            if let (Some(_), Some(host), Some(user)) = (
+                m.get("certificate"),
+                m.get("host").and_then(|h| h.as_str()),
+                m.get("principals")
+                    .and_then(|p| p.get(0))
+                    .and_then(|p| p.as_str()),
+            ) {
+                let port = m.get("port").and_then(|p| p.as_u64()).unwrap_or(22);
+                out.insert(
+                    0,
+                    (
+                        "connect".into(),
+                        format!(
+                            "save the certificate as ~/.ssh/id_ed25519-cert.pub (beside the key you sent), then:\nssh -p {port} {user}@{host}"
+                        ),
+                    ),
+                );
+            }
+            out
+        }
         serde_json::Value::String(s) => vec![("credential".into(), s.clone())],
         serde_json::Value::Null => vec![],
         other => vec![("credential".into(), other.to_string())],
