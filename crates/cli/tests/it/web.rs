@@ -156,6 +156,11 @@ fn phone_login_break_glass_grant_revoke_logout() {
     assert_eq!(g["duration_secs"], 45 * 60);
     assert_eq!(g["extensions"], 1, "{g}");
     assert_ne!(v["expires_after_extend"], v["expires"]);
+    // A cross-site form post from a real browser: refused, nothing granted.
+    let refused = v["cross_site_page"].as_str().unwrap_or("");
+    assert!(refused.contains("Nothing was changed"), "{refused}");
+    let all = alice.ok(&["status", "--all"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
     // Signed out: the browser is sent to the login page, the session token is dead.
     assert!(
         v["after_logout_url"]

@@ -228,7 +228,17 @@ def glass(cfg):
         b.go("/")
         out["home"] = b.text()
         b.shot("home-grants")
+        # A form on another site (here a data: page) posting to breakglass: refused.
+        action = b.url + "/request"
+        b.d.get("data:text/html,<form method=post action='%s'>"
+                "<input name=resource value=prod-db><input name=reason value='from another site'>"
+                "<input name=ticket value=INC-1><button type=submit>go</button></form>" % action)
+        b.submit(action)
+        b.expect("not sent from this site")
+        out["cross_site_page"] = b.text()
+        b.shot("refused-cross-site")
         # Sign out: the session is deleted.
+        b.go("/")
         out["cookie"] = b.session_cookie()
         b.submit("/logout")
         b.go("/")
