@@ -263,6 +263,7 @@ def approve(cfg):
         out["page_script_ran"] = a.d.find_element(By.ID, "p").text == "on"
         a.request(o["alice"], "bastion", cfg["reason"], "INC-42")
         a.expect("pending")
+        a.expect("Waiting for 1 more approval(s) from security")
         gid = a.grant_id()
         out["grant"] = gid
         a.shot(tag + "grant-pending")

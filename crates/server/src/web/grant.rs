@@ -33,6 +33,8 @@ pub(super) struct GrantPage {
     ended_at: String,
     remaining: String,
     approvals: Vec<(String, String)>,
+    /// Approvals still needed (pending grants).
+    approvals_missing: u32,
     timeout_at: String,
     /// The credential, this once: (field, value) pairs.
     credential: Vec<(String, String)>,
@@ -124,6 +126,10 @@ pub(super) async fn render(
             .iter()
             .map(|a| (a.by.clone(), utc(&a.at)))
             .collect(),
+        approvals_missing: g
+            .approvals_needed
+            .unwrap_or(0)
+            .saturating_sub(u32::try_from(g.approvals.len()).unwrap_or(u32::MAX)),
         timeout_at: t(&g.approval_timeout_at),
         credential: g
             .credential
