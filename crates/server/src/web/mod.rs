@@ -103,7 +103,8 @@ async fn css() -> Response {
 /// Refuses cross-origin state changes, then adds the security headers.
 async fn guard(State(s): State<St>, req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-    let mut resp = if !safe && let Err(why) = same_origin(req.headers(), &s) {
+    let public = s.engine.config.public_url.as_deref();
+    let mut resp = if !safe && let Err(why) = same_origin(req.headers(), s.tls, public) {
         tracing::warn!(reason = %why, path = %req.uri().path(), "web: cross-origin request refused");
         error_page(
             StatusCode::FORBIDDEN,
@@ -141,20 +142,15 @@ pub fn security_headers(h: &mut HeaderMap, tls: bool) {
 /// configured public URL) and `Sec-Fetch-Site` must say `same-origin` (or `none`: typed by the
 /// user). `Origin: null` (what browsers send under `Referrer-Policy: no-referrer`) counts as
 /// absent; neither header: refused.
-fn same_origin(h: &HeaderMap, s: &WebState) -> Result<(), String> {
+fn same_origin(h: &HeaderMap, tls: bool, public_url: Option<&str>) -> Result<(), String> {
     let text = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
     let origin = text("origin").filter(|o| *o != "null");
     let site = text("sec-fetch-site");
     if let Some(origin) = origin {
-        let scheme = if s.tls { "https" } else { "http" };
+        let scheme = if tls { "https" } else { "http" };
         let ours = text("host").map(|host| format!("{scheme}://{host}"));
-        let public = s
-            .engine
-            .config
-            .public_url
-            .as_deref()
-            .map(|u| u.trim_end_matches('/').to_string());
-        if ours.as_deref() != Some(origin) && public.as_deref() != Some(origin) {
+        let public = public_url.map(|u| u.trim_end_matches('/'));
+        if ours.as_deref() != Some(origin) && public != Some(origin) {
             return Err(format!(
                 "This form was sent from {origin:.100}, not from {}.",
                 ours.unwrap_or_else(|| "this server".into())
@@ -334,6 +330,74 @@ mod tests {
     #[test]
     fn utc_is_exact_to_the_second() {
         assert_eq!(utc("2026-12-02T03:04:05.678Z"), "2026-12-02 03:04:05 UTC");
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_rules() {
+        let host = ("host", "bg.example:8700");
+        let ok = |p: &[(&'static str, &'static str)], tls: bool, public: Option<&str>| {
+            same_origin(&headers(p), tls, public).is_ok()
+        };
+        assert!(ok(
+            &[host, ("origin", "http://bg.example:8700")],
+            false,
+            None
+        ));
+        assert!(!ok(
+            &[host, ("origin", "https://bg.example:8700")],
+            false,
+            None
+        ));
+        assert!(ok(
+            &[host, ("origin", "https://bg.example:8700")],
+            true,
+            None
+        ));
+        assert!(!ok(
+            &[host, ("origin", "https://evil.example")],
+            false,
+            None
+        ));
+        // Behind a proxy: the public URL's origin.
+        assert!(ok(
+            &[host, ("origin", "https://bg.corp")],
+            false,
+            Some("https://bg.corp/")
+        ));
+        // Origin: null (no-referrer) falls back to Sec-Fetch-Site.
+        assert!(ok(
+            &[host, ("origin", "null"), ("sec-fetch-site", "same-origin")],
+            false,
+            None
+        ));
+        assert!(!ok(&[host, ("origin", "null")], false, None));
+        assert!(!ok(
+            &[host, ("origin", "null"), ("sec-fetch-site", "cross-site")],
+            false,
+            None
+        ));
+        assert!(!ok(&[host, ("sec-fetch-site", "same-site")], false, None));
+        assert!(ok(&[host, ("sec-fetch-site", "none")], false, None));
+        // A matching Origin does not excuse a cross-site Sec-Fetch-Site.
+        assert!(!ok(
+            &[
+                host,
+                ("origin", "http://bg.example:8700"),
+                ("sec-fetch-site", "cross-site")
+            ],
+            false,
+            None
+        ));
+        // Neither header.
+        assert!(!ok(&[host], false, None));
     }
 
     #[test]
