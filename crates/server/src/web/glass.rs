@@ -254,3 +254,43 @@ async fn submit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values typed by the user come back escaped, in text and in attribute values alike.
+    #[test]
+    fn the_form_escapes_what_it_shows_again() {
+        let evil = "\"><script>alert(1)</script><img src=x onerror=alert(2)>'";
+        let page = RequestPage {
+            nav: Nav {
+                user: "alice".into(),
+                csrf: "t".into(),
+            },
+            choices: vec![Choice {
+                resource: evil.into(),
+                kind: "exec",
+                policy: evil.into(),
+                rules: vec![evil.into()],
+                checked: true,
+            }],
+            any_ssh: true,
+            reason: evil.into(),
+            ticket: evil.into(),
+            duration: evil.into(),
+            ssh_key: evil.into(),
+            error: Some((evil.into(), evil.into())),
+        }
+        .render()
+        .unwrap();
+        assert!(
+            !page.contains("<script>") && !page.contains("<img"),
+            "{page}"
+        );
+        assert!(!page.contains(evil), "{page}");
+        // Each of the 10 places shows the escaped text (quotes included: attributes stay shut).
+        let escaped = "&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;&#60;img src=x onerror=alert(2)&#62;&#39;";
+        assert_eq!(page.matches(escaped).count(), 10, "{page}");
+    }
+}
