@@ -14,6 +14,9 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 # Replaying exported session recordings as a reviewer would.
 command -v asciinema >/dev/null 2>&1 || need+=(asciinema)
+# A real browser for the web UI tests (driven by Selenium through Debian's chromedriver).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -25,6 +28,8 @@ fi
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
 # A real PostgreSQL driver for the gateway tests (pure Python; uses the libpq psql brings).
 python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check psycopg
+# Selenium drives chromium for the web UI tests (crates/cli/tests/it/web_drive.py).
+python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check selenium
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

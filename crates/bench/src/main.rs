@@ -33,6 +33,7 @@ mod gateway;
 mod recording;
 mod streams;
 mod targets;
+mod web;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -323,6 +324,9 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--gateway-only") {
         return gateway::gateway(10).await;
     }
+    if args.iter().any(|a| a == "--web-only") {
+        return web::page_weight().await;
+    }
     if args.iter().any(|a| a == "--recording-only") {
         return recording::all().await;
     }
@@ -334,6 +338,7 @@ async fn main() -> Result<()> {
     expiry_lag(1000).await?;
     verify_rate(events).await?;
     streams::all(100_000).await?;
+    web::page_weight().await?;
     if args.iter().any(|a| a == "--no-targets") {
         return Ok(());
     }

@@ -20,6 +20,7 @@ pub mod report_render;
 pub mod stream;
 pub mod tasks;
 pub mod text;
+pub mod web;
 
 use engine::{Clock, Engine, EngineConfig, SystemClock};
 use std::net::SocketAddr;
@@ -256,6 +257,13 @@ pub async fn start_with_clock(
         }
         None => api::router_with(engine.clone(), Some(metrics_access)),
     };
+    // The web UI beside the API (its routes live under `/`, the API's under `/api/v1`).
+    let app = app.merge(web::router(
+        engine.clone(),
+        web::WebConfig {
+            tls: cfg.tls.is_some(),
+        },
+    ));
     let tls = match &cfg.tls {
         Some((cert, key)) => Some(tls_config(cert, key)?),
         None => None,

@@ -474,6 +474,11 @@ impl User {
         ])
     }
 
+    /// The last TOTP step this user's codes used (a browser test walks on from it).
+    pub fn last_step(&self) -> i64 {
+        *self.last_step.lock().unwrap()
+    }
+
     /// A code that was already accepted (for replay tests).
     pub fn used_code(&self) -> String {
         let last = *self.last_step.lock().unwrap();

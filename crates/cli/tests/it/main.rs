@@ -18,3 +18,4 @@ mod siem;
 mod ssh;
 mod syslog_rx;
 mod witness;
+mod web;

@@ -1,6 +1,6 @@
 //! Approvals and denials of pending grants. Approvals never overwrite each other: a change computed from a stale grant is re-applied on the current one.
 
-use super::factors::SpendMfaOnError;
+use super::factors::{MfaLock, SpendMfaOnError};
 use super::request::activation_event;
 use super::views::GrantView;
 use super::{CAS_RETRIES, Engine, Principal, check_text, event};
@@ -130,6 +130,28 @@ impl Engine {
         id: &str,
         reason: &str,
     ) -> Result<GrantView, ApiError> {
+        self.deny_proven(who, id, reason, None).await
+    }
+
+    /// [`Engine::deny`] proven with a fresh code (the web UI asks for one): the code's MFA state
+    /// is committed with the denial, and spent when the denial is then refused.
+    pub async fn deny_with_mfa(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: &str,
+        otp: &str,
+    ) -> Result<GrantView, ApiError> {
+        self.deny_proven(who, id, reason, Some(otp)).await
+    }
+
+    async fn deny_proven(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: &str,
+        otp: Option<&str>,
+    ) -> Result<GrantView, ApiError> {
         check_text("reason", reason, 2000)?;
         if reason.trim().is_empty() {
             return Err(ApiError::bad_hint(
@@ -143,6 +165,10 @@ impl Engine {
                 "grant {id} is {}, not pending: only pending grants can be denied",
                 g.state_name()
             )));
+        };
+        let (mut changes, mut events, _mfa) = match otp {
+            Some(code) => self.verify_mfa(who, Some(code), "deny").await?,
+            None => (Vec::new(), Vec::new(), MfaLock::none()),
         };
         let now = self.now();
         let info = p.info.clone();
@@ -158,24 +184,24 @@ impl Engine {
                     json!({}),
                 )
                 .await?;
-                return Err(ApiError::Forbidden(e.to_string()));
+                return Err::<GrantView, _>(ApiError::Forbidden(e.to_string()))
+                    .or_else_spend_mfa(self, &changes, &events)
+                    .await;
             }
         };
         let next = AnyGrant::from(ended);
-        self.commit(
-            vec![Change::UpdateGrant {
-                expected_state: "pending",
-                grant: next.clone(),
-            }],
-            vec![event(
-                now,
-                "grant.denied",
-                Some(&who.name),
-                Some(&info),
-                json!({"reason": reason.trim()}),
-            )],
-        )
-        .await?;
+        changes.push(Change::UpdateGrant {
+            expected_state: "pending",
+            grant: next.clone(),
+        });
+        events.push(event(
+            now,
+            "grant.denied",
+            Some(&who.name),
+            Some(&info),
+            json!({"reason": reason.trim()}),
+        ));
+        self.commit(changes, events).await?;
         Ok(GrantView::of(&next, now))
     }
 }

@@ -1,0 +1,111 @@
+//! Signing in (user name + password + TOTP code → the engine's session token in a cookie) and
+//! out (the session is deleted).
+
+use super::{St, WebError, WebUser, html};
+use crate::api::PeerIp;
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+pub(super) fn routes() -> Router<St> {
+    Router::new()
+        .route("/login", get(page).post(submit))
+        .route("/logout", post(logout))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    user: &'a str,
+    error: Option<(String, String)>,
+}
+
+async fn page() -> Response {
+    html(&LoginPage {
+        user: "",
+        error: None,
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    otp: String,
+}
+
+async fn submit(State(s): State<St>, PeerIp(ip): PeerIp, Form(f): Form<LoginForm>) -> Response {
+    let user = f.user.trim();
+    let otp = f.otp.trim();
+    let refuse = |status: StatusCode, detail: String, hint: String| {
+        let mut r = html(&LoginPage {
+            user,
+            error: Some((detail, hint)),
+        });
+        *r.status_mut() = status;
+        r
+    };
+    if otp.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Enter the 6-digit code of your authenticator app.".into(),
+            "No authenticator yet? Enrol one with `breakglass mfa totp enroll`.".into(),
+        );
+    }
+    match s.engine.login(user, &f.password, Some(otp), ip).await {
+        Ok(out) => {
+            let secure = if s.tls { "; Secure" } else { "" };
+            let cookie = format!(
+                "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age={}",
+                s.cookie_name(),
+                out.token,
+                s.engine.config.session_ttl.as_secs()
+            );
+            let mut r = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => {
+            let p = e.problem();
+            let hint = match &e {
+                crate::error::ApiError::Unauthenticated => String::new(),
+                _ => p.hint.unwrap_or_default(),
+            };
+            refuse(e.status(), p.detail, hint)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(s): State<St>,
+    u: WebUser,
+    Form(f): Form<LogoutForm>,
+) -> Result<Response, WebError> {
+    u.check_form(&f.csrf)?;
+    s.engine.logout(&u.token, &u.p).await?;
+    let secure = if s.tls { "; Secure" } else { "" };
+    let gone = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax{secure}; Max-Age=0",
+        s.cookie_name()
+    );
+    let mut r = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&gone) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
