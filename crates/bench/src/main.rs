@@ -344,6 +344,7 @@ async fn main() -> Result<()> {
             seed,
             clients: clients.max(1),
             verbose: args.iter().any(|a| a == "--verbose"),
+            keep: args.iter().any(|a| a == "--keep"),
         })
         .await;
     }

@@ -43,6 +43,8 @@ pub struct Memory {
     /// Tagged roles seen at PostgreSQL while the load ran: role → grant id in its tag.
     pub roles_seen: BTreeMap<String, String>,
     explained_roles: HashSet<String>,
+    /// The last event seen by the previous round.
+    last_seq: u64,
 }
 
 /// One check round; the server is up, the load stopped. `outbox` is every alert the outbox
@@ -102,15 +104,24 @@ pub async fn round(
             .extend(unbacked_events(&id, view.as_ref(), &evs));
         views.insert(id, view);
     }
-    // Revoked at the target means gone from it.
-    let present: HashSet<&str> = roles.iter().map(|(r, _)| r.as_str()).collect();
+    // Revoked at the target means gone from it, unless the same role (named after its grant)
+    // was issued again later: a quorum grant's approval may create it, lose it to a crash and
+    // the sweep, and create it again. Read now: the events were recorded after the drop.
+    let now_present: HashSet<String> = rig.pg_roles().await?.into_iter().map(|(r, _)| r).collect();
+    let mut issued_last: HashMap<String, u64> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind == "credential.issued") {
+        if let Some(r) = role_named(e) {
+            issued_last.insert(r, e.seq);
+        }
+    }
     for e in &events {
         let role = match e.kind.as_str() {
             "credential.revoked" | "credential.orphan_removed" => role_named(e),
             _ => None,
         };
         if let Some(r) = role
-            && present.contains(r.as_str())
+            && now_present.contains(&r)
+            && issued_last.get(&r).is_none_or(|s| *s < e.seq)
         {
             f.events_without_changes.push(format!(
                 "{} (seq {}) but role {r} is still at PostgreSQL",
@@ -118,6 +129,7 @@ pub async fn round(
             ));
         }
     }
+    let present: HashSet<&str> = now_present.iter().map(String::as_str).collect();
     // A control: the role a client holds for a grant still active is there.
     for (id, h) in &ledger {
         let active = views
@@ -127,6 +139,10 @@ pub async fn round(
         for c in &h.creds {
             if let (true, super::load::Cred::Pg { role }) = (active, c)
                 && !present.contains(role.as_str())
+                && admin
+                    .grant(id)
+                    .await?
+                    .is_some_and(|v| v["state"] == "active")
             {
                 f.notes.push(format!(
                     "control: grant {id} is active but its role {role} is not at PostgreSQL"
@@ -147,6 +163,7 @@ pub async fn round(
         .collect();
     at_targets::ssh(rig, load, &all, &mut f).await?;
     roles_explained(mem, &events, &roles, &mut f);
+    failures_noted(mem, &events, &mut f);
     for (id, v) in views {
         if let Some(v) = v.filter(settled) {
             mem.settled.insert(id, v);
@@ -554,5 +571,36 @@ fn roles_explained(
             unexplained.len(),
             unexplained.join(", ")
         ));
+    }
+}
+
+/// Target failures the server audited since the last round, as notes (kind: error, count).
+fn failures_noted(mem: &mut Memory, events: &[Event], f: &mut Findings) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.seq > mem.last_seq) {
+        if matches!(
+            e.kind.as_str(),
+            "credential.issue_failed" | "revocation.failed" | "sweep.failed"
+        ) {
+            // The error without role and grant names, so alike failures count together.
+            let err: Vec<&str> = e.data["error"]
+                .as_str()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(|w| {
+                    if w.contains("bg_") || w.contains("g-") {
+                        "…"
+                    } else {
+                        w
+                    }
+                })
+                .collect();
+            let err = err.join(" ");
+            *seen.entry(format!("{}: {err}", e.kind)).or_default() += 1;
+        }
+    }
+    mem.last_seq = events.last().map(|e| e.seq).unwrap_or(mem.last_seq);
+    for (what, n) in seen {
+        f.notes.push(format!("{n} × {what}"));
     }
 }

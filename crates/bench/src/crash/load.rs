@@ -106,6 +106,8 @@ pub struct OpCounts {
 pub struct Ledger {
     pub grants: BTreeMap<String, ClientGrant>,
     pub ops: OpCounts,
+    /// Refusals by `operation status problem-slug`.
+    pub refusals: BTreeMap<String, u64>,
 }
 
 /// TOTP codes for every seeded user (one secret for all; each code is spent once per user,
@@ -263,6 +265,19 @@ impl Client {
         }
     }
 
+    fn refused(&self, op: &str, status: u16, v: &Value) {
+        let slug = v["type"]
+            .as_str()
+            .and_then(|t| t.rsplit('/').next())
+            .unwrap_or("-");
+        if let Ok(mut l) = self.load.ledger.lock() {
+            l.ops.refused += 1;
+            *l.refusals
+                .entry(format!("{op} {status} {slug}"))
+                .or_default() += 1;
+        }
+    }
+
     fn update(&self, id: &str, f: impl FnOnce(&mut ClientGrant)) {
         if let Ok(mut l) = self.load.ledger.lock()
             && let Some(g) = l.grants.get_mut(id)
@@ -322,7 +337,7 @@ impl Client {
         };
         let id = v["id"].as_str().filter(|_| status == 201);
         let Some(id) = id else {
-            self.count(|o| o.refused += 1);
+            self.refused("request", status, &v);
             return None;
         };
         let g = ClientGrant {
@@ -371,7 +386,7 @@ impl Client {
             return Some(false);
         };
         if status != 200 {
-            self.count(|o| o.refused += 1);
+            self.refused("approve", status, &v);
             if status == 409 {
                 self.refresh(&id).await;
             }
@@ -398,7 +413,7 @@ impl Client {
             return Some(false);
         };
         if status != 200 {
-            self.count(|o| o.refused += 1);
+            self.refused("pickup", status, &v);
             self.refresh(&id).await;
             return None;
         }
@@ -422,7 +437,7 @@ impl Client {
             return Some(false);
         };
         if status != 200 {
-            self.count(|o| o.refused += 1);
+            self.refused("revoke", status, &v);
             self.refresh(&id).await;
             return None;
         }
@@ -453,14 +468,14 @@ impl Client {
             body["otp"] = json!(self.load.totp.code(&user)?);
         }
         let path = format!("/api/v1/grants/{id}/extend");
-        let Some((status, _)) = self
+        let Some((status, v)) = self
             .send(reqwest::Method::POST, &path, &user, Some(body))
             .await
         else {
             return Some(false);
         };
         if status != 200 {
-            self.count(|o| o.refused += 1);
+            self.refused("extend", status, &v);
             self.refresh(&id).await;
             return None;
         }

@@ -34,6 +34,8 @@ pub struct Options {
     pub clients: usize,
     /// Print every finding and note of every round.
     pub verbose: bool,
+    /// Keep the data directory, server log and SSH host files even when all is well.
+    pub keep: bool,
 }
 
 #[derive(Default)]
@@ -206,6 +208,12 @@ pub async fn run(o: Options) -> Result<()> {
             .push(format!("[after the final stop] {}", why.trim()));
     }
     report(&o, &t, &load, &rig, &mem, started.elapsed());
+    if o.keep
+        && t.failures() == 0
+        && let Some(p) = rig.keep_files()
+    {
+        println!("files kept in {}", p.display());
+    }
     if t.failures() > 0 {
         let kept = rig.keep_files();
         bail!(
@@ -253,6 +261,14 @@ fn report(o: &Options, t: &Totals, load: &Load, rig: &rig::Rig, mem: &Memory, to
         ops.refused,
         ops.unanswered
     );
+    if let Ok(l) = load.ledger.lock() {
+        let r: Vec<String> = l
+            .refusals
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        println!("refusals (operation, status, problem): {}", r.join("; "));
+    }
     println!(
         "checked: {} grant views, {} distinct grants settled, {} roles seen at PostgreSQL, {} certificate-in-KRL checks, {} ssh logins refused for ended grants, {} control logins for active grants",
         t.grants_checked,
