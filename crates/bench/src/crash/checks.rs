@@ -107,6 +107,7 @@ pub async fn round(
     // Revoked at the target means gone from it, unless the same role (named after its grant)
     // was issued again later: a quorum grant's approval may create it, lose it to a crash and
     // the sweep, and create it again. Read now: the events were recorded after the drop.
+    let roles_read_at = super::load::now_ms();
     let now_present: HashSet<String> = rig.pg_roles().await?.into_iter().map(|(r, _)| r).collect();
     let mut issued_last: HashMap<String, u64> = HashMap::new();
     for e in events.iter().filter(|e| e.kind == "credential.issued") {
@@ -145,7 +146,9 @@ pub async fn round(
                     .is_some_and(|v| v["state"] == "active")
             {
                 f.notes.push(format!(
-                    "control: grant {id} is active but its role {role} is not at PostgreSQL"
+                    "control: grant {id} is active but its role {role} was not at PostgreSQL at {} (now {})",
+                    breakglass_core::time::rfc3339(breakglass_core::time::Timestamp(roles_read_at)),
+                    breakglass_core::time::rfc3339(breakglass_core::time::Timestamp(super::load::now_ms())),
                 ));
             }
         }

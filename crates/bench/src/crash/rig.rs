@@ -179,7 +179,22 @@ impl Rig {
         names.push((ADMIN.to_string(), "security"));
         let (ca, empty_krl) = seed_users(&data, &secret, &names).await?;
 
-        let pg = Pg::start_with(&["max_connections=300"]);
+        // PostgreSQL logs its DDL (role creation and drops) beside the server's log.
+        let pg_log = tmp.path().join("pg-log");
+        std::fs::create_dir_all(&pg_log)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(&pg_log, std::fs::Permissions::from_mode(0o777))?;
+        }
+        let log_dir = format!("log_directory={}", pg_log.display());
+        let pg = Pg::start_with(&[
+            "max_connections=300",
+            "logging_collector=on",
+            &log_dir,
+            "log_statement=ddl",
+            "log_line_prefix=%m[%p]",
+        ]);
         pg.sql("CREATE ROLE app_admin NOLOGIN; CREATE TABLE orders(id int); GRANT ALL ON orders TO app_admin");
         let pg_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
