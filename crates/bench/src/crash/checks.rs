@@ -6,6 +6,7 @@ use super::api::{Admin, Event};
 use super::at_targets;
 use super::load::Load;
 use super::rig::Rig;
+use super::rules::{acked_lost, group, missing_events, settled, unbacked_events};
 use anyhow::Result;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -185,192 +186,6 @@ fn role_named(e: &Event) -> Option<String> {
         .and_then(|f| f.strip_prefix("role:"))
         .or(e.data["name"].as_str())
         .map(String::from)
-}
-
-fn settled(v: &Value) -> bool {
-    let ended = !matches!(v["state"].as_str(), Some("pending" | "active"));
-    let cred = &v["credential_status"];
-    ended && (cred.is_null() || cred["state"] == "revoked")
-}
-
-fn group(events: &[Event]) -> HashMap<&str, Vec<&Event>> {
-    let mut m: HashMap<&str, Vec<&Event>> = HashMap::new();
-    for e in events {
-        if let Some(g) = e.grant.as_deref() {
-            m.entry(g).or_default().push(e);
-        }
-    }
-    m
-}
-
-fn count(evs: &[&Event], kind: &str) -> usize {
-    evs.iter().filter(|e| e.kind == kind).count()
-}
-
-fn approvals(v: &Value) -> usize {
-    v["approvals"].as_array().map(Vec::len).unwrap_or(0)
-}
-
-fn extensions(v: &Value) -> usize {
-    v["extensions"].as_u64().unwrap_or(0) as usize
-}
-
-/// The event that ends a grant in `state`.
-fn end_event(state: &str) -> Option<&'static str> {
-    Some(match state {
-        "revoked" => "grant.revoked",
-        "expired" => "grant.expired",
-        "denied" => "grant.denied",
-        "cancelled" => "grant.cancelled",
-        "timed-out" => "grant.timed_out",
-        _ => return None,
-    })
-}
-
-/// (2) What the server reports (and what the client holds) without the audit events for it.
-fn missing_events(
-    id: &str,
-    view: Option<&Value>,
-    evs: &[&Event],
-    held: Option<&super::load::ClientGrant>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut need = |what: &str, kind: &str, n: usize| {
-        if count(evs, kind) < n {
-            out.push(format!(
-                "grant {id}: {what} but {} {kind} event(s) of {n}",
-                count(evs, kind)
-            ));
-        }
-    };
-    if let Some(v) = view {
-        need("exists", "grant.requested", 1);
-        if v["activated_at"].is_string() {
-            need("was activated", "grant.activated", 1);
-        }
-        if let Some(kind) = v["state"].as_str().and_then(end_event) {
-            need("ended", kind, 1);
-        }
-        need("has approvals", "grant.approved", approvals(v));
-        need("was extended", "grant.extended", extensions(v));
-        let cred = &v["credential_status"];
-        if cred.is_object() {
-            need("has a target credential", "credential.issued", 1);
-        }
-        if cred["state"] == "revoked" {
-            need("its credential is revoked", "credential.revoked", 1);
-        }
-    }
-    if let Some(h) = held {
-        if !h.creds.is_empty() {
-            need("a client holds its credential", "credential.issued", 1);
-        }
-        if h.acked.picked_up {
-            need(
-                "its holder picked up the credential",
-                "credential.picked_up",
-                1,
-            );
-        }
-    }
-    out
-}
-
-/// (3) Audit events of a grant that say something happened that its state does not show.
-fn unbacked_events(id: &str, view: Option<&Value>, evs: &[&Event]) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(v) = view else {
-        for e in evs {
-            if matches!(
-                e.kind.as_str(),
-                "grant.requested" | "grant.activated" | "grant.approved" | "credential.issued"
-            ) {
-                out.push(format!(
-                    "{} (seq {}) for grant {id}, which the server does not have",
-                    e.kind, e.seq
-                ));
-            }
-        }
-        return out;
-    };
-    let state = v["state"].as_str().unwrap_or("");
-    let activated = v["activated_at"].is_string();
-    for e in evs {
-        let wrong = match e.kind.as_str() {
-            "grant.activated" | "credential.issued" => !activated,
-            "grant.timed_out" if e.data["on_timeout"] == "auto" => !activated,
-            "grant.revoked" | "grant.expired" | "grant.denied" | "grant.cancelled"
-            | "grant.timed_out" => end_event(state) != Some(e.kind.as_str()),
-            "credential.revoked" => v["credential_status"]["state"] != "revoked",
-            _ => false,
-        };
-        if wrong {
-            out.push(format!(
-                "{} (seq {}) but grant {id} is {state}{}",
-                e.kind,
-                e.seq,
-                if activated { "" } else { ", never activated" }
-            ));
-        }
-    }
-    for (kind, n) in [
-        ("grant.approved", approvals(v)),
-        ("grant.extended", extensions(v)),
-    ] {
-        if count(evs, kind) > n {
-            out.push(format!(
-                "grant {id}: {} {kind} events, but the grant shows {n}",
-                count(evs, kind)
-            ));
-        }
-    }
-    out
-}
-
-/// Changes a client was told had happened, missing after the restart.
-fn acked_lost(
-    id: &str,
-    view: Option<&Value>,
-    evs: &[&Event],
-    held: Option<&super::load::ClientGrant>,
-) -> Vec<String> {
-    let Some(h) = held else {
-        return vec![];
-    };
-    let Some(v) = view else {
-        return vec![format!(
-            "grant {id}: requested with 201 Created, gone after the restart"
-        )];
-    };
-    let mut out = Vec::new();
-    let state = v["state"].as_str().unwrap_or("");
-    let mut lost = |ok: bool, what: &str| {
-        if !ok {
-            out.push(format!("grant {id}: {what}, but it is {state} now"));
-        }
-    };
-    lost(
-        approvals(v) >= h.acked.approvals as usize,
-        &format!("{} approval(s) answered 200", h.acked.approvals),
-    );
-    lost(
-        extensions(v) >= h.acked.extensions as usize,
-        &format!("{} extension(s) answered 200", h.acked.extensions),
-    );
-    lost(!h.acked.revoked || state == "revoked", "revoked with 200");
-    lost(
-        !h.acked.cancelled || state == "cancelled",
-        "cancelled with 200",
-    );
-    lost(
-        h.creds.is_empty() || v["activated_at"].is_string(),
-        "its credential was handed out",
-    );
-    lost(
-        !h.acked.picked_up || count(evs, "credential.picked_up") > 0,
-        "its credential was picked up",
-    );
-    out
 }
 
 /// Ended grants whose credential is still being revoked: read again until confirmed (the
@@ -605,5 +420,27 @@ fn failures_noted(mem: &mut Memory, events: &[Event], f: &mut Findings) {
     mem.last_seq = events.last().map(|e| e.seq).unwrap_or(mem.last_seq);
     for (what, n) in seen {
         f.notes.push(format!("{n} × {what}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn alert_events_take_the_grant_from_the_document_or_the_dedup_key() {
+        let with_grant =
+            json!({"grant": {"id": "g-1"}, "events": [{"event": "grant.activated", "at": "T"}]});
+        assert_eq!(
+            alert_events(&with_grant),
+            [(Some("g-1".into()), "grant.activated".into(), "T".into())]
+        );
+        let key_only = json!({"grant": null, "dedup_key": "breakglass/abc/g-2/credential.issue_failed/5/hook",
+                              "events": [{"event": "credential.issue_failed", "at": "T"}]});
+        assert_eq!(alert_events(&key_only)[0].0.as_deref(), Some("g-2"));
+        let none = json!({"grant": null, "dedup_key": "breakglass/abc/-/sweep.failed/5/hook",
+                          "events": [{"event": "sweep.failed", "at": "T"}]});
+        assert_eq!(alert_events(&none)[0].0, None);
     }
 }

@@ -18,6 +18,7 @@ mod hook;
 mod load;
 mod rig;
 mod rng;
+mod rules;
 
 use anyhow::{Result, bail};
 use checks::{Findings, Memory};
