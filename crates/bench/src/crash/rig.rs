@@ -397,13 +397,14 @@ impl Rig {
         Ok(rows)
     }
 
-    /// Roles at PostgreSQL that carry breakglass's tag: (role, grant id from the tag).
+    /// Roles at PostgreSQL of breakglass's naming scheme: see [`pg_roles`].
     pub async fn pg_roles(&self) -> Result<Vec<(String, String)>> {
         pg_roles(&self.pg_pool).await
     }
 }
 
-/// Roles at PostgreSQL that carry breakglass's tag: (role, grant id from the tag).
+/// Roles at PostgreSQL of breakglass's naming scheme (`bg_…`): (role, grant id from its tag,
+/// or `untagged`).
 pub async fn pg_roles(pool: &sqlx::PgPool) -> Result<Vec<(String, String)>> {
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE starts_with(rolname, 'bg_')",
@@ -412,14 +413,17 @@ pub async fn pg_roles(pool: &sqlx::PgPool) -> Result<Vec<(String, String)>> {
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(name, comment)| {
-            let c = comment.filter(|c| c.starts_with(PG_MANAGED_TAG))?;
-            let grant = c
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("grant="))
-                .unwrap_or("?")
-                .to_string();
-            Some((name, grant))
+        .map(|(name, comment)| {
+            // No one else here makes `bg_` roles: an untagged one would be ours, half made.
+            let grant = comment
+                .filter(|c| c.starts_with(PG_MANAGED_TAG))
+                .and_then(|c| {
+                    c.split_whitespace()
+                        .find_map(|w| w.strip_prefix("grant="))
+                        .map(String::from)
+                })
+                .unwrap_or_else(|| "untagged".to_string());
+            (name, grant)
         })
         .collect())
 }
