@@ -46,7 +46,21 @@ pub struct Memory {
     explained_roles: HashSet<String>,
     /// The last event seen by the previous round.
     last_seq: u64,
+    /// How many events of the kinds that show crash windows were hit, in the whole trail.
+    pub telling: BTreeMap<&'static str, usize>,
 }
+
+/// Event kinds whose count shows that kills hit the windows the checks are about.
+const TELLING: [&str; 8] = [
+    "credential.orphan_removed",
+    "credential.issue_failed",
+    "revocation.failed",
+    "sweep.failed",
+    "alert.dead_lettered",
+    "grant.expired",
+    "grant.timed_out",
+    "credential.revoked",
+];
 
 /// One check round; the server is up, the load stopped. `outbox` is every alert the outbox
 /// held when the server was killed.
@@ -418,6 +432,10 @@ fn failures_noted(mem: &mut Memory, events: &[Event], f: &mut Findings) {
         }
     }
     mem.last_seq = events.last().map(|e| e.seq).unwrap_or(mem.last_seq);
+    for kind in TELLING {
+        mem.telling
+            .insert(kind, events.iter().filter(|e| e.kind == kind).count());
+    }
     for (what, n) in seen {
         f.notes.push(format!("{n} × {what}"));
     }

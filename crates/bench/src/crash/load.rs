@@ -364,6 +364,18 @@ impl Client {
                 .collect()
         };
         let id = self.rng.pick(&pending)?.clone();
+        // Approvers' codes are few (one per 30 s each): spend one only on a grant still pending.
+        let looker = self.rng.pick(&self.load.approvers)?.clone();
+        let path = format!("/api/v1/grants/{id}");
+        match self.send(reqwest::Method::GET, &path, &looker, None).await {
+            None => return Some(false),
+            Some((200, v)) if v["state"] != "pending" => {
+                let state = v["state"].as_str().unwrap_or("").to_string();
+                self.update(&id, |g| g.last_state = state);
+                return None;
+            }
+            Some(_) => {}
+        }
         let mut picked = None;
         for _ in 0..4 {
             let a = self.rng.pick(&self.load.approvers)?.clone();

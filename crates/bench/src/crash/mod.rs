@@ -287,6 +287,12 @@ fn report(o: &Options, t: &Totals, load: &Load, rig: &rig::Rig, mem: &Memory, to
         hs.bad_signatures,
         rig.hook.received().len()
     );
+    let telling: Vec<String> = mem
+        .telling
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!("in the audit trail at the end: {}", telling.join(", "));
     if let (Some(first), Some(last)) = (restart.first(), restart.last()) {
         println!(
             "restart to /healthz: p50 {:.0} ms, max {:.0} ms (min {:.0} ms)",
