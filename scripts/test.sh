@@ -34,10 +34,25 @@ python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet --dis
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+crash_log=$(mktemp)
+trap 'rm -f "$log" "$crash_log"' EXIT
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Crash-trial smoke run: 2 SIGKILLs of the real (debug) server under load, ~20 s; counted as one
+# test. The 100-trial run is scripts/crash-trials.sh (RELIABILITY.md).
+cargo build --quiet -p breakglass -p breakglass-bench
+BREAKGLASS_BIN=target/debug/breakglass ./target/debug/breakglass-bench --crash-trials 2 --seed 16 >"$crash_log" 2>&1
+crash=$?
+cat "$crash_log" >>"$log"
+if [ "$crash" -eq 0 ]; then
+  grep -E '^\|' "$crash_log"
+  echo "test result: ok. 1 passed; 0 failed; (crash-trial smoke run)" >>"$log"
+else
+  tail -40 "$crash_log"
+  echo "test result: FAILED. 0 passed; 1 failed; (crash-trial smoke run)" >>"$log"
+  status=1
+fi
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test
 # binary with nothing in it).

@@ -29,6 +29,7 @@ policies:
     duration: { default: 30m, max: 2h }
 "#;
 
+mod crash;
 mod gateway;
 mod recording;
 mod streams;
@@ -315,6 +316,41 @@ async fn main() -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    if let Some(i) = args.iter().position(|a| a == "--crash-trials") {
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .filter(|v| !v.starts_with("--"))
+        };
+        let trials = args
+            .get(i + 1)
+            .filter(|v| !v.starts_with("--"))
+            .map(|v| v.parse::<usize>())
+            .transpose()
+            .context("--crash-trials N")?
+            .unwrap_or(100);
+        let seed = match value("--seed") {
+            Some(s) => s.parse::<u64>().context("--seed S (an unsigned integer)")?,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+        };
+        let clients = value("--clients")
+            .map(|v| v.parse::<usize>())
+            .transpose()
+            .context("--clients N")?
+            .unwrap_or(4);
+        return crash::run(crash::Options {
+            trials,
+            seed,
+            clients: clients.max(1),
+            verbose: args.iter().any(|a| a == "--verbose"),
+            keep: args.iter().any(|a| a == "--keep"),
+        })
+        .await;
+    }
     if args.iter().any(|a| a == "--ssh-sessions-only") {
         return targets::ssh_session_end(100).await;
     }

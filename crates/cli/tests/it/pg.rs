@@ -547,3 +547,57 @@ fn postgres_reassign_to_a_privileged_role_is_refused() {
     );
     assert_eq!(alice.ok(&["status"]).as_array().map(Vec::len), Some(0));
 }
+
+/// Found by the crash trials: two postgres resources on one cluster. The sweep of one resource
+/// saw the other's live roles (same `bg_` naming and tag) and, since only its own resource's
+/// open credentials counted as owned, dropped them as orphans while their grants were active.
+#[test]
+fn postgres_sweep_keeps_roles_of_another_resource_on_the_same_cluster() {
+    let pg = Pg::start();
+    setup_db(&pg);
+    let url = pg.admin_url();
+    let two = policy("    sweep_grace: 1s\n  - name: reporting-db\n    kind: postgres\n    admin_url_env: BREAKGLASS_PG_ADMIN_URL\n    grant_roles: [app_admin]\n    sweep_grace: 1s")
+        .replace("resources: [prod-db]", "resources: [prod-db, reporting-db]");
+    let server = Server::start_with(
+        &two,
+        &[("BREAKGLASS_PG_ADMIN_URL", &url)],
+        &["--sweep-every", "1s"],
+    );
+    let alice = server.user("alice", &["oncall"]);
+    let admin = server.user("sam", &["security"]);
+    let g = request(&alice, "1h");
+    let id = g["id"].as_str().unwrap().to_string();
+    let role = g["credential"]["user"].as_str().unwrap().to_string();
+    let created: i64 = pg
+        .sql(&format!(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{role}'"
+        ))
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("created="))
+        .and_then(|c| c.parse().ok())
+        .expect("the role's tag names its creation time");
+    poll(
+        "the role to be past the sweep grace",
+        Duration::from_secs(10),
+        || (unix_now() > created + 1).then_some(()),
+    );
+    // Two real orphans, one after the other: the second is swept in a later pass than the
+    // first, so a whole pass over both resources ran while the live role was past its grace.
+    for orphan in ["bg_feed0001", "bg_feed0002"] {
+        pg.sql(&format!(
+            "CREATE ROLE {orphan} NOLOGIN; COMMENT ON ROLE {orphan} IS 'breakglass:managed grant=g-feed created=0'"
+        ));
+        poll(
+            &format!("{orphan} to be swept"),
+            Duration::from_secs(30),
+            || (role_count(&pg, orphan) == "0").then_some(()),
+        );
+    }
+    assert_eq!(role_count(&pg, &role), "1", "a live grant's role was swept");
+    assert_eq!(alice.ok(&["status", &id])["state"], "active");
+    let audit = admin.run(&["audit", "export"]).stdout;
+    assert!(
+        !audit.contains(&format!("\"name\":\"{role}\"")),
+        "the live role was audited as an orphan"
+    );
+}

@@ -297,3 +297,51 @@ fn disabling_a_user_on_the_host_ends_their_grants_at_the_targets() {
     // And bob is out: no session, no login.
     assert_eq!(bob.run(&["whoami"]).slug(), "unauthenticated");
 }
+
+/// Found by the crash trials: the last two approvals of a quorum arriving together both
+/// activate the grant and both issue its credential; the slower one used to fail on the
+/// credential record (a store error, `500 internal`) before the grant's compare-and-swap could
+/// say what happened. Now it is a conflict (`409`: the grant is active already), its credential
+/// is taken back, and one credential is recorded.
+#[test]
+fn the_last_two_approvals_at_once_activate_once_and_the_loser_hears_conflict() {
+    let hooks = tempfile::tempdir().unwrap();
+    let slow = exec_script(hooks.path(), "grant.sh", "sleep 0.3");
+    let policy = quorum2_policy().replace(
+        "{ name: vault, kind: exec, grant: [\"/bin/true\"]",
+        &format!("{{ name: vault, kind: exec, grant: [\"{slow}\"]"),
+    );
+    let s = Server::start(&policy);
+    let bob = s.user("bob", &["oncall"]);
+    let sam = s.user("sam", &["security"]);
+    let tom = s.user("tom", &["security"]);
+    let una = s.user("una", &["security"]);
+    let g = bob.ok(&["request", "vault", "--reason", REASON, "--otp", &bob.otp()]);
+    let id = g["id"].as_str().unwrap().to_string();
+    una.ok(&["approve", &id, "--otp", &una.otp()]);
+    let path = format!("/api/v1/grants/{id}/approve");
+    let (sc, tc) = (sam.otp(), tom.otp());
+    let barrier = Arc::new(Barrier::new(2));
+    let send = |tok: String, code: String| {
+        let (b, url, path) = (barrier.clone(), s.url.clone(), path.clone());
+        std::thread::spawn(move || {
+            let body = json!({"otp": code}).to_string();
+            b.wait();
+            http("POST", &url, &path, Some(body.as_bytes()), Some(&tok))
+        })
+    };
+    let a = send(token_of(&sam), sc);
+    let b = send(token_of(&tom), tc);
+    let mut codes = vec![a.join().unwrap(), b.join().unwrap()];
+    codes.sort_by_key(|r| r.0);
+    assert_eq!(
+        (codes[0].0, codes[1].0),
+        (200, 409),
+        "one activates, the other hears conflict: {codes:?}"
+    );
+    let st = bob.ok(&["status", &id]);
+    assert_eq!(st["state"], "active", "{st}");
+    assert_eq!(st["approvals"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(count(&s, "grant.activated"), 1);
+    assert_eq!(count(&s, "credential.issued"), 1);
+}

@@ -480,7 +480,7 @@ impl Connector for Postgres {
             let created = field("created=")
                 .and_then(|c| c.parse::<i64>().ok())
                 .unwrap_or(0);
-            if now.unix_secs().saturating_sub(created) < grace {
+            if !past_grace(created, now, grace) {
                 continue; // may be an issue in flight
             }
             let left = self.drop_role(&name).await?;
@@ -505,9 +505,31 @@ impl Connector for Postgres {
     }
 }
 
+/// Whether a role created at `created` (Unix seconds, as its tag says: the second it was
+/// created in, truncated) is older than `grace` seconds for certain at `now`. Both times are
+/// whole seconds, so one more second is needed: `now - created >= grace` held for a role
+/// created 0.9 s before a second ended and swept 0.1 s into the next one with `grace` 1 s.
+fn past_grace(created: i64, now: Timestamp, grace: i64) -> bool {
+    now.unix_secs().saturating_sub(created) > grace
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_grace_holds_whatever_the_fraction_of_a_second() {
+        // Created at 100.9 s (tag: created=100), grace 1 s.
+        let at = |ms: i64| Timestamp(ms);
+        assert!(!past_grace(100, at(101_100), 1), "0.2 s old");
+        assert!(
+            !past_grace(100, at(101_999), 1),
+            "1.099 s old at most, 0.1 s at least"
+        );
+        assert!(past_grace(100, at(102_000), 1), "at least 1.1 s old");
+        assert!(!past_grace(100, at(219_999), 120));
+        assert!(past_grace(100, at(221_000), 120));
+    }
 
     #[test]
     fn scram_matches_rfc7677() {

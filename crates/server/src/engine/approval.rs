@@ -95,6 +95,13 @@ impl Engine {
             Some(&info),
             json!({}),
         ));
+        // The grant's compare-and-swap first: an approval computed from a stale read (another
+        // one activated the grant meanwhile) is refused as a conflict before its credential
+        // record could collide with the winner's.
+        changes.push(Change::UpdateGrant {
+            expected_state: "pending",
+            grant: next.clone(),
+        });
         let mut issued = None;
         if let AnyGrant::Active(a) = &next {
             events.push(activation_event(now, &a.info, &a.state));
@@ -104,10 +111,6 @@ impl Engine {
                 .add_credential(a, true, &mut changes, &mut events)
                 .await?;
         }
-        changes.push(Change::UpdateGrant {
-            expected_state: "pending",
-            grant: next.clone(),
-        });
         if let Err(e) = self.commit(changes, events).await {
             if let Some((connector, handle, _)) = issued {
                 // Not recorded: take the credential back now (the sweep is the net).

@@ -104,7 +104,12 @@ impl Engine {
                     ),
                     activation_event(now, &a.info, &a.state),
                 ];
-                let mut changes = Vec::new();
+                // The compare-and-swap first: if an approval activated the grant meanwhile,
+                // this is a conflict, not a collision of two credential records.
+                let mut changes = vec![Change::UpdateGrant {
+                    expected_state: "pending",
+                    grant: a.clone().into(),
+                }];
                 match self
                     .issue_credential(&a.info, a.state.expires_at, true)
                     .await
@@ -117,10 +122,6 @@ impl Engine {
                     // The target refused: the fallback cannot give access; deny instead.
                     Err(_) => return Ok(false),
                 }
-                changes.push(Change::UpdateGrant {
-                    expected_state: "pending",
-                    grant: a.into(),
-                });
                 self.commit(changes, events).await?;
                 self.metrics.activations.inc();
                 Ok(true)

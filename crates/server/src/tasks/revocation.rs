@@ -161,13 +161,20 @@ pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet
         let Ok(Some(c)) = engine.connector(r).await else {
             continue;
         };
-        let owned = match engine.store.open_credentials(&r.name).await {
-            Ok(list) => list.into_iter().map(|c| c.handle).collect::<Vec<_>>(),
-            Err(e) => {
-                tracing::error!(error = %e, "sweep: cannot read open credentials");
-                return;
+        // Owned = open under ANY resource: several resources may share one target (two
+        // postgres resources on one cluster see each other's `bg_` roles), and another
+        // resource's live credential is no orphan. Read just before this resource's sweep, so
+        // only the sweep grace has to cover issues recorded meanwhile.
+        let mut owned = Vec::new();
+        for other in &policy.set.resources {
+            match engine.store.open_credentials(&other.name).await {
+                Ok(list) => owned.extend(list.into_iter().map(|c| c.handle)),
+                Err(e) => {
+                    tracing::error!(error = %e, "sweep: cannot read open credentials");
+                    return;
+                }
             }
-        };
+        }
         let result = c.sweep(&owned, engine.now()).await;
         if result.is_ok() {
             failing.remove(&r.name);
