@@ -180,7 +180,9 @@ policies:
                 let mut lat = Vec::new();
                 for seq in 0..500u64 {
                     let mut chunk = Vec::new();
-                    let json = format!("{{\"msg\":\"query\",\"text\":\"SELECT {w} {seq}\",\"redacted\":false}}");
+                    let json = format!(
+                        "{{\"msg\":\"query\",\"text\":\"SELECT {w} {seq}\",\"redacted\":false}}"
+                    );
                     breakglass_core::recording::encode_record(
                         &mut chunk,
                         breakglass_core::recording::Kind::SqlSent,
@@ -188,7 +190,10 @@ policies:
                         json.as_bytes(),
                     );
                     let t = std::time::Instant::now();
-                    engine.gateway_chunk(&gg.info, &session, seq, chunk).await.map_err(|e| anyhow!("{e}"))?;
+                    engine
+                        .gateway_chunk(&gg.info, &session, seq, chunk)
+                        .await
+                        .map_err(|e| anyhow!("{e}"))?;
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
                 Ok::<_, anyhow::Error>(lat)

@@ -17,5 +17,5 @@ mod review;
 mod siem;
 mod ssh;
 mod syslog_rx;
-mod witness;
 mod web;
+mod witness;
