@@ -1,6 +1,7 @@
 //! `cargo run --release -p breakglass-bench [-- --events N]` prints the figures recorded in
 //! BENCHMARKS.md. Everything runs against the real SQLite store on disk (durable commits) and,
-//! for throughput, the real HTTP server on loopback.
+//! for throughput, the real HTTP server on loopback. `--crash-trials N [--seed S]` runs the crash
+//! trials instead (`crash/`, RELIABILITY.md).
 
 use anyhow::{Context, Result};
 use breakglass_core::audit::NewEvent;

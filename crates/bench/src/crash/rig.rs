@@ -99,7 +99,9 @@ resources:
 /// The `breakglass` release binary beside this one (or `BREAKGLASS_BIN`).
 fn server_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BREAKGLASS_BIN") {
-        return Ok(PathBuf::from(p));
+        // Absolute: it goes into the certificates' force-command.
+        return std::fs::canonicalize(&p)
+            .with_context(|| format!("BREAKGLASS_BIN={}", PathBuf::from(&p).display()));
     }
     let exe = std::env::current_exe()?;
     exe.parent()
