@@ -42,7 +42,8 @@ status=${PIPESTATUS[0]}
 # Crash-trial smoke run: 2 SIGKILLs of the real (debug) server under load, ~20 s; counted as one
 # test. The 100-trial run is scripts/crash-trials.sh (RELIABILITY.md).
 cargo build --quiet -p breakglass -p breakglass-bench
-BREAKGLASS_BIN=target/debug/breakglass ./target/debug/breakglass-bench --crash-trials 2 --seed 16 >"$crash_log" 2>&1
+target_dir="${CARGO_TARGET_DIR:-target}"
+BREAKGLASS_BIN="$target_dir/debug/breakglass" "$target_dir/debug/breakglass-bench" --crash-trials 2 --seed 16 >"$crash_log" 2>&1
 crash=$?
 cat "$crash_log" >>"$log"
 if [ "$crash" -eq 0 ]; then
