@@ -25,7 +25,7 @@ const ITERATIONS: u32 = 4096;
 #[derive(Debug)]
 pub(crate) struct Refused(pub ErrorSpec);
 
-fn fatal(sqlstate: &str, message: impl Into<String>) -> Refused {
+pub(crate) fn fatal(sqlstate: &str, message: impl Into<String>) -> Refused {
     Refused(ErrorSpec {
         severity: Severity::Fatal,
         sqlstate: sqlstate.into(),

@@ -169,9 +169,14 @@ async fn cancel(shared: &Shared, pid: u32, secret: u32) {
         .lock()
         .ok()
         .and_then(|m| m.get(&(pid, secret)).cloned());
-    let Some(t) = target else {
-        return; // an unknown key: nothing to say, as PostgreSQL says nothing
-    };
+    // An unknown key: nothing to say, as PostgreSQL says nothing.
+    if let Some(t) = target {
+        send_cancel(&t).await;
+    }
+}
+
+/// Sends a CancelRequest for the backend `t` on a connection of its own.
+pub(crate) async fn send_cancel(t: &CancelTarget) {
     use tokio::io::AsyncWriteExt;
     let mut out = Vec::new();
     breakglass_core::pgwire::encode::cancel_request(&mut out, t.pid, t.secret);

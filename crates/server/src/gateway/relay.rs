@@ -9,12 +9,12 @@
 //! gets a FATAL 57P01 naming the grant.
 
 use super::login::send_error;
-use super::{CancelTarget, Io, MAX_MESSAGE, Shared};
+use super::{Io, MAX_MESSAGE, Shared};
 use crate::engine::Engine;
 use crate::engine::gateway::GatewayGrant;
 use crate::error::ApiError;
 use breakglass_core::grant::GrantInfo;
-use breakglass_core::pgwire::encode::{ErrorSpec, Severity};
+use breakglass_core::pgwire::encode::ErrorSpec;
 use breakglass_core::pgwire::{
     BackendDecoder, BackendMessage, FrontendDecoder, FrontendMessage, Recorder, RecorderLimits,
     StatementRecord,
@@ -66,13 +66,7 @@ struct Log {
 }
 
 fn fatal(sqlstate: &str, message: impl Into<String>) -> ErrorSpec {
-    ErrorSpec {
-        severity: Severity::Fatal,
-        sqlstate: sqlstate.into(),
-        message: message.into(),
-        detail: None,
-        hint: None,
-    }
+    super::login::fatal(sqlstate, message).0
 }
 
 /// How one direction ended: a reason for the record, and what to tell the client, if anything.
@@ -360,7 +354,7 @@ pub(crate) async fn run(
             .ok()
             .and_then(|m| m.get(&key).cloned());
         if let Some(t) = target {
-            cancel_upstream(&t).await;
+            super::send_cancel(&t).await;
         }
     }
     // Wait (briefly) for a write to the client in progress, so the error follows whole messages.
@@ -389,18 +383,4 @@ pub(crate) async fn run(
         engine.gateway_end(&grant.info, s, &reason).await;
     }
     tracing::info!(grant = %grant.info.id, %peer, "gateway connection closed: {reason}");
-}
-
-async fn cancel_upstream(t: &CancelTarget) {
-    let mut out = Vec::new();
-    breakglass_core::pgwire::encode::cancel_request(&mut out, t.pid, t.secret);
-    if let Ok(Ok(mut s)) = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(t.upstream),
-    )
-    .await
-    {
-        let _ = s.write_all(&out).await;
-        let _ = s.shutdown().await;
-    }
 }
