@@ -22,25 +22,7 @@ struct Receiver {
 }
 
 fn hmac_openssl(data: &str) -> String {
-    let mut child = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", SECRET])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(data.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or("")
-        .to_string()
+    openssl_hmac_sha256(SECRET, data)
 }
 
 fn start_receiver() -> (String, Arc<Receiver>) {

@@ -646,3 +646,28 @@ pub fn sqlite(data_dir: &Path, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// HMAC-SHA256 of `data` under `key`, hex, computed by `openssl dgst` (an independent
+/// implementation, to check the server's signatures against).
+pub fn openssl_hmac_sha256(key: &str, data: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}

@@ -55,27 +55,8 @@ fn webhook() -> (String, Posts) {
     (url, posts)
 }
 
-/// HMAC-SHA256 by openssl (not our code), hex.
 fn hmac_openssl(data: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", SECRET])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(data.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or("")
-        .to_string()
+    openssl_hmac_sha256(SECRET, data)
 }
 
 fn header<'a>(h: &'a [(String, String)], k: &str) -> &'a str {
