@@ -155,6 +155,12 @@ policies:
             .to_string())
     };
     let via = url(&g)?;
+    let role = g
+        .credential
+        .as_ref()
+        .and_then(|c| c["user"].as_str())
+        .context("user")?
+        .to_string();
     let g2 = f
         .engine
         .request(&who(1), input("prod-db-unrecorded", &code(&f), "30m", None))
@@ -167,8 +173,9 @@ policies:
         let mut tasks = Vec::new();
         for w in 0..writers {
             let engine = f.engine.clone();
+            let role = role.clone();
             let gg = engine
-                .gateway_grant(&breakglass_connectors::postgres::role_for(&g.id), "prod-db")
+                .gateway_grant(&role, "prod-db")
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
             let session = engine

@@ -189,6 +189,17 @@ fn the_credential_handed_out_does_not_log_in_to_postgresql_directly() {
         !ok && out.contains("password authentication failed"),
         "{out}"
     );
+    // Another role name of the same grant (another issue's, or the old `bg_<grant>` form) with
+    // the right password: only the role recorded as the grant's credential gets in.
+    let role = url.split("://").nth(1).unwrap().split(':').next().unwrap();
+    let (stem, _) = role.rsplit_once('_').unwrap();
+    for other in [format!("{stem}_00000000"), stem.to_string()] {
+        let (ok, out) = psql(&url.replace(role, &other), "SELECT 1");
+        assert!(
+            !ok && out.contains("not the current role"),
+            "{other}: {out}"
+        );
+    }
 }
 
 fn sleeping_psql(url: &str) -> std::process::Child {

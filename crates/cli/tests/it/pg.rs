@@ -601,3 +601,79 @@ fn postgres_sweep_keeps_roles_of_another_resource_on_the_same_cluster() {
         "the live role was audited as an orphan"
     );
 }
+
+/// Two approvers completing a one-person quorum at the same moment both compute the activation
+/// and both issue: each issue gets its own role, the loser's commit loses the grant's
+/// compare-and-swap and its role is dropped, no `credential.issue_failed` is claimed, and the
+/// holder's credential (the winner's role) works. Before, both created `bg_<grant>`: the loser
+/// failed with a 502 and a false `credential.issue_failed`, and a role left by a crash between
+/// issue and commit blocked every later approval until the sweep.
+#[test]
+fn simultaneous_final_approvals_issue_one_working_role() {
+    use std::sync::{Arc, Barrier};
+    let pg = Pg::start();
+    setup_db(&pg);
+    let url = pg.admin_url();
+    let policy = policy("").replace(
+        "    require: { mfa: false }\n    approval: { mode: auto }",
+        "    require: { mfa: true }\n    approval: { mode: quorum, count: 1, from: [security], timeout: 10m, on_timeout: deny }",
+    );
+    let server = Server::start_with(&policy, &[("BREAKGLASS_PG_ADMIN_URL", &url)], &[]);
+    let alice = server.user("alice", &["oncall"]);
+    let sam = server.user("sam", &["security"]);
+    let tom = server.user("tom", &["security"]);
+    for round in 0..3 {
+        let g = alice.ok(&[
+            "request",
+            "prod-db",
+            "--reason",
+            "orders table locked, checkout down",
+            "--otp",
+            &alice.otp(),
+        ]);
+        assert_eq!(g["state"], "pending", "{g}");
+        let id = g["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/grants/{id}/approve");
+        let (sc, tc) = (sam.otp(), tom.otp());
+        let barrier = Arc::new(Barrier::new(2));
+        let send = |tok: String, code: String| {
+            let (b, url, path) = (barrier.clone(), server.url.clone(), path.clone());
+            std::thread::spawn(move || {
+                let body = serde_json::json!({"otp": code}).to_string();
+                b.wait();
+                http("POST", &url, &path, Some(body.as_bytes()), Some(&tok))
+            })
+        };
+        let a = send(token_of(&sam), sc);
+        let b = send(token_of(&tom), tc);
+        let mut codes = [a.join().unwrap().0, b.join().unwrap().0];
+        codes.sort();
+        // One activates; the other finds the grant active already (a conflict, never a 502).
+        assert!(
+            codes == [200, 200] || codes == [200, 409],
+            "round {round}: {codes:?}"
+        );
+        let st = alice.ok(&["status", &id]);
+        assert_eq!(st["state"], "active", "round {round}: {st}");
+        let c = alice.ok(&["credential", &id])["credential"].clone();
+        let role = c["user"].as_str().unwrap().to_string();
+        let dsn = c["url"].as_str().unwrap().to_string();
+        // Exactly one role of this grant is left at the database: the holder's.
+        let stem = format!("bg_{}", id.trim_start_matches("g-"));
+        assert_eq!(
+            pg.sql(&format!(
+                "SELECT string_agg(rolname, ',') FROM pg_roles WHERE starts_with(rolname, '{stem}')"
+            )),
+            role,
+            "round {round}"
+        );
+        let (ok, out) = psql(&dsn, "SELECT count(*) FROM orders");
+        assert!(ok, "round {round}: {out}");
+        alice.ok(&["revoke", &id, "--reason", "done"]);
+    }
+    assert_eq!(
+        crate::hostile::audit_events(&server, "credential.issue_failed").len(),
+        0,
+        "no issue failed: the loser lost the race, it did not fail at the target"
+    );
+}

@@ -1,6 +1,6 @@
 //! `postgres`: one login role per grant, created at activation and dropped when the grant ends.
 //!
-//! The role is `bg_<grant hex>`, tagged `breakglass:managed grant=… created=…` in its comment,
+//! The role is `bg_<grant hex>_<nonce>` (a fresh one per issue), tagged `breakglass:managed grant=… created=…` in its comment,
 //! `LOGIN` with a random password (sent to the server only as a SCRAM-SHA-256 verifier, so the
 //! clear password never reaches the server's statement log), `VALID UNTIL` the expiry, a
 //! connection limit, no attributes, and membership only in the resource's `grant_roles`.
@@ -99,16 +99,40 @@ fn target(e: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Target(format!("PostgreSQL: {e}"))
 }
 
-/// The role name for a grant (`g-<hex>` → `bg_<hex>`).
-pub fn role_for(grant_id: &str) -> String {
+/// The stem of a grant's role names (`g-<hex>` → `bg_<hex>`).
+pub fn role_stem(grant_id: &str) -> String {
     let tail: String = grant_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .skip_while(|c| *c == 'g')
         .map(|c| c.to_ascii_lowercase())
-        .take(60)
+        .take(50)
         .collect();
     format!("{ROLE_PREFIX}{tail}")
+}
+
+/// A fresh role name for one issue of a grant: `bg_<grant hex>_<8 random hex>`. Each issue gets
+/// its own, so two issues of one grant never collide — two approvals completing a quorum at
+/// once (the loser's role is dropped when its commit loses the race), or an issue left behind by
+/// a crash before it was recorded (the sweep drops it) never blocks the next.
+pub fn role_for(grant_id: &str) -> String {
+    let mut nonce = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    format!("{}_{}", role_stem(grant_id), hex::encode(nonce))
+}
+
+/// The grant id a role name of [`role_for`] (or the older `bg_<hex>`) belongs to.
+pub fn grant_of_role(role: &str) -> Option<String> {
+    let rest = role.strip_prefix(ROLE_PREFIX)?;
+    let hex = match rest.split_once('_') {
+        Some((hex, nonce)) if nonce.len() == 8 && nonce.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            hex
+        }
+        Some(_) => return None,
+        None => rest,
+    };
+    (!hex.is_empty() && hex.len() <= 50 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("g-{hex}"))
 }
 
 /// A SCRAM-SHA-256 verifier for `password` (RFC 5802/7677, as PostgreSQL stores it).
@@ -548,7 +572,24 @@ mod tests {
 
     #[test]
     fn role_names_and_quoting() {
-        assert_eq!(role_for("g-00ff"), "bg_00ff");
+        let r = role_for("g-00ff");
+        assert!(
+            r.starts_with("bg_00ff_") && r.len() == "bg_00ff_".len() + 8,
+            "{r}"
+        );
+        assert_ne!(role_for("g-00ff"), role_for("g-00ff"));
+        assert_eq!(grant_of_role(&r).as_deref(), Some("g-00ff"));
+        assert_eq!(grant_of_role("bg_00ff").as_deref(), Some("g-00ff"));
+        for bad in [
+            "bg_",
+            "bg_00ff_12",
+            "bg_00ff_1234567z",
+            "bg_zz",
+            "pg_00ff",
+            "bg_00_ff_12345678",
+        ] {
+            assert_eq!(grant_of_role(bad), None, "{bad}");
+        }
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert!(role_for(&"g-".repeat(100)).len() <= 63);
     }

@@ -60,12 +60,7 @@ pub struct GatewayGrant {
     pub settings: RecordingSettings,
 }
 
-/// A grant id from the role name a client logs in as (`bg_<hex>` → `g-<hex>`).
-pub fn grant_of_role(user: &str) -> Option<String> {
-    let hex = user.strip_prefix(breakglass_connectors::postgres::ROLE_PREFIX)?;
-    (!hex.is_empty() && hex.len() <= 60 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| format!("g-{hex}"))
-}
+pub use breakglass_connectors::postgres::grant_of_role;
 
 impl Engine {
     /// The gateway passwords of a grant: `client` (the responder's) or `upstream` (the role's).
@@ -137,6 +132,15 @@ impl Engine {
         let AnyGrant::Active(a) = &g else {
             return Err(format!("grant {id} is not active"));
         };
+        // Only the role recorded as the grant's credential: a role of a lost or unrecorded
+        // issue (being dropped, or left for the sweep) is no way in.
+        let recorded = match self.store.credential(&id).await {
+            Ok(Some(c)) if c.revoked_at.is_none() => c.handle["role"].as_str().map(String::from),
+            _ => None,
+        };
+        if recorded.as_deref() != Some(user) {
+            return Err(format!("{user:.64} is not the current role of grant {id}"));
+        }
         Ok(GatewayGrant {
             info: a.info.clone(),
             expires_at: a.state.expires_at,
