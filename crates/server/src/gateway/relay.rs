@@ -346,8 +346,15 @@ pub(crate) async fn run(
             }
         }
     };
+    // Wait (briefly) for a write to the client in progress, so the error follows whole messages;
+    // from here nothing the database sends reaches the client.
+    let writer = tokio::time::timeout(Duration::from_secs(1), cwr.lock()).await;
+    c2u.abort();
+    u2c.abort();
     if grant_over {
-        // The running statement stops at the database too, not only for the client.
+        // The running statement stops at the database too, not only for the client — after the
+        // relay stopped, so the client hears our FATAL naming the grant, not the database's
+        // "canceling statement due to user request".
         let target = shared
             .cancels
             .lock()
@@ -357,10 +364,6 @@ pub(crate) async fn run(
             super::send_cancel(&t).await;
         }
     }
-    // Wait (briefly) for a write to the client in progress, so the error follows whole messages.
-    let writer = tokio::time::timeout(Duration::from_secs(1), cwr.lock()).await;
-    c2u.abort();
-    u2c.abort();
     if let (Ok(mut w), Some(e)) = (writer, tell) {
         send_error(&mut *w, &e).await;
         let _ = w.shutdown().await;
