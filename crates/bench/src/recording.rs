@@ -25,14 +25,7 @@ fn policy(user: &str, port: u16, bin: &Path, krl: &Path) -> String {
     )
 }
 
-/// CPU seconds this process (the server) has used.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
+use crate::cpu_secs;
 
 fn db_bytes(dir: &Path) -> u64 {
     ["breakglass.db", "breakglass.db-wal"]

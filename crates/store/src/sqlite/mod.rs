@@ -62,6 +62,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/sqlite/0011_stream_cursors.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/sqlite/0012_grants_user_resource.sql"),
+    ),
 ];
 
 /// Most units of work committed together.
