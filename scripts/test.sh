@@ -54,6 +54,18 @@ else
   echo "test result: FAILED. 0 passed; 1 failed; (crash-trial smoke run)" >>"$log"
   status=1
 fi
+# Fuzzing smoke run: every fuzz target for 5 s from its corpus (scripts/fuzz.sh; the long runs
+# and their figures are in RELIABILITY.md); counted as one test.
+fuzz_log=$(mktemp)
+if bash scripts/fuzz.sh --ci 5 >"$fuzz_log" 2>&1; then
+  grep -E '^\|' "$fuzz_log"
+  echo "test result: ok. 1 passed; 0 failed; (fuzzing smoke run)" >>"$log"
+else
+  tail -40 "$fuzz_log"
+  echo "test result: FAILED. 0 passed; 1 failed; (fuzzing smoke run)" >>"$log"
+  status=1
+fi
+rm -f "$fuzz_log"
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test
 # binary with nothing in it).

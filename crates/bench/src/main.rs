@@ -411,6 +411,33 @@ async fn main() -> Result<()> {
         })
         .await;
     }
+    if let Some(i) = args.iter().position(|a| a == "--soak") {
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .filter(|v| !v.starts_with("--"))
+        };
+        let num = |v: Option<&String>, what: &str, default: u64| -> Result<u64> {
+            v.map(|v| v.parse::<u64>())
+                .transpose()
+                .with_context(|| format!("{what} (an unsigned integer)"))
+                .map(|v| v.unwrap_or(default))
+        };
+        return crash::soak::run(crash::soak::Options {
+            minutes: num(
+                args.get(i + 1).filter(|v| !v.starts_with("--")),
+                "--soak MINUTES",
+                60,
+            )?,
+            clients: num(value("--clients"), "--clients N", 2)?.max(1) as usize,
+            seed: num(value("--seed"), "--seed S", 16)?,
+            sample_every: Duration::from_secs(
+                num(value("--sample-every"), "--sample-every SECS", 60)?.max(1),
+            ),
+        })
+        .await;
+    }
     if args.iter().any(|a| a == "--ssh-sessions-only") {
         return targets::ssh_session_end(100).await;
     }

@@ -108,6 +108,8 @@ pub struct Ledger {
     pub ops: OpCounts,
     /// Refusals by `operation status problem-slug`.
     pub refusals: BTreeMap<String, u64>,
+    /// Milliseconds of each answered call since the soak last took them.
+    pub latencies_ms: Vec<f64>,
 }
 
 /// TOTP codes for every seeded user (one secret for all; each code is spent once per user,
@@ -151,6 +153,26 @@ pub struct Load {
     pub requesters: Vec<Vec<String>>,
     pub approvers: Vec<String>,
     pub ssh_public_key: String,
+}
+
+impl Load {
+    /// The latencies recorded since the last call.
+    pub fn take_latencies(&self) -> Vec<f64> {
+        self.ledger
+            .lock()
+            .map(|mut l| std::mem::take(&mut l.latencies_ms))
+            .unwrap_or_default()
+    }
+
+    /// Drops grants that cannot change any more from the ledger (the soak: the clients pick
+    /// among the ledger's grants, which would otherwise grow for the whole run).
+    pub fn forget_settled(&self) {
+        const ENDED: [&str; 5] = ["expired", "revoked", "denied", "cancelled", "timed_out"];
+        if let Ok(mut l) = self.ledger.lock() {
+            l.grants
+                .retain(|_, g| !ENDED.contains(&g.last_state.as_str()));
+        }
+    }
 }
 
 pub fn token(user: &str) -> String {
@@ -306,7 +328,15 @@ impl Client {
         user: &str,
         body: Option<Value>,
     ) -> Option<(u16, Value)> {
-        call(&self.http, &self.load.base, method, path, user, body).await
+        let t = std::time::Instant::now();
+        let answer = call(&self.http, &self.load.base, method, path, user, body).await;
+        if answer.is_some()
+            && let Ok(mut l) = self.load.ledger.lock()
+            && l.latencies_ms.len() < 1_000_000
+        {
+            l.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        answer
     }
 
     /// Some(true): answered with success; Some(false): no answer; None: refused or nothing to do.

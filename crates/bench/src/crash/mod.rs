@@ -19,6 +19,7 @@ mod load;
 mod rig;
 mod rng;
 mod rules;
+pub mod soak;
 
 use anyhow::{Result, bail};
 use checks::{Findings, Memory};

@@ -316,6 +316,11 @@ impl Rig {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// SIGKILL: no shutdown of any kind.
     pub async fn kill(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
