@@ -182,6 +182,26 @@ async fn time_to_grant(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The machine's durable-commit limit, measured beside the figure it bounds: single-row
+/// `INSERT` commits into a fresh SQLite file on the same disk, with the store's settings (WAL,
+/// `synchronous=FULL`), one after another for 2 s (what one request at a time could reach if
+/// nothing but its commit cost anything).
+fn sqlite_commit_limit(dir: &std::path::Path) -> Result<f64> {
+    let db = rusqlite::Connection::open(dir.join("commit-limit.db"))?;
+    db.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+         CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    )?;
+    let body = vec![7u8; 300];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        db.execute("INSERT INTO t (body) VALUES (?1)", [&body])?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 async fn activations_per_sec(clients: usize, total: usize) -> Result<()> {
     let f = fixture(total).await?;
     // Serve the fixture's engine over real HTTP on loopback.
@@ -191,6 +211,7 @@ async fn activations_per_sec(clients: usize, total: usize) -> Result<()> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    let limit = sqlite_commit_limit(f.dir.path())?;
     let code = mfa::code_for_step(&f.secret, mfa::step_at(SystemClock.now()));
     let http = reqwest::Client::new();
     let per = total / clients;
@@ -221,10 +242,11 @@ async fn activations_per_sec(clients: usize, total: usize) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let n = (per * clients) as f64;
     println!(
-        "activations over HTTP, {clients} concurrent clients, {} grants with MFA: {:.0} activations/s ({:.2} s)",
+        "activations over HTTP, {clients} concurrent clients, {} grants with MFA: {:.0} activations/s ({:.2} s); machine limit in this run: {limit:.0} single-row durable SQLite commits/s (ratio {:.2})",
         per * clients,
         n / secs,
-        secs
+        secs,
+        n / secs / limit
     );
     // CPU per activation (server and the in-process HTTP clients) is what bounds the rate on a
     // small machine, and it depends less on what else runs than the rate does.

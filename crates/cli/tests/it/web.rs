@@ -507,3 +507,35 @@ fn ssh_certificate_for_a_pasted_public_key() {
     assert!(page.contains("ssh-ed25519-cert-v01@openssh.com "), "{page}");
     assert!(page.contains("ssh -p 2222 alice@127.0.0.1"), "{page}");
 }
+
+/// The security dashboard on a phone: an active grant with its time left and the requester's
+/// markup inert; one tap (with a reason) revokes it and the access is gone; a responder who is
+/// not an admin is told why the page is not for them.
+#[test]
+fn the_dashboard_shows_live_access_and_revokes_it_in_one_tap() {
+    let server = Server::start(&policy());
+    let alice = server.user("alice", &["oncall"]);
+    let sam = server.user("sam", &["security"]);
+    let v = drive(&server, "dashboard", true, &[&alice, &sam], json!({}));
+    let refused = v["refused"].as_str().unwrap_or("");
+    assert!(
+        refused.contains("not among the policy's admins"),
+        "{refused}"
+    );
+    let page = v["page"].as_str().unwrap_or("");
+    assert!(page.contains("Active grants 1"), "{page}");
+    assert!(page.contains("prod-db") && page.contains("min"), "{page}");
+    assert!(page.contains(REASON), "reason not shown as typed:\n{page}");
+    assert_eq!(v["bold_elements_in_reason"], 0);
+    assert_eq!(v["pwned"], false);
+    assert!(page.contains("Every alert reached its sink"), "{page}");
+    assert!(page.contains("Policy in force"), "{page}");
+    let id = v["grant"].as_str().unwrap_or("");
+    let g = alice.ok(&["status", id]);
+    assert_eq!(g["state"], "revoked", "{g}");
+    assert_eq!(g["ended_by"], "sam");
+    assert_eq!(g["end_reason"], "not needed any more, checked with alice");
+    let after = v["after"].as_str().unwrap_or("");
+    assert!(after.contains("Active grants 0"), "{after}");
+    assert!(after.contains("No one holds access right now"), "{after}");
+}

@@ -380,11 +380,48 @@ def tls_login(cfg):
         b.close()
 
 
+def dashboard(cfg):
+    """alice breaks glass; sam (security) sees it on the dashboard with its time left and
+    revokes it there with a reason; alice is told the dashboard is not for her."""
+    o = otps(cfg)
+    out = {}
+    a = Browser(cfg, "alice")
+    s = Browser(cfg, "sam")
+    try:
+        a.login("alice", o["alice"])
+        a.request(o["alice"], "prod-db", cfg["reason"], "INC-77")
+        a.expect("active")
+        gid = a.grant_id()
+        out["grant"] = gid
+        a.go("/dashboard")
+        a.expect("The dashboard is for the security team")
+        out["refused"] = a.text()
+        s.login("sam", o["sam"])
+        s.go("/dashboard")
+        s.expect("Security dashboard")
+        s.expect("left")
+        out["page"] = s.text()
+        out["pwned"] = s.d.execute_script("return window.__pwned === 1")
+        out["bold_elements_in_reason"] = len(s.d.find_elements(By.CSS_SELECTOR, ".live .reason b"))
+        s.tap_targets("button, nav a, summary")
+        s.shot("dashboard")
+        s.fill("reason", "not needed any more, checked with alice")
+        s.submit("/grants/%s/revoke" % gid)
+        s.expect("revoked")
+        s.go("/dashboard")
+        out["after"] = s.text()
+        s.shot("dashboard-after")
+    finally:
+        a.close()
+        s.close()
+    return out
+
+
 def main():
     cfg = json.load(sys.stdin)
     fn = {"glass": glass, "approve": approve, "self": self_approve,
           "tls_login": tls_login, "secret": secret,
-          "ssh": ssh}[cfg["scenario"]]
+          "ssh": ssh, "dashboard": dashboard}[cfg["scenario"]]
     print(json.dumps(fn(cfg)))
 
 

@@ -1,7 +1,7 @@
 //! The server-rendered web UI at `/`: the same engine use cases as the JSON API, in HTML forms
 //! that work without JavaScript. One module per page group: [`login`] (sessions), [`glass`]
 //! (home, breaking glass), [`grant`] (a grant's page: credential, revoke, extend) and
-//! [`approvals`] (the queue, approve, deny).
+//! [`approvals`] (the queue, approve, deny) and [`dashboard`] (the security team's view).
 //!
 //! Sessions are the engine's login tokens in a cookie (`__Host-breakglass` over TLS: Secure,
 //! Path=/, no Domain; `breakglass` over plain HTTP); HttpOnly, SameSite=Lax. Every
@@ -23,6 +23,7 @@ use axum::routing::get;
 use std::sync::Arc;
 
 mod approvals;
+mod dashboard;
 mod glass;
 mod grant;
 mod login;
@@ -84,6 +85,7 @@ pub fn router(engine: Arc<Engine>, cfg: WebConfig) -> Router {
         .merge(glass::routes())
         .merge(grant::routes())
         .merge(approvals::routes())
+        .merge(dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
