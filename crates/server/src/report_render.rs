@@ -238,6 +238,12 @@ pub fn report_markdown(r: &Value) -> String {
     report_text(r, text::md, details_md)
 }
 
+/// Plain-text rendering (every value on one line with hidden characters shown), for a page that
+/// escapes it itself.
+pub fn report_plain(r: &Value) -> String {
+    report_text(r, text::plain, details_plain)
+}
+
 /// HTML rendering (the report as text, every value on one line with hidden characters shown,
 /// the whole page HTML-escaped, in a minimal page).
 pub fn report_html(r: &Value) -> String {

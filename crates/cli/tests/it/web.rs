@@ -539,3 +539,70 @@ fn the_dashboard_shows_live_access_and_revokes_it_in_one_tap() {
     assert!(after.contains("Active grants 0"), "{after}");
     assert!(after.contains("No one holds access right now"), "{after}");
 }
+
+/// A review in the browser: the requester is told why they may not review their own access; a
+/// reviewer reads the incident report inline (the requester's markup inert), downloads it, and
+/// records a verdict with a fresh code; the verdict is what the CLI sees.
+#[test]
+fn a_reviewer_reads_the_report_and_records_a_verdict_in_the_browser() {
+    let policy = policy().replace(
+        "  - name: dba-emergency\n    resources: [prod-db]\n    who: { groups: [oncall] }\n    require: { mfa: true, ticket: \"^INC-[0-9]+$\", min_reason: 15 }\n    approval: { mode: auto }\n    duration: { default: 30m, max: 2h }\n",
+        "  - name: dba-emergency\n    resources: [prod-db]\n    who: { groups: [oncall] }\n    require: { mfa: true, ticket: \"^INC-[0-9]+$\", min_reason: 15 }\n    approval: { mode: auto }\n    duration: { default: 30m, max: 2h }\n    review: { within: 72h, by: [security] }\n",
+    );
+    assert!(policy.contains("review: {"), "the policy fixture changed");
+    let server = Server::start(&policy);
+    let alice = server.user("alice", &["oncall"]);
+    let sam = server.user("sam", &["security"]);
+    let otp = alice.otp();
+    let g = alice.ok(&[
+        "request", "prod-db", "--reason", REASON, "--ticket", "INC-9", "--otp", &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    alice.ok(&["revoke", &id, "--reason", "fixed"]);
+    // Downloads need the session: without one, the login page.
+    let (status, _) = http_raw(
+        "GET",
+        &server.url,
+        &format!("/reviews/{id}/report.md"),
+        &[],
+        None,
+    );
+    assert_eq!(
+        status, 303,
+        "a download without a session goes to the login page"
+    );
+    let v = drive(
+        &server,
+        "review",
+        true,
+        &[&alice, &sam],
+        json!({"grant": id}),
+    );
+    let own = v["self_review"].as_str().unwrap_or("");
+    assert!(
+        own.contains("requested grant") && own.contains("cannot review"),
+        "{own}"
+    );
+    let page = v["page"].as_str().unwrap_or("");
+    assert!(page.contains("Incident report: grant"), "{page}");
+    assert!(page.contains("<script>window.__pwned=1</script>"), "{page}");
+    assert_eq!(v["pwned"], false);
+    assert_eq!(v["bold_elements"], 0);
+    let after = v["after"].as_str().unwrap_or("");
+    assert!(
+        after.contains("appropriate") && after.contains("sam"),
+        "{after}"
+    );
+    let r = sam.ok(&["review", "list", "--all"]);
+    let mine = r
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["grant"] == id.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mine["state"], "done", "{mine}");
+    assert_eq!(mine["entries"][0]["verdict"], "appropriate");
+    assert_eq!(
+        mine["entries"][0]["notes"],
+        "checked the session log <i>and</i> the ticket"
+    );
+}

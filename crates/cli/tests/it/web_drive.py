@@ -417,11 +417,52 @@ def dashboard(cfg):
     return out
 
 
+def review(cfg):
+    """A grant of alice's has ended; alice may not review it (the reason is shown); sam reads
+    the incident report inline, downloads it, and records a verdict with a fresh code."""
+    o = otps(cfg)
+    out = {}
+    gid = cfg["grant"]
+    a = Browser(cfg, "alice")
+    s = Browser(cfg, "sam")
+    try:
+        a.login("alice", o["alice"])
+        a.go("/reviews/" + gid)
+        a.d.find_element(By.CSS_SELECTOR, "input[value=appropriate]").click()
+        a.fill("notes", "looks fine to me")
+        a.fill("otp", o["alice"].code())
+        a.submit("/reviews/" + gid)
+        out["self_review"] = a.d.find_element(By.CSS_SELECTOR, ".problem").text
+        s.login("sam", o["sam"])
+        s.go("/reviews")
+        s.expect(gid)
+        out["list"] = s.text()
+        s.shot("reviews")
+        s.d.find_element(By.CSS_SELECTOR, "a[href='/reviews/%s']" % gid).click()
+        s.expect("Incident report")
+        out["page"] = s.text()
+        out["pwned"] = s.d.execute_script("return window.__pwned === 1")
+        out["bold_elements"] = len(s.d.find_elements(By.CSS_SELECTOR, "pre.report b"))
+        s.tap_targets("button, .choice, nav a, .downloads a")
+        s.shot("review")
+        s.d.find_element(By.CSS_SELECTOR, "input[value=appropriate]").click()
+        s.fill("notes", "checked the session log <i>and</i> the ticket")
+        s.fill("otp", o["sam"].code())
+        s.submit("/reviews/" + gid)
+        out["after"] = s.text()
+        s.shot("reviewed")
+    finally:
+        a.close()
+        s.close()
+    return out
+
+
 def main():
     cfg = json.load(sys.stdin)
     fn = {"glass": glass, "approve": approve, "self": self_approve,
           "tls_login": tls_login, "secret": secret,
-          "ssh": ssh, "dashboard": dashboard}[cfg["scenario"]]
+          "ssh": ssh, "dashboard": dashboard,
+          "review": review}[cfg["scenario"]]
     print(json.dumps(fn(cfg)))
 
 

@@ -184,7 +184,7 @@ pub(super) fn back_to(id: &str) -> Response {
     Redirect::to(&format!("/grants/{}", urlencode(id))).into_response()
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),

@@ -1,7 +1,8 @@
 //! The server-rendered web UI at `/`: the same engine use cases as the JSON API, in HTML forms
 //! that work without JavaScript. One module per page group: [`login`] (sessions), [`glass`]
 //! (home, breaking glass), [`grant`] (a grant's page: credential, revoke, extend) and
-//! [`approvals`] (the queue, approve, deny) and [`dashboard`] (the security team's view).
+//! [`approvals`] (the queue, approve, deny) [`dashboard`] (the security team's view) and [`reviews`] (post-incident
+//! reviews with the report inline).
 //!
 //! Sessions are the engine's login tokens in a cookie (`__Host-breakglass` over TLS: Secure,
 //! Path=/, no Domain; `breakglass` over plain HTTP); HttpOnly, SameSite=Lax. Every
@@ -27,6 +28,7 @@ mod dashboard;
 mod glass;
 mod grant;
 mod login;
+mod reviews;
 
 /// The one style sheet (no inline styles: the CSP forbids them).
 const CSS: &str = include_str!("../../templates/app.css");
@@ -86,6 +88,7 @@ pub fn router(engine: Arc<Engine>, cfg: WebConfig) -> Router {
         .merge(grant::routes())
         .merge(approvals::routes())
         .merge(dashboard::routes())
+        .merge(reviews::routes())
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
