@@ -144,6 +144,16 @@ fn phone_login_break_glass_grant_revoke_logout() {
     assert_eq!(v["bold_elements_in_reason"], 0);
     assert_eq!(v["scripts"], 0);
     assert_eq!(v["pwned"], false);
+    // The live countdown: 44 min something, ticking.
+    let (l1, l2) = (
+        v["left_1"].as_str().unwrap_or(""),
+        v["left_2"].as_str().unwrap_or(""),
+    );
+    assert!(
+        l1.starts_with("(44 min ") && l1.ends_with(" s left)"),
+        "{l1}"
+    );
+    assert!(l2.ends_with(" s left)") && l1 != l2, "{l1} → {l2}");
     assert!(v["home"].as_str().unwrap_or("").contains("prod-db"));
     // The grant page again: no credential.
     let again = v["page_again"].as_str().unwrap_or("");

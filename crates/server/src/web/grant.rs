@@ -32,6 +32,9 @@ pub(super) struct GrantPage {
     expires_at: String,
     ended_at: String,
     remaining: String,
+    /// Expiry and the server's clock at render time (ms), for the live countdown.
+    expires_ms: i64,
+    now_ms: i64,
     approvals: Vec<(String, String)>,
     /// Approvals still needed (pending grants).
     approvals_missing: u32,
@@ -121,6 +124,8 @@ pub(super) async fn render(
             .remaining_secs
             .map(|r| breakglass_core::duration::format(std::time::Duration::from_secs(r)))
             .unwrap_or_default(),
+        expires_ms: g.expires_at_ms.unwrap_or(0),
+        now_ms: s.engine.now().as_millis(),
         approvals: g
             .approvals
             .iter()

@@ -32,6 +32,8 @@ mod reviews;
 
 /// The one style sheet (no inline styles: the CSP forbids them).
 const CSS: &str = include_str!("../../templates/app.css");
+/// The grant page's live countdown (the only script; pages work without it).
+const COUNTDOWN_JS: &str = include_str!("../../static/countdown.js");
 
 /// The Content-Security-Policy of every UI response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -83,6 +85,7 @@ pub fn router(engine: Arc<Engine>, cfg: WebConfig) -> Router {
     });
     Router::new()
         .route("/static/app.css", get(css))
+        .route("/static/countdown.js", get(countdown_js))
         .merge(login::routes())
         .merge(glass::routes())
         .merge(grant::routes())
@@ -101,6 +104,17 @@ async fn css() -> Response {
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
         CSS,
+    )
+        .into_response()
+}
+
+async fn countdown_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        COUNTDOWN_JS,
     )
         .into_response()
 }
