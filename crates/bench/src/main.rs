@@ -381,6 +381,14 @@ async fn verify_rate(events: u64) -> Result<()> {
     Ok(())
 }
 
+/// The value after `flag` on the command line (not another flag).
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .filter(|v| !v.starts_with("--"))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -399,12 +407,7 @@ async fn main() -> Result<()> {
             .unwrap_or(1)
     );
     if let Some(i) = args.iter().position(|a| a == "--crash-trials") {
-        let value = |flag: &str| {
-            args.iter()
-                .position(|a| a == flag)
-                .and_then(|i| args.get(i + 1))
-                .filter(|v| !v.starts_with("--"))
-        };
+        let value = |flag: &str| flag_value(&args, flag);
         let trials = args
             .get(i + 1)
             .filter(|v| !v.starts_with("--"))
@@ -434,12 +437,7 @@ async fn main() -> Result<()> {
         .await;
     }
     if let Some(i) = args.iter().position(|a| a == "--soak") {
-        let value = |flag: &str| {
-            args.iter()
-                .position(|a| a == flag)
-                .and_then(|i| args.get(i + 1))
-                .filter(|v| !v.starts_with("--"))
-        };
+        let value = |flag: &str| flag_value(&args, flag);
         let num = |v: Option<&String>, what: &str, default: u64| -> Result<u64> {
             v.map(|v| v.parse::<u64>())
                 .transpose()

@@ -118,22 +118,19 @@ async fn sample_roles(pool: sqlx::PgPool, stop: Arc<AtomicBool>) -> BTreeMap<Str
     seen
 }
 
-pub async fn run(o: Options) -> Result<()> {
-    let started = Instant::now();
-    println!(
-        "crash trials: {} trials, seed {} (rerun: breakglass-bench --crash-trials {} --seed {}), {} clients",
-        o.trials, o.seed, o.trials, o.seed, o.clients
-    );
-    let rng = Rng::new(o.seed);
+/// The rig (server, PostgreSQL, sshd, webhook receiver) with `clients` clients' users seeded,
+/// and the load they share.
+pub(crate) async fn start_rig(rng: &Rng, clients: usize) -> Result<(rig::Rig, Arc<Load>)> {
     let hook = hook::Hook::start(rng.fork(1_000_000)).await?;
-    let requesters: Vec<Vec<String>> = (0..o.clients)
+    let requesters: Vec<Vec<String>> = (0..clients)
         .map(|c| (0..30).map(|k| format!("r{c}-{k}")).collect())
         .collect();
     let approvers: Vec<String> = (0..40).map(|k| format!("a{k}")).collect();
-    let mut rig = rig::Rig::new(&requesters, &approvers, hook).await?;
+    let rig = rig::Rig::new(&requesters, &approvers, hook).await?;
     eprintln!(
-        "server {} on {} (data {}, log {})",
+        "server {} (pid {}) on {} (data {}, log {})",
         rig.bin.display(),
+        rig.pid().unwrap_or(0),
         rig.base,
         rig.data.display(),
         rig.log.display()
@@ -146,6 +143,17 @@ pub async fn run(o: Options) -> Result<()> {
         approvers,
         ssh_public_key: rig.public_key.clone(),
     });
+    Ok((rig, load))
+}
+
+pub async fn run(o: Options) -> Result<()> {
+    let started = Instant::now();
+    println!(
+        "crash trials: {} trials, seed {} (rerun: breakglass-bench --crash-trials {} --seed {}), {} clients",
+        o.trials, o.seed, o.trials, o.seed, o.clients
+    );
+    let rng = Rng::new(o.seed);
+    let (mut rig, load) = start_rig(&rng, o.clients).await?;
     let mut mem = Memory::default();
     let mut t = Totals::default();
     let mut trial_rng = rng.fork(0);

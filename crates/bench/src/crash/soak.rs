@@ -9,8 +9,7 @@
 //! run, at least one sample), `audit verify` over the data directory, and the table.
 
 use super::load::{self, Load};
-use super::rig::Rig;
-use super::{hook, rng::Rng};
+use super::rng::Rng;
 use anyhow::{Result, bail};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,24 +50,18 @@ fn fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// WARN and ERROR lines of the server's log after byte `from`; returns the new end too.
-fn log_levels(path: &std::path::Path, from: usize) -> (usize, usize, usize, Vec<String>) {
-    let text = std::fs::read(path).unwrap_or_default();
-    let new = String::from_utf8_lossy(text.get(from..).unwrap_or_default()).into_owned();
+/// WARN and ERROR lines of the server's log after byte `from` (only those bytes are read);
+/// returns the new end too. The server writes no colour codes off a terminal.
+fn log_levels(path: &std::path::Path, from: u64) -> (usize, usize, u64, Vec<String>) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut new = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(from));
+        let _ = f.read_to_end(&mut new);
+    }
+    let end = from + new.len() as u64;
     let (mut warn, mut error, mut examples) = (0, 0, Vec::new());
-    for l in new.lines() {
-        // Colour codes, if any, dropped: `\x1b[…m`.
-        let mut plain = String::with_capacity(l.len());
-        let mut esc = false;
-        for c in l.chars() {
-            match (esc, c) {
-                (false, '\x1b') => esc = true,
-                (true, 'm') => esc = false,
-                (true, _) => {}
-                (false, c) => plain.push(c),
-            }
-        }
-        let l = plain.as_str();
+    for l in String::from_utf8_lossy(&new).lines() {
         if l.contains(" ERROR ") {
             error += 1;
             if examples.len() < 5 {
@@ -78,7 +71,7 @@ fn log_levels(path: &std::path::Path, from: usize) -> (usize, usize, usize, Vec<
             warn += 1;
         }
     }
-    (warn, error, text.len(), examples)
+    (warn, error, end, examples)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -97,29 +90,10 @@ pub async fn run(o: Options) -> Result<()> {
         o.sample_every.as_secs()
     );
     let rng = Rng::new(o.seed);
-    let hook = hook::Hook::start(rng.fork(1_000_000)).await?;
-    let requesters: Vec<Vec<String>> = (0..o.clients)
-        .map(|c| (0..30).map(|k| format!("r{c}-{k}")).collect())
-        .collect();
-    let approvers: Vec<String> = (0..40).map(|k| format!("a{k}")).collect();
-    let mut rig = Rig::new(&requesters, &approvers, hook).await?;
+    let (mut rig, load) = super::start_rig(&rng, o.clients).await?;
     let pid = rig
         .pid()
         .ok_or_else(|| anyhow::anyhow!("the server has no pid"))?;
-    eprintln!(
-        "server pid {pid} on {} (data {}, log {})",
-        rig.base,
-        rig.data.display(),
-        rig.log.display()
-    );
-    let load = Arc::new(Load {
-        base: rig.base.clone(),
-        totp: load::Totp::new(rig.secret.clone()),
-        ledger: Default::default(),
-        requesters,
-        approvers,
-        ssh_public_key: rig.public_key.clone(),
-    });
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..o.clients)
         .map(|c| {

@@ -584,6 +584,31 @@ pub fn http_raw(
     (status, body)
 }
 
+/// POSTs every (token, path, JSON body) at the same moment (threads released together);
+/// returns (status, problem slug or "") per request, in order.
+pub fn post_at_once(base: &str, reqs: Vec<(String, String, Value)>) -> Vec<(u16, String)> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(reqs.len()));
+    let handles: Vec<_> = reqs
+        .into_iter()
+        .map(|(tok, path, body)| {
+            let (b, url) = (barrier.clone(), base.to_string());
+            std::thread::spawn(move || {
+                let body = body.to_string();
+                b.wait();
+                let (code, text) = http("POST", &url, &path, Some(body.as_bytes()), Some(&tok));
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let slug = v["type"]
+                    .as_str()
+                    .and_then(|t| t.rsplit('/').next())
+                    .unwrap_or("")
+                    .to_string();
+                (code, slug)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 /// The saved session token of a user (for raw HTTP tests).
 pub fn token_of(u: &User) -> String {
     let p = u.config.path().join("breakglass").join("session.json");

@@ -4,34 +4,17 @@
 
 use crate::harness::*;
 use serde_json::{Value, json};
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 const REASON: &str = "orders table locked, checkout down";
 
-/// Sends every (path, body) at the same moment (threads released together); returns
-/// (status, problem slug or "") per request, in order.
+/// Sends every (path, body) as `token` at the same moment; (status, problem slug or "") each.
 fn at_once(s: &Server, token: &str, reqs: Vec<(String, Value)>) -> Vec<(u16, String)> {
-    let barrier = Arc::new(Barrier::new(reqs.len()));
-    let handles: Vec<_> = reqs
+    let reqs = reqs
         .into_iter()
-        .map(|(path, body)| {
-            let (b, url, tok) = (barrier.clone(), s.url.clone(), token.to_string());
-            std::thread::spawn(move || {
-                let body = body.to_string();
-                b.wait();
-                let (code, text) = http("POST", &url, &path, Some(body.as_bytes()), Some(&tok));
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                let slug = v["type"]
-                    .as_str()
-                    .and_then(|t| t.rsplit('/').next())
-                    .unwrap_or("")
-                    .to_string();
-                (code, slug)
-            })
-        })
+        .map(|(path, body)| (token.to_string(), path, body))
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+    post_at_once(&s.url, reqs)
 }
 
 /// How many audit events of `kind` the data directory holds.
@@ -162,19 +145,14 @@ fn simultaneous_approvals_are_both_kept_and_approvers_do_not_review() {
         let path = format!("/api/v1/grants/{id}/approve");
         // Two approvers, each with their own fresh code, at the same moment.
         let (sc, tc) = (sam.otp(), tom.otp());
-        let barrier = Arc::new(Barrier::new(2));
-        let send = |tok: String, code: String| {
-            let (b, url, path) = (barrier.clone(), s.url.clone(), path.clone());
-            std::thread::spawn(move || {
-                let body = json!({"otp": code}).to_string();
-                b.wait();
-                http("POST", &url, &path, Some(body.as_bytes()), Some(&tok))
-            })
-        };
-        let a = send(token_of(&sam), sc);
-        let b = send(token_of(&tom), tc);
-        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
-        assert_eq!((ra.0, rb.0), (200, 200), "round {round}: {ra:?} {rb:?}");
+        let r = post_at_once(
+            &s.url,
+            vec![
+                (token_of(&sam), path.clone(), json!({"otp": sc})),
+                (token_of(&tom), path.clone(), json!({"otp": tc})),
+            ],
+        );
+        assert_eq!((r[0].0, r[1].0), (200, 200), "round {round}: {r:?}");
         let st = bob.ok(&["status", &id]);
         assert_eq!(st["state"], "active", "round {round}: {st}");
         let mut by: Vec<&str> = st["approvals"]
@@ -321,18 +299,13 @@ fn the_last_two_approvals_at_once_activate_once_and_the_loser_hears_conflict() {
     una.ok(&["approve", &id, "--otp", &una.otp()]);
     let path = format!("/api/v1/grants/{id}/approve");
     let (sc, tc) = (sam.otp(), tom.otp());
-    let barrier = Arc::new(Barrier::new(2));
-    let send = |tok: String, code: String| {
-        let (b, url, path) = (barrier.clone(), s.url.clone(), path.clone());
-        std::thread::spawn(move || {
-            let body = json!({"otp": code}).to_string();
-            b.wait();
-            http("POST", &url, &path, Some(body.as_bytes()), Some(&tok))
-        })
-    };
-    let a = send(token_of(&sam), sc);
-    let b = send(token_of(&tom), tc);
-    let mut codes = vec![a.join().unwrap(), b.join().unwrap()];
+    let mut codes = post_at_once(
+        &s.url,
+        vec![
+            (token_of(&sam), path.clone(), json!({"otp": sc})),
+            (token_of(&tom), path, json!({"otp": tc})),
+        ],
+    );
     codes.sort_by_key(|r| r.0);
     assert_eq!(
         (codes[0].0, codes[1].0),

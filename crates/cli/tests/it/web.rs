@@ -616,3 +616,78 @@ fn a_reviewer_reads_the_report_and_records_a_verdict_in_the_browser() {
         "checked the session log <i>and</i> the ticket"
     );
 }
+
+/// One authenticator code, eight review forms sent with it at the same moment from the
+/// reviewer's own session: one verdict is recorded, the other seven are refused (the code is
+/// single use in the store, whichever form gets there first).
+#[test]
+fn one_code_records_one_verdict_however_many_review_forms_carry_it() {
+    let policy = policy().replace(
+        "    duration: { default: 30m, max: 2h }\n  - name: bastion-with-approval",
+        "    duration: { default: 30m, max: 2h }\n    review: { within: 72h, by: [security] }\n  - name: bastion-with-approval",
+    );
+    assert!(policy.contains("review: {"), "the policy fixture changed");
+    let server = Server::start(&policy);
+    let alice = server.user("alice", &["oncall"]);
+    let sam = server.user("sam", &["security"]);
+    let otp = alice.otp();
+    let g = alice.ok(&[
+        "request", "prod-db", "--reason", REASON, "--ticket", "INC-9", "--otp", &otp,
+    ]);
+    let id = g["id"].as_str().unwrap().to_string();
+    alice.ok(&["revoke", &id, "--reason", "fixed"]);
+    let cookie = format!("breakglass={}", token_of(&sam));
+    let (status, page) = http_raw(
+        "GET",
+        &server.url,
+        &format!("/reviews/{id}"),
+        &[("Cookie", cookie.clone())],
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the review form's token")
+        .to_string();
+    let code = sam.otp();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let origin = server.url.clone();
+    let sent: Vec<_> = (0..8)
+        .map(|i| {
+            let (b, url, path) = (
+                barrier.clone(),
+                server.url.clone(),
+                format!("/reviews/{id}"),
+            );
+            let headers = [
+                ("Cookie", cookie.clone()),
+                ("Origin", origin.clone()),
+                (
+                    "Content-Type",
+                    "application/x-www-form-urlencoded".to_string(),
+                ),
+            ];
+            let body = format!("csrf={csrf}&verdict=appropriate&notes=form+{i}&otp={code}");
+            std::thread::spawn(move || {
+                b.wait();
+                http_raw("POST", &url, &path, &headers, Some(body.as_bytes())).0
+            })
+        })
+        .collect();
+    let mut codes: Vec<u16> = sent.into_iter().map(|h| h.join().unwrap()).collect();
+    codes.sort();
+    assert_eq!(codes.iter().filter(|c| **c == 303).count(), 1, "{codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == 303 || (400..500).contains(c)),
+        "{codes:?}"
+    );
+    let r = sam.ok(&["review", "list", "--all"]);
+    let mine = r
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["grant"] == id.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mine["entries"].as_array().map(Vec::len), Some(1), "{mine}");
+}
