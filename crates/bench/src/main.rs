@@ -132,7 +132,7 @@ async fn fixture_cfg(users: usize, policy_text: &str, config: EngineConfig) -> R
     }
     store.commit(changes, vec![]).await?;
     let engine = Arc::new(Engine::new(
-        Arc::new(store),
+        store,
         keys,
         policy,
         Arc::new(SystemClock),

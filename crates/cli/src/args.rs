@@ -31,11 +31,22 @@ pub enum Cmd {
     Init {
         #[arg(long, env = "BREAKGLASS_DATA_DIR")]
         data_dir: PathBuf,
+        /// Keep the store in this PostgreSQL database (several nodes share it; each needs the
+        /// same key-encryption key) instead of the data directory's SQLite file. `init`
+        /// records it in the data directory, so later commands find it.
+        #[arg(long, env = "BREAKGLASS_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
     },
     /// Run the server.
     Serve {
         #[arg(long, env = "BREAKGLASS_DATA_DIR")]
         data_dir: PathBuf,
+        /// Keep the store in this PostgreSQL database (several nodes share it; each needs the
+        /// same key-encryption key) instead of the data directory's SQLite file. `init`
+        /// records it in the data directory, so later commands find it.
+        #[arg(long, env = "BREAKGLASS_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+
         #[arg(long, default_value = "127.0.0.1:8700", env = "BREAKGLASS_LISTEN")]
         listen: std::net::SocketAddr,
         #[arg(long, env = "BREAKGLASS_POLICY")]

@@ -1,7 +1,9 @@
 //! The data directory and the keys in it.
 //!
 //! ```text
-//! DIR/breakglass.db        SQLite store (WAL)
+//! DIR/breakglass.db        SQLite store (WAL), unless the store is PostgreSQL:
+//! DIR/database.url         the PostgreSQL URL `init --database` was given (mode 0600; the
+//!                          flag `--database` or BREAKGLASS_DATABASE_URL override it)
 //! DIR/keys/kek.key         32-byte key-encryption key (mode 0600); or BREAKGLASS_KEK_FILE
 //! DIR/audit-key.pem        the audit checkpoint public key (SPKI PEM, for openssl)
 //! ```
@@ -13,6 +15,7 @@
 
 use breakglass_core::audit;
 use breakglass_core::time::Timestamp;
+use breakglass_store::postgres::PgStore;
 use breakglass_store::sqlite::SqliteStore;
 use breakglass_store::{Change, Store, StoreError};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -21,6 +24,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::RngCore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -42,19 +46,71 @@ pub enum KeyError {
     Unseal(String),
     #[error("I/O error on {path}: {err}")]
     Io { path: String, err: std::io::Error },
+    #[error(
+        "cannot use the PostgreSQL store {url}: {err} (check the URL, that the server is up and \
+         that the role may log in and create tables)"
+    )]
+    Database { url: String, err: String },
+    #[error(
+        "the database URL {0} is not a PostgreSQL URL: give postgres://USER:PASSWORD@HOST:PORT/DB"
+    )]
+    BadDatabaseUrl(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Paths inside a data directory.
+/// Paths inside a data directory, and where its store is.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     pub root: PathBuf,
+    /// A PostgreSQL URL given on the command line (see [`DataDir::database_url`]).
+    pub database: Option<String>,
 }
+
+/// The environment variable naming the PostgreSQL store.
+pub const DATABASE_URL_ENV: &str = "BREAKGLASS_DATABASE_URL";
 
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DataDir { root: root.into() }
+        DataDir {
+            root: root.into(),
+            database: None,
+        }
+    }
+
+    /// The same directory with its store in the PostgreSQL database at `url` (None: as
+    /// recorded or SQLite).
+    pub fn with_database(mut self, url: Option<String>) -> Self {
+        self.database = url.filter(|u| !u.is_empty());
+        self
+    }
+
+    pub fn database_url_path(&self) -> PathBuf {
+        self.root.join("database.url")
+    }
+
+    /// The PostgreSQL URL of the store, if it is PostgreSQL: the flag, else
+    /// BREAKGLASS_DATABASE_URL, else what `init --database` recorded in the directory.
+    pub fn database_url(&self) -> Result<Option<String>, KeyError> {
+        if let Some(u) = &self.database {
+            return Ok(Some(u.clone()));
+        }
+        if let Some(u) = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            return Ok(Some(u));
+        }
+        let path = self.database_url_path();
+        match std::fs::read_to_string(&path) {
+            Ok(u) if !u.trim().is_empty() => Ok(Some(u.trim().to_string())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(KeyError::Io {
+                path: path.display().to_string(),
+                err,
+            }),
+        }
     }
     pub fn db_path(&self) -> PathBuf {
         self.root.join("breakglass.db")
@@ -246,7 +302,21 @@ pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError>
         true
     };
     let kek = read_kek(&kek_path)?;
-    let store = SqliteStore::open(&dir.db_path()).await?;
+    let url = dir.database_url()?;
+    if let Some(url) = &url {
+        check_database_url(url)?;
+        let path = dir.database_url_path();
+        if std::fs::read_to_string(&path)
+            .ok()
+            .as_deref()
+            .map(str::trim)
+            != Some(url.as_str())
+        {
+            let _ = std::fs::remove_file(&path);
+            write_private(&path, url.as_bytes())?;
+        }
+    }
+    let store = open_store(dir, url.as_deref()).await?;
     let mut created_signing_key = false;
     if store.meta(META_SIGNING_KEY).await?.is_none() {
         let sk = SigningKey::generate(&mut rand::rngs::OsRng);
@@ -284,14 +354,14 @@ pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError>
             .await?;
         created_signing_key = true;
     }
-    let keys = load_keys(&store, kek).await?;
+    let keys = load_keys(&*store, kek).await?;
     let pem = audit::public_key_pem(&keys.audit_public());
     let pub_path = dir.audit_pub_path();
     if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(pem.as_str()) {
         let _ = std::fs::remove_file(&pub_path);
         write_private(&pub_path, pem.as_bytes())?;
     }
-    store.pool().close().await;
+    drop(store);
     make_private(&dir.root)?;
     Ok(InitReport {
         data_dir: dir.root.display().to_string(),
@@ -305,7 +375,7 @@ pub async fn init(dir: &DataDir, now: Timestamp) -> Result<InitReport, KeyError>
 
 /// The SSH CA seed, created (sealed, audited) the first time a data directory needs it — at
 /// `init`, or at the first start of a data directory made before SSH support.
-async fn ssh_ca(store: &SqliteStore, kek: &Kek) -> Result<[u8; 32], KeyError> {
+async fn ssh_ca(store: &dyn Store, kek: &Kek) -> Result<[u8; 32], KeyError> {
     if let Some(sealed) = store.meta(META_SSH_CA).await? {
         let seed = kek.open(META_SSH_CA, &sealed)?;
         return seed
@@ -335,7 +405,7 @@ async fn ssh_ca(store: &SqliteStore, kek: &Kek) -> Result<[u8; 32], KeyError> {
     Ok(*seed)
 }
 
-async fn load_keys(store: &SqliteStore, kek: Kek) -> Result<Keys, KeyError> {
+async fn load_keys(store: &dyn Store, kek: Kek) -> Result<Keys, KeyError> {
     let sealed = store
         .meta(META_SIGNING_KEY)
         .await?
@@ -360,9 +430,10 @@ async fn load_keys(store: &SqliteStore, kek: Kek) -> Result<Keys, KeyError> {
 }
 
 /// Opens an initialised data directory.
-pub async fn open(dir: &DataDir) -> Result<(SqliteStore, Keys), KeyError> {
+pub async fn open(dir: &DataDir) -> Result<(Arc<dyn Store>, Keys), KeyError> {
     let not_init = || KeyError::NotInitialised(dir.root.display().to_string());
-    if !dir.db_path().exists() {
+    let url = dir.database_url()?;
+    if url.is_none() && !dir.db_path().exists() {
         return Err(not_init());
     }
     let kek_path = dir.kek_path();
@@ -371,12 +442,49 @@ pub async fn open(dir: &DataDir) -> Result<(SqliteStore, Keys), KeyError> {
     }
     make_private(&dir.root)?;
     let kek = read_kek(&kek_path)?;
-    let store = SqliteStore::open(&dir.db_path()).await?;
-    let keys = load_keys(&store, kek).await.map_err(|e| match e {
+    let store = open_store(dir, url.as_deref()).await?;
+    let keys = load_keys(&*store, kek).await.map_err(|e| match e {
         KeyError::NotInitialised(_) => not_init(),
         e => e,
     })?;
     Ok((store, keys))
+}
+
+/// The directory's store: PostgreSQL at `url`, else the SQLite file.
+async fn open_store(dir: &DataDir, url: Option<&str>) -> Result<Arc<dyn Store>, KeyError> {
+    Ok(match url {
+        Some(url) => Arc::new(PgStore::open(url).await.map_err(|e| match e {
+            StoreError::Db(err) => KeyError::Database {
+                url: redact_url(url),
+                err: err.to_string(),
+            },
+            e => KeyError::Store(e),
+        })?),
+        None => Arc::new(SqliteStore::open(&dir.db_path()).await?),
+    })
+}
+
+/// A PostgreSQL URL the store can take: `postgres://` or `postgresql://`.
+fn check_database_url(url: &str) -> Result<(), KeyError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(KeyError::BadDatabaseUrl(redact_url(url)))
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let cred = &url[s + 3..at];
+            match cred.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &cred[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -391,5 +499,14 @@ mod tests {
         assert!(k.open("totp:bob", &s).is_err());
         assert!(Kek::generate().open("totp:alice", &s).is_err());
         assert!(k.open("totp:alice", &s[..10]).is_err());
+    }
+
+    #[test]
+    fn database_urls_lose_their_password_in_messages() {
+        assert_eq!(
+            redact_url("postgres://bg:s3cret@db:5432/bg"),
+            "postgres://bg:***@db:5432/bg"
+        );
+        assert_eq!(redact_url("postgres://db/bg"), "postgres://db/bg");
     }
 }

@@ -32,6 +32,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// The PostgreSQL store's URL (None: as the data directory records, else SQLite).
+    pub database: Option<String>,
     pub listen: SocketAddr,
     pub policy: PathBuf,
     /// Sign a checkpoint after this many new events…
@@ -58,6 +60,7 @@ impl ServeConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr, policy: PathBuf) -> Self {
         ServeConfig {
             data_dir,
+            database: None,
             listen,
             policy,
             checkpoint_every_events: 1000,
@@ -145,7 +148,7 @@ pub async fn start_with_clock(
         Some(path) => api::MetricsAccess::token_from_file(path).map_err(ServeError::Config)?,
         None => api::MetricsAccess::Public,
     };
-    let dir = keys::DataDir::new(&cfg.data_dir);
+    let dir = keys::DataDir::new(&cfg.data_dir).with_database(cfg.database.clone());
     let (store, keys) = keys::open(&dir).await?;
     let text = std::fs::read_to_string(&cfg.policy).map_err(|e| ServeError::Policy {
         path: cfg.policy.display().to_string(),
@@ -178,13 +181,7 @@ pub async fn start_with_clock(
         );
     }
     let sha = policy.sha256.clone();
-    let engine = Arc::new(Engine::new(
-        Arc::new(store),
-        keys,
-        policy,
-        clock,
-        engine_cfg,
-    ));
+    let engine = Arc::new(Engine::new(store, keys, policy, clock, engine_cfg));
     // Host-side commands (`admin user disable`) load the same policy as the server.
     let policy_path = std::fs::canonicalize(&cfg.policy).unwrap_or_else(|_| cfg.policy.clone());
     engine

@@ -17,6 +17,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database was migrated by a newer breakglass than this one.
+    #[error(
+        "the database's schema is version {found}, newer than this breakglass knows (up to \
+         {known}): run the breakglass release that made it (or a newer one), not this one"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     /// The transaction could not be made durable: nothing it carried was applied.

@@ -58,7 +58,7 @@ pub(crate) mod sql {
     pub const STATS: &str = "SELECT \
          (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE user_name = $1 AND created_at >= $2 LIMIT $3) AS uw) AS u, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE resource = $4 AND created_at >= $5 LIMIT $6) AS rw) AS r, \
-         EXISTS(SELECT 1 FROM grants WHERE user_name = $7 AND resource = $8) AS e";
+         CAST(CASE WHEN EXISTS(SELECT 1 FROM grants WHERE user_name = $7 AND resource = $8) THEN 1 ELSE 0 END AS BIGINT) AS e";
     pub const SINCE: &str =
         "SELECT doc FROM grants WHERE created_at >= $1 ORDER BY created_at LIMIT $2";
     pub const COUNT_IN_STATE: &str = "SELECT COUNT(*) FROM grants WHERE state = $1";

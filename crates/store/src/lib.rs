@@ -9,18 +9,20 @@
 //! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets,
 //! recordings, streams) holds
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
-//! [`sqlite::SqliteStore`] (embedded, default; `sqlite/` has one module per aggregate). A
-//! PostgreSQL backend implements the same traits and must pass the same test suite.
+//! [`sqlite::SqliteStore`] (embedded, default) and [`postgres::PgStore`] (several nodes on one
+//! database). Both compile the same aggregate modules and writer (`shared/`, included by each
+//! backend with its driver's types); what only one database says is that backend's `dialect`.
+//! Both pass the same contract suite (`tests/store_suite.rs`).
 //!
 //! # SQL
 //!
 //! Each aggregate module has a `sql` submodule with its queries as `const` strings, written in
 //! the dialect SQLite and PostgreSQL share. Placeholders are numbered (`$1`, `$2`, …):
 //! PostgreSQL takes them natively and sqlx's SQLite driver binds `$N` to the N-th bound value, so
-//! a PostgreSQL backend (`postgres/<aggregate>.rs` beside `sqlite/`) runs the same strings,
-//! binding the values in number order (its column types may want other Rust types, e.g. `bool`
-//! for SQLite's 0/1 integers). What only one database accepts (SQLite's `json_extract`, queries
-//! built at run time, migrations) stays in that backend's module.
+//! the PostgreSQL backend runs the same strings, binding the values in number order. Its schema
+//! (`migrations/postgres/`) is the SQLite one with BIGINT for INTEGER and BYTEA for BLOB, so the
+//! same Rust types bind and decode on both. What only one database accepts (JSON access, how a
+//! transaction begins, the audit head lock, migrations) stays in that backend's `dialect`.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -29,6 +31,7 @@ mod change;
 pub mod credentials;
 mod error;
 pub mod grants;
+pub mod postgres;
 pub mod recordings;
 pub mod reviews;
 pub mod secrets;
@@ -70,6 +73,9 @@ pub trait Store:
     async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<Option<Head>>;
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Which backend this is (`sqlite`, `postgres`), for health checks and logs.
+    fn backend(&self) -> &'static str;
 }
 
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.

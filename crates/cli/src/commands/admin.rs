@@ -10,8 +10,9 @@ use breakglass_store::{Change, User};
 use serde_json::{Value, json};
 use std::path::Path;
 
-pub(super) async fn init(j: bool, data_dir: &Path) -> Result<()> {
-    let r = keys::init(&DataDir::new(data_dir), now()).await?;
+pub(super) async fn init(j: bool, data_dir: &Path, database: Option<&str>) -> Result<()> {
+    let dir = DataDir::new(data_dir).with_database(database.map(str::to_string));
+    let r = keys::init(&dir, now()).await?;
     out(j, &serde_json::to_value(&r)?, || {
         format!(
             "data directory {} ready ({}; {}).\naudit public key: {}/audit-key.pem (give it to your auditors)",

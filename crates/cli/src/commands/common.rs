@@ -137,7 +137,7 @@ where
 
 pub(super) async fn open_dir(
     dir: &Path,
-) -> Result<(breakglass_store::sqlite::SqliteStore, keys::Keys)> {
+) -> Result<(std::sync::Arc<dyn breakglass_store::Store>, keys::Keys)> {
     Ok(keys::open(&DataDir::new(dir)).await?)
 }
 

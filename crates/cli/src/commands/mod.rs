@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let j = cli.json;
     let cli = &cli;
     match &cli.cmd {
-        Cmd::Init { data_dir } => admin::init(j, data_dir).await?,
+        Cmd::Init { data_dir, database } => admin::init(j, data_dir, database.as_deref()).await?,
         Cmd::Serve { .. } => serve::serve(cli).await?,
         Cmd::Watch { grant_id } => recordings::watch(cli, grant_id).await?,
         Cmd::Recording {

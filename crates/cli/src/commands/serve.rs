@@ -8,6 +8,7 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
     // The variant has too many fields to pass one by one; run() only calls this for it.
     let Cmd::Serve {
         data_dir,
+        database,
         listen,
         policy,
         checkpoint_events,
@@ -31,6 +32,7 @@ pub(super) async fn serve(cli: &Cli) -> Result<()> {
         unreachable!("serve() is called for `breakglass serve` only")
     };
     let mut cfg = breakglass_server::ServeConfig::new(data_dir.clone(), *listen, policy.clone());
+    cfg.database = database.clone();
     cfg.checkpoint_every_events = (*checkpoint_events).max(1);
     cfg.checkpoint_every = duration::parse(checkpoint_every).context("--checkpoint-every")?;
     cfg.engine.mfa.max_failures = (*mfa_max_failures).max(1);

@@ -601,7 +601,7 @@ async fn openapi() -> Response {
 
 async fn healthz(State(e): State<AppState>) -> Response {
     match e.store.audit_head().await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Ok(_) => Json(json!({"status": "ok", "store": e.store.backend()})).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "health check: store unavailable");
             (

@@ -1,33 +1,60 @@
 //! The embedded SQLite backend: WAL journal, `synchronous=FULL` (every commit is durable).
 //!
-//! Writes go through one writer task that practises group commit: it takes every unit of work
-//! waiting, runs each inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction (a unit that
-//! fails is rolled back alone), commits once — one fsync for the whole batch — and only then
-//! answers each caller. Nobody hears "done" before their change and its audit events are durable.
+//! The aggregate modules and the group-commit writer are `shared/` (compiled here with SQLite's
+//! types); this module opens the file, names the types and holds what only SQLite says
+//! (`dialect`): `BEGIN IMMEDIATE` (one writer; the audit head needs no lock), `json_extract`,
+//! and bulk audit reads on a plain read-only connection.
 
+#[path = "../shared/alerts.rs"]
 mod alerts;
+#[path = "../shared/audit.rs"]
 mod audit;
+#[path = "../shared/common.rs"]
 mod common;
+#[path = "../shared/credentials.rs"]
 mod credentials;
+#[path = "../shared/grants.rs"]
 mod grants;
+#[path = "../shared/recordings.rs"]
 mod recordings;
+#[path = "../shared/reviews.rs"]
 mod reviews;
+#[path = "../shared/schema.rs"]
+mod schema;
+#[path = "../shared/secrets.rs"]
 mod secrets;
+#[path = "../shared/streams.rs"]
 mod streams;
+#[path = "../shared/users.rs"]
 mod users;
+#[path = "../shared/writer.rs"]
+mod writer;
 
-pub use common::SqliteStore;
-
-use crate::{Change, Result, Store, StoreError, sql};
-use async_trait::async_trait;
-use audit::head;
-use breakglass_core::audit::{Head, NewEvent};
+use crate::Result;
 use common::Job;
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The driver's types, as the shared modules name them.
+mod db {
+    pub type Db = sqlx::Sqlite;
+    pub type Conn = sqlx::SqliteConnection;
+    pub type DbRow = sqlx::sqlite::SqliteRow;
+    pub type Pool = sqlx::SqlitePool;
+    pub type Backend = super::SqliteStore;
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: tokio::sync::mpsc::Sender<Job>,
+    /// The database file (None for in-memory stores); bulk audit reads open it directly.
+    path: Option<std::path::PathBuf>,
+}
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -68,9 +95,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-/// Most units of work committed together.
-const MAX_BATCH: usize = 128;
-
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations. The file
     /// is created with mode 0600 (an existing one, and its `-wal`/`-shm`, lose any group and
@@ -100,7 +124,7 @@ impl SqliteStore {
 
     async fn with_pool(pool: SqlitePool, path: Option<std::path::PathBuf>) -> Result<Self> {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        tokio::spawn(writer(pool.clone(), rx));
+        tokio::spawn(writer::writer(pool.clone(), rx));
         let store = SqliteStore {
             pool,
             writer: tx,
@@ -128,25 +152,7 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-            .execute(&mut *tx)
-            .await?;
-        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *tx)
-            .await?;
-        for (version, sql) in MIGRATIONS {
-            if done.contains(version) {
-                continue;
-            }
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        schema::migrate(&self.pool, MIGRATIONS).await
     }
 }
 
@@ -181,166 +187,85 @@ fn private_db_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Offers `$change` to each aggregate module's `apply` in turn: the module that owns the change
-/// applies it (and the caller returns), the others hand it on.
-macro_rules! offer {
-    ($conn:ident, $change:ident => $($module:ident),+) => {
-        $(
-            let Some($change) = $module::apply($conn, $change).await? else {
-                return Ok(());
-            };
-        )+
-    };
-}
+/// What only SQLite says.
+mod dialect {
+    pub const NAME: &str = "sqlite";
 
-/// Applies one change: each aggregate's module takes its own changes.
-async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams);
-    match change {
-        Change::PutMeta { key, value } => {
-            common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;
-        }
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "no table takes this change: {other:?}"
-            )));
-        }
+    use super::SqliteStore;
+    use super::audit::{hash32, seq_i64, seq_u64};
+    use crate::audit::sql;
+    use crate::{Result, StoreError};
+    use breakglass_core::audit::{AuditRecord, Head, IndexColumns};
+    use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A write transaction: `BEGIN IMMEDIATE` takes SQLite's one write lock up front.
+    pub async fn begin(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        pool.begin_with("BEGIN IMMEDIATE").await
     }
-    Ok(())
-}
 
-/// Applies one unit of work inside the open transaction, after `prev`; returns the new head.
-async fn apply_job(
-    conn: &mut SqliteConnection,
-    changes: Vec<Change>,
-    events: &[NewEvent],
-    prev: Option<Head>,
-) -> Result<Option<Head>> {
-    for change in changes {
-        apply(&mut *conn, change).await?;
+    pub async fn begin_migration(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        begin(pool).await
     }
-    audit::append(conn, events, prev).await
-}
 
-/// The group-commit writer.
-async fn writer(pool: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        run_batch(&pool, jobs).await;
+    /// The audit head to append after; the write lock already excludes other writers.
+    pub async fn head_for_append(conn: &mut SqliteConnection) -> Result<Option<Head>> {
+        super::audit::head(conn).await
     }
-}
 
-async fn run_batch(pool: &SqlitePool, mut jobs: Vec<Job>) {
-    let fail_all = |jobs: Vec<Job>, why: String| {
-        for j in jobs {
-            let _ = j.reply.send(Err(StoreError::CommitFailed(why.clone())));
-        }
-    };
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => return fail_all(jobs, e.to_string()),
-    };
-    let mut prev = match head(&mut tx).await {
-        Ok(h) => h,
-        Err(e) => return fail_all(jobs, e.to_string()),
-    };
-    // One unit alone needs no savepoint: if it fails, the whole transaction is dropped (two
-    // round trips to SQLite's thread fewer on every uncontended commit).
-    if jobs.len() == 1
-        && let Some(job) = jobs.pop()
-    {
-        let result = apply_job(&mut tx, job.changes, &job.events, prev).await;
-        let result = match result {
-            Ok(h) => tx
-                .commit()
-                .await
-                .map(|()| h)
-                .map_err(|e| StoreError::CommitFailed(e.to_string())),
-            Err(e) => Err(e),
+    /// Nothing to keep beside the audit rows: the head is the last row.
+    pub async fn moved_head(_conn: &mut SqliteConnection, _head: Head) -> Result<()> {
+        Ok(())
+    }
+
+    pub const KIND_COUNTS: &str = "SELECT json_extract(CAST(body AS TEXT), '$.kind') AS kind, \
+         COUNT(*) AS n FROM audit WHERE json_extract(CAST(body AS TEXT), '$.ts') >= $1 \
+         GROUP BY 1 ORDER BY 1";
+
+    /// Bulk reads (verification, export, checkpoints) bypass the async driver: a plain
+    /// read-only connection on a blocking thread is several times faster per row.
+    pub async fn audit_rows(
+        store: &SqliteStore,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(AuditRecord, IndexColumns)>> {
+        let Some(path) = store.path.clone() else {
+            return super::audit::rows_from(&store.pool, from, limit).await;
         };
-        let _ = job.reply.send(result);
-        return;
-    }
-    let mut answers = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if let Err(e) = sqlx::query("SAVEPOINT unit").execute(&mut *tx).await {
-            answers.push((job.reply, Err(StoreError::CommitFailed(e.to_string()))));
-            continue;
-        }
-        let result = apply_job(&mut tx, job.changes, &job.events, prev).await;
-        let end = if result.is_ok() {
-            "RELEASE unit"
-        } else {
-            "ROLLBACK TO unit"
-        };
-        let ended = sqlx::query(end).execute(&mut *tx).await;
-        if result.is_err() && ended.is_ok() {
-            let _ = sqlx::query("RELEASE unit").execute(&mut *tx).await;
-        }
-        match (result, ended) {
-            (Ok(h), Ok(_)) => {
-                prev = h;
-                answers.push((job.reply, Ok(h)));
-            }
-            (Err(e), _) => answers.push((job.reply, Err(e))),
-            (Ok(_), Err(e)) => {
-                // The transaction is in an unknown state: give up on the whole batch.
-                let why = e.to_string();
-                drop(tx);
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(StoreError::CommitFailed(why.clone())));
-                }
-                let _ = job.reply.send(Err(StoreError::CommitFailed(why)));
-                return;
-            }
-        }
-    }
-    match tx.commit().await {
-        Ok(()) => {
-            for (reply, r) in answers {
-                let _ = reply.send(r);
-            }
-        }
-        Err(e) => {
-            let why = e.to_string();
-            for (reply, r) in answers {
-                // Units that failed on their own keep their own error.
-                let _ = reply.send(match r {
-                    Ok(_) => Err(StoreError::CommitFailed(why.clone())),
-                    Err(e) => Err(e),
-                });
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<Option<Head>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(Job {
-                changes,
-                events,
-                reply,
-            })
+        tokio::task::spawn_blocking(move || read_audit(&path, from, limit))
             .await
-            .map_err(|_| StoreError::CommitFailed("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::CommitFailed("the writer has stopped".into()))?
+            .map_err(|e| StoreError::CommitFailed(format!("reader task: {e}")))?
     }
 
-    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar(sql::META)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+    /// [`sql::ROWS`] on a plain read-only rusqlite connection (see [`AuditLog::audit_rows`]).
+    fn read_audit(path: &Path, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>> {
+        use rusqlite::{Connection, OpenFlags};
+        let db = |e: rusqlite::Error| StoreError::CommitFailed(format!("audit read: {e}"));
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        let mut stmt = conn.prepare(sql::ROWS).map_err(db)?;
+        let mut rows = stmt.query((seq_i64(from)?, i64::from(limit))).map_err(db)?;
+        let mut out = Vec::with_capacity(limit.min(100_000) as usize);
+        while let Some(r) = rows.next().map_err(db)? {
+            out.push((
+                AuditRecord {
+                    seq: seq_u64(r.get(0).map_err(db)?)?,
+                    body: r.get(1).map_err(db)?,
+                    leaf_hash: hash32(r.get(2).map_err(db)?, "leaf hash")?,
+                    chain_hash: hash32(r.get(3).map_err(db)?, "chain hash")?,
+                },
+                IndexColumns {
+                    ts_ms: r.get(4).map_err(db)?,
+                    kind: r.get(5).map_err(db)?,
+                    grant_id: r.get(6).map_err(db)?,
+                },
+            ));
+        }
+        Ok(out)
     }
 }

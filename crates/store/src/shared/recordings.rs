@@ -1,14 +1,14 @@
-//! Session recordings. SQLite backend.
+//! Session recordings. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, count, flag, opt_ts, row, rows, ts, write, write_one};
+use super::common::{Backend, count, flag, opt_ts, row, rows, ts, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::recordings::sql;
 use crate::{Change, Chunk, RecordingSession, Recordings, Result, StoreError};
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn session_from_row(row: &SqliteRow) -> Result<RecordingSession> {
+fn session_from_row(row: &DbRow) -> Result<RecordingSession> {
     let size =
         |c: &str| -> Result<u16> { Ok(u16::try_from(row.try_get::<i64, _>(c)?).unwrap_or(0)) };
     Ok(RecordingSession {
@@ -36,7 +36,7 @@ fn session_from_row(row: &SqliteRow) -> Result<RecordingSession> {
     })
 }
 
-fn chunk_from_row(row: &SqliteRow) -> Result<Chunk> {
+fn chunk_from_row(row: &DbRow) -> Result<Chunk> {
     Ok(Chunk {
         session_id: row.try_get("session_id")?,
         seq: count(row, "seq")?,
@@ -52,7 +52,7 @@ fn int(n: u64) -> i64 {
 }
 
 #[async_trait]
-impl Recordings for SqliteStore {
+impl Recordings for Backend {
     async fn recording_session(&self, id: &str) -> Result<Option<RecordingSession>> {
         row(
             &self.pool,
@@ -108,7 +108,7 @@ impl Recordings for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::StartRecording(s) => {
             let q = sqlx::query(sql::START)

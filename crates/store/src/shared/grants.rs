@@ -1,15 +1,15 @@
-//! Grants: the requests for access and their state. SQLite backend.
+//! Grants: the requests for access and their state. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, count, earliest, json, row, rows, to_json, write, write_one};
+use super::common::{Backend, count, earliest, json, row, rows, to_json, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::grants::sql;
 use crate::{Change, GRANT_STATS_CAP, GrantFilter, Grants, Result, StatsQuery, StoreError};
 use async_trait::async_trait;
 use breakglass_core::grant::AnyGrant;
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn grant_from_row(row: &SqliteRow) -> Result<AnyGrant> {
+fn grant_from_row(row: &DbRow) -> Result<AnyGrant> {
     json(row, "doc", "grant document")
 }
 
@@ -19,23 +19,28 @@ fn rev_i64(rev: u64) -> i64 {
 }
 
 #[async_trait]
-impl Grants for SqliteStore {
+impl Grants for Backend {
     async fn grant(&self, id: &str) -> Result<Option<AnyGrant>> {
         row(&self.pool, sqlx::query(sql::BY_ID).bind(id), grant_from_row).await
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<AnyGrant>> {
         // Built at run time (one placeholder per state), so it stays here.
+        // Numbered placeholders, in bind order (both dialects take `$N`).
         let mut sql = String::from("SELECT doc FROM grants WHERE 1=1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
         if filter.user.is_some() {
-            sql.push_str(" AND user_name = ?");
+            sql.push_str(&format!(" AND user_name = {}", next()));
         }
         if !filter.states.is_empty() {
-            sql.push_str(" AND state IN (");
-            sql.push_str(&vec!["?"; filter.states.len()].join(","));
-            sql.push(')');
+            let marks: Vec<String> = filter.states.iter().map(|_| next()).collect();
+            sql.push_str(&format!(" AND state IN ({})", marks.join(",")));
         }
-        sql.push_str(" ORDER BY created_at DESC, id LIMIT ?");
+        sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", next()));
         let mut q = sqlx::query(&sql);
         if let Some(u) = &filter.user {
             q = q.bind(u);
@@ -91,7 +96,7 @@ impl Grants for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::InsertGrant(g) => {
             let info = g.info();

@@ -1,11 +1,12 @@
-//! What every aggregate module of the SQLite backend shares: the store handle, running a query
-//! and mapping its rows, "exactly one row or this error" writes, and column readers.
+//! What every aggregate module shares: the unit-of-work job, running a query and mapping its
+//! rows, "exactly one row or this error" writes, and column readers.
 
+pub(super) use super::db::Backend;
+use super::db::{Conn, Db, DbRow, Pool};
 use crate::{Change, Result, StoreError};
 use breakglass_core::audit::{Head, NewEvent};
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::Row;
 
 /// A unit of work for the writer task.
 pub(super) struct Job {
@@ -14,32 +15,19 @@ pub(super) struct Job {
     pub reply: tokio::sync::oneshot::Sender<Result<Option<Head>>>,
 }
 
-/// The SQLite store. Cheap to clone.
-#[derive(Clone)]
-pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
-    pub(super) writer: tokio::sync::mpsc::Sender<Job>,
-    /// The database file (None for in-memory stores); bulk audit reads open it directly.
-    pub(super) path: Option<std::path::PathBuf>,
-}
-
 /// A query with its binds.
-pub(super) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
 
 /// Maps one row to a domain value.
-pub(super) type FromRow<T> = fn(&SqliteRow) -> Result<T>;
+pub(super) type FromRow<T> = fn(&DbRow) -> Result<T>;
 
 /// Every row of `query`, mapped by `f`.
-pub(super) async fn rows<T>(pool: &SqlitePool, query: Query<'_>, f: FromRow<T>) -> Result<Vec<T>> {
+pub(super) async fn rows<T>(pool: &Pool, query: Query<'_>, f: FromRow<T>) -> Result<Vec<T>> {
     query.fetch_all(pool).await?.iter().map(f).collect()
 }
 
 /// The row of `query`, if any, mapped by `f`.
-pub(super) async fn row<T>(
-    pool: &SqlitePool,
-    query: Query<'_>,
-    f: FromRow<T>,
-) -> Result<Option<T>> {
+pub(super) async fn row<T>(pool: &Pool, query: Query<'_>, f: FromRow<T>) -> Result<Option<T>> {
     query
         .fetch_optional(pool)
         .await?
@@ -49,7 +37,7 @@ pub(super) async fn row<T>(
 }
 
 /// The timestamp a `SELECT MIN(…)` query answers (None when no row qualifies).
-pub(super) async fn earliest(pool: &SqlitePool, sql: &'static str) -> Result<Option<Timestamp>> {
+pub(super) async fn earliest(pool: &Pool, sql: &'static str) -> Result<Option<Timestamp>> {
     let v: Option<i64> = sqlx::query_scalar(sql).fetch_one(pool).await?;
     Ok(v.map(Timestamp))
 }
@@ -57,7 +45,7 @@ pub(super) async fn earliest(pool: &SqlitePool, sql: &'static str) -> Result<Opt
 /// Runs a write that must touch a row (a compare-and-swap, a guarded update); `none` is the
 /// error when it touched none (nothing else of the unit is applied then).
 pub(super) async fn write_one(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     query: Query<'_>,
     none: impl FnOnce() -> StoreError,
 ) -> Result<()> {
@@ -68,7 +56,7 @@ pub(super) async fn write_one(
 }
 
 /// Runs a write that may touch no row.
-pub(super) async fn write(conn: &mut SqliteConnection, query: Query<'_>) -> Result<()> {
+pub(super) async fn write(conn: &mut Conn, query: Query<'_>) -> Result<()> {
     query.execute(conn).await?;
     Ok(())
 }
@@ -79,7 +67,7 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 
 /// A JSON text column; `what` names it in the corruption error.
 pub(super) fn json<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
+    row: &DbRow,
     col: &str,
     what: &str,
 ) -> Result<T> {
@@ -87,25 +75,25 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-pub(super) fn ts(row: &SqliteRow, col: &str) -> Result<Timestamp> {
+pub(super) fn ts(row: &DbRow, col: &str) -> Result<Timestamp> {
     Ok(Timestamp(row.try_get(col)?))
 }
 
-pub(super) fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<Timestamp>> {
+pub(super) fn opt_ts(row: &DbRow, col: &str) -> Result<Option<Timestamp>> {
     Ok(row.try_get::<Option<i64>, _>(col)?.map(Timestamp))
 }
 
 /// An INTEGER 0/1 column.
-pub(super) fn flag(row: &SqliteRow, col: &str) -> Result<bool> {
+pub(super) fn flag(row: &DbRow, col: &str) -> Result<bool> {
     Ok(row.try_get::<i64, _>(col)? != 0)
 }
 
 /// A non-negative count; saturates at `u32::MAX`.
-pub(super) fn attempts(row: &SqliteRow, col: &str) -> Result<u32> {
+pub(super) fn attempts(row: &DbRow, col: &str) -> Result<u32> {
     Ok(u32::try_from(row.try_get::<i64, _>(col)?).unwrap_or(u32::MAX))
 }
 
 /// A count; a negative one (never written) reads as 0.
-pub(super) fn count(row: &SqliteRow, col: &str) -> Result<u64> {
+pub(super) fn count(row: &DbRow, col: &str) -> Result<u64> {
     Ok(u64::try_from(row.try_get::<i64, _>(col)?).unwrap_or(0))
 }

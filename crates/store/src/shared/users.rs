@@ -1,13 +1,13 @@
-//! Users, their login sessions and their MFA state. SQLite backend.
+//! Users, their login sessions and their MFA state. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, flag, json, row, rows, to_json, ts, write, write_one};
+use super::common::{Backend, flag, json, row, rows, to_json, ts, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::users::sql;
 use crate::{Change, MfaRecord, Result, Session, StoreError, User, Users};
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn user_from_row(row: &SqliteRow) -> Result<User> {
+fn user_from_row(row: &DbRow) -> Result<User> {
     Ok(User {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
@@ -17,7 +17,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User> {
     })
 }
 
-fn session_from_row(row: &SqliteRow) -> Result<Session> {
+fn session_from_row(row: &DbRow) -> Result<Session> {
     Ok(Session {
         user: row.try_get("user_name")?,
         created_at: ts(row, "created_at")?,
@@ -25,7 +25,7 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
     })
 }
 
-fn mfa_from_row(row: &SqliteRow) -> Result<MfaRecord> {
+fn mfa_from_row(row: &DbRow) -> Result<MfaRecord> {
     Ok(MfaRecord {
         totp_sealed: row.try_get("totp_sealed")?,
         totp_confirmed: flag(row, "totp_confirmed")?,
@@ -35,7 +35,7 @@ fn mfa_from_row(row: &SqliteRow) -> Result<MfaRecord> {
 }
 
 #[async_trait]
-impl Users for SqliteStore {
+impl Users for Backend {
     async fn user(&self, name: &str) -> Result<Option<User>> {
         row(
             &self.pool,
@@ -61,7 +61,7 @@ impl Users for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::AddUser(u) => {
             let q = sqlx::query(sql::ADD)

@@ -1,14 +1,14 @@
-//! Post-incident reviews and their entries. SQLite backend.
+//! Post-incident reviews and their entries. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, json, opt_ts, row, rows, to_json, ts, write, write_one};
+use super::common::{Backend, json, opt_ts, row, rows, to_json, ts, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::reviews::sql;
 use crate::{Change, Result, Review, ReviewEntry, Reviews, StoreError};
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn review_from_row(row: &SqliteRow) -> Result<Review> {
+fn review_from_row(row: &DbRow) -> Result<Review> {
     Ok(Review {
         grant_id: row.try_get("grant_id")?,
         requester: row.try_get("requester")?,
@@ -20,7 +20,7 @@ fn review_from_row(row: &SqliteRow) -> Result<Review> {
     })
 }
 
-fn entry_from_row(row: &SqliteRow) -> Result<ReviewEntry> {
+fn entry_from_row(row: &DbRow) -> Result<ReviewEntry> {
     Ok(ReviewEntry {
         grant_id: row.try_get("grant_id")?,
         reviewer: row.try_get("reviewer")?,
@@ -31,7 +31,7 @@ fn entry_from_row(row: &SqliteRow) -> Result<ReviewEntry> {
 }
 
 #[async_trait]
-impl Reviews for SqliteStore {
+impl Reviews for Backend {
     async fn review(&self, grant_id: &str) -> Result<Option<Review>> {
         let q = sqlx::query(sql::BY_GRANT).bind(grant_id);
         row(&self.pool, q, review_from_row).await
@@ -55,7 +55,7 @@ impl Reviews for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::OpenReview(r) => {
             let q = sqlx::query(sql::OPEN)

@@ -1,13 +1,13 @@
-//! Delivery cursors of the audit streams and witnesses. SQLite backend.
+//! Delivery cursors of the audit streams and witnesses. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, attempts, count, opt_ts, row, rows, ts, write, write_one};
+use super::common::{Backend, attempts, count, opt_ts, row, rows, ts, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::streams::sql;
 use crate::{Change, Cursor, Cursors, Result, StoreError};
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn cursor_from_row(row: &SqliteRow) -> Result<Cursor> {
+fn cursor_from_row(row: &DbRow) -> Result<Cursor> {
     Ok(Cursor {
         name: row.try_get("name")?,
         position: count(row, "position")?,
@@ -24,7 +24,7 @@ fn pos(p: u64) -> Result<i64> {
 }
 
 #[async_trait]
-impl Cursors for SqliteStore {
+impl Cursors for Backend {
     async fn cursors(&self) -> Result<Vec<Cursor>> {
         rows(&self.pool, sqlx::query(sql::ALL), cursor_from_row).await
     }
@@ -40,7 +40,7 @@ impl Cursors for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::OpenCursor { name, position, at } => {
             let q = sqlx::query(sql::OPEN)

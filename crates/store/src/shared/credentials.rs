@@ -1,16 +1,14 @@
-//! Credentials issued at targets, and their revocation. SQLite backend.
+//! Credentials issued at targets, and their revocation. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{
-    SqliteStore, attempts, json, opt_ts, row, rows, to_json, ts, write, write_one,
-};
+use super::common::{Backend, attempts, json, opt_ts, row, rows, to_json, ts, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::credentials::sql;
 use crate::{Change, CredentialRecord, Credentials, Result, StoreError};
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn credential_from_row(row: &SqliteRow) -> Result<CredentialRecord> {
+fn credential_from_row(row: &DbRow) -> Result<CredentialRecord> {
     Ok(CredentialRecord {
         grant_id: row.try_get("grant_id")?,
         resource: row.try_get("resource")?,
@@ -28,7 +26,7 @@ fn credential_from_row(row: &SqliteRow) -> Result<CredentialRecord> {
 }
 
 #[async_trait]
-impl Credentials for SqliteStore {
+impl Credentials for Backend {
     async fn credential(&self, grant_id: &str) -> Result<Option<CredentialRecord>> {
         let q = sqlx::query(sql::BY_GRANT).bind(grant_id);
         row(&self.pool, q, credential_from_row).await
@@ -51,7 +49,7 @@ impl Credentials for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::RecordCredential(c) => {
             let q = sqlx::query(sql::RECORD)

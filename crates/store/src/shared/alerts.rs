@@ -1,16 +1,16 @@
-//! The alert outbox. SQLite backend.
+//! The alert outbox. Shared by both backends (compiled into each with its driver's types).
 
 use super::common::{
-    SqliteStore, attempts, earliest, json, opt_ts, rows, to_json, ts, write, write_one,
+    Backend, attempts, earliest, json, opt_ts, rows, to_json, ts, write, write_one,
 };
+use super::db::{Conn, DbRow};
 use crate::alerts::sql;
 use crate::{AlertRow, Alerts, Change, Result, StoreError};
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn alert_from_row(row: &SqliteRow) -> Result<AlertRow> {
+fn alert_from_row(row: &DbRow) -> Result<AlertRow> {
     Ok(AlertRow {
         id: row.try_get("id")?,
         created_at: ts(row, "created_at")?,
@@ -27,7 +27,7 @@ fn alert_from_row(row: &SqliteRow) -> Result<AlertRow> {
 }
 
 #[async_trait]
-impl Alerts for SqliteStore {
+impl Alerts for Backend {
     async fn due_alerts(&self, now: Timestamp, limit: u32) -> Result<Vec<AlertRow>> {
         let q = sqlx::query(sql::DUE).bind(now.0).bind(i64::from(limit));
         rows(&self.pool, q, alert_from_row).await
@@ -47,7 +47,7 @@ impl Alerts for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::EnqueueAlert(a) => {
             let q = sqlx::query(sql::ENQUEUE)

@@ -1,13 +1,13 @@
-//! Sealed secrets. SQLite backend.
+//! Sealed secrets. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, flag, row, rows, ts, write, write_one};
+use super::common::{Backend, flag, row, rows, ts, write, write_one};
+use super::db::{Conn, DbRow};
 use crate::secrets::sql;
 use crate::{Change, Result, SecretRecord, Secrets, StoreError};
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
-fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord> {
+fn secret_from_row(row: &DbRow) -> Result<SecretRecord> {
     Ok(SecretRecord {
         resource: row.try_get("resource")?,
         sealed: row.try_get("sealed")?,
@@ -19,7 +19,7 @@ fn secret_from_row(row: &SqliteRow) -> Result<SecretRecord> {
 }
 
 #[async_trait]
-impl Secrets for SqliteStore {
+impl Secrets for Backend {
     async fn secret(&self, resource: &str) -> Result<Option<SecretRecord>> {
         let q = sqlx::query(sql::BY_RESOURCE).bind(resource);
         row(&self.pool, q, secret_from_row).await
@@ -31,7 +31,7 @@ impl Secrets for SqliteStore {
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
-pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<Option<Change>> {
+pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
         Change::PutSecret {
             resource,

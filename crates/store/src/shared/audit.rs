@@ -1,30 +1,40 @@
-//! The audit log (hash chain) and its signed checkpoints. SQLite backend.
+//! The audit log (hash chain) and its signed checkpoints. Shared by both backends (compiled into each with its driver's types).
 
-use super::common::{SqliteStore, count, rows, ts};
+use super::common::{Backend, count, rows, ts};
+use super::db::{Conn, DbRow};
 use crate::audit::sql;
 use crate::{AuditLog, Result, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
 use breakglass_core::audit::{AuditRecord, Head, IndexColumns, NewEvent};
 use breakglass_core::time::Timestamp;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
-use std::path::Path;
-use std::time::Duration;
+use sqlx::Row;
 
-fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
+/// The rows of [`sql::ROWS`] through the pool.
+pub(super) async fn rows_from(
+    pool: &super::db::Pool,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<(AuditRecord, IndexColumns)>> {
+    let q = sqlx::query(sql::ROWS)
+        .bind(seq_i64(from)?)
+        .bind(i64::from(limit));
+    rows(pool, q, indexed_record_from_row).await
+}
+
+pub(super) fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
     v.try_into()
         .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
 }
 
-fn seq_u64(seq: i64) -> Result<u64> {
+pub(super) fn seq_u64(seq: i64) -> Result<u64> {
     u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative audit seq".into()))
 }
 
-fn seq_i64(seq: u64) -> Result<i64> {
+pub(super) fn seq_i64(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq overflow".into()))
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<AuditRecord> {
+fn record_from_row(row: &DbRow) -> Result<AuditRecord> {
     Ok(AuditRecord {
         seq: seq_u64(row.try_get("seq")?)?,
         body: row.try_get("body")?,
@@ -33,7 +43,7 @@ fn record_from_row(row: &SqliteRow) -> Result<AuditRecord> {
     })
 }
 
-fn indexed_record_from_row(row: &SqliteRow) -> Result<(AuditRecord, IndexColumns)> {
+fn indexed_record_from_row(row: &DbRow) -> Result<(AuditRecord, IndexColumns)> {
     Ok((
         record_from_row(row)?,
         IndexColumns {
@@ -44,14 +54,14 @@ fn indexed_record_from_row(row: &SqliteRow) -> Result<(AuditRecord, IndexColumns
     ))
 }
 
-fn head_from_row(row: &SqliteRow) -> Result<Head> {
+fn head_from_row(row: &DbRow) -> Result<Head> {
     Ok(Head {
         seq: seq_u64(row.try_get("seq")?)?,
         chain_hash: hash32(row.try_get("chain")?, "chain hash")?,
     })
 }
 
-fn checkpoint_from_row(row: &SqliteRow) -> Result<StoredCheckpoint> {
+fn checkpoint_from_row(row: &DbRow) -> Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
         size: u64::try_from(row.try_get::<i64, _>("size")?)
             .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
@@ -60,7 +70,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<StoredCheckpoint> {
     })
 }
 
-pub(super) async fn head(conn: &mut SqliteConnection) -> Result<Option<Head>> {
+pub(super) async fn head(conn: &mut Conn) -> Result<Option<Head>> {
     sqlx::query(sql::HEAD)
         .fetch_optional(conn)
         .await?
@@ -69,39 +79,8 @@ pub(super) async fn head(conn: &mut SqliteConnection) -> Result<Option<Head>> {
         .transpose()
 }
 
-/// [`sql::ROWS`] on a plain read-only rusqlite connection (see [`AuditLog::audit_rows`]).
-fn read_audit(path: &Path, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>> {
-    use rusqlite::{Connection, OpenFlags};
-    let db = |e: rusqlite::Error| StoreError::CommitFailed(format!("audit read: {e}"));
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(db)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
-    let mut stmt = conn.prepare(sql::ROWS).map_err(db)?;
-    let mut rows = stmt.query((seq_i64(from)?, i64::from(limit))).map_err(db)?;
-    let mut out = Vec::with_capacity(limit.min(100_000) as usize);
-    while let Some(r) = rows.next().map_err(db)? {
-        out.push((
-            AuditRecord {
-                seq: seq_u64(r.get(0).map_err(db)?)?,
-                body: r.get(1).map_err(db)?,
-                leaf_hash: hash32(r.get(2).map_err(db)?, "leaf hash")?,
-                chain_hash: hash32(r.get(3).map_err(db)?, "chain hash")?,
-            },
-            IndexColumns {
-                ts_ms: r.get(4).map_err(db)?,
-                kind: r.get(5).map_err(db)?,
-                grant_id: r.get(6).map_err(db)?,
-            },
-        ));
-    }
-    Ok(out)
-}
-
 #[async_trait]
-impl AuditLog for SqliteStore {
+impl AuditLog for Backend {
     async fn audit_head(&self) -> Result<Option<Head>> {
         let mut conn = self.pool.acquire().await?;
         head(&mut conn).await
@@ -117,17 +96,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn audit_rows(&self, from: u64, limit: u32) -> Result<Vec<(AuditRecord, IndexColumns)>> {
-        if let Some(path) = self.path.clone() {
-            // Bulk reads (verification, export, checkpoints) bypass the async driver: a plain
-            // read-only connection on a blocking thread is several times faster per row.
-            return tokio::task::spawn_blocking(move || read_audit(&path, from, limit))
-                .await
-                .map_err(|e| StoreError::CommitFailed(format!("reader task: {e}")))?;
-        }
-        let q = sqlx::query(sql::ROWS)
-            .bind(seq_i64(from)?)
-            .bind(i64::from(limit));
-        rows(&self.pool, q, indexed_record_from_row).await
+        super::dialect::audit_rows(self, from, limit).await
     }
 
     async fn audit_for_grant(&self, grant_id: &str) -> Result<Vec<AuditRecord>> {
@@ -136,13 +105,9 @@ impl AuditLog for SqliteStore {
     }
 
     async fn audit_kind_counts(&self, since: Timestamp) -> Result<Vec<(String, u64)>> {
-        // SQLite only (`json_extract`). Read from the hashed body, not the `kind`/`ts` index
-        // columns (`audit verify` checks those, but a summary must not depend on it having run).
-        let q = sqlx::query(
-            "SELECT json_extract(CAST(body AS TEXT), '$.kind') AS kind, COUNT(*) AS n FROM audit \
-             WHERE json_extract(CAST(body AS TEXT), '$.ts') >= ? GROUP BY 1 ORDER BY 1",
-        )
-        .bind(since.0);
+        // Read from the hashed body, not the `kind`/`ts` index columns (`audit verify` checks
+        // those, but a summary must not depend on it having run); JSON access is per dialect.
+        let q = sqlx::query(super::dialect::KIND_COUNTS).bind(since.0);
         rows(&self.pool, q, |r| Ok((r.try_get("kind")?, count(r, "n")?))).await
     }
 
@@ -181,7 +146,7 @@ impl AuditLog for SqliteStore {
 /// Appends `events` to the hash chain after `prev`, inside the open transaction; returns the new
 /// head.
 pub(super) async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     events: &[NewEvent],
     mut prev: Option<Head>,
 ) -> Result<Option<Head>> {
@@ -201,6 +166,9 @@ pub(super) async fn append(
             seq: rec.seq,
             chain_hash: rec.chain_hash,
         });
+    }
+    if let (Some(h), false) = (prev, events.is_empty()) {
+        super::dialect::moved_head(conn, h).await?;
     }
     Ok(prev)
 }
