@@ -12,7 +12,7 @@ use breakglass_server::engine::{
     self, Clock, Engine, EngineConfig, Principal, RequestInput, SystemClock,
 };
 use breakglass_server::keys::{self, DataDir};
-use breakglass_store::{Change, GrantFilter, Session, Store, User};
+use breakglass_store::{Change, GrantFilter, Session, User};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@ use super::load::token;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use breakglass_server::engine::{self, Clock, SystemClock};
 use breakglass_server::keys::{self, DataDir};
-use breakglass_store::{Change, Session, Store, User};
+use breakglass_store::{Change, Session, User};
 use breakglass_testkit::pg::Pg;
 use breakglass_testkit::sshd::Sshd;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ async fn seed_users(
         });
     }
     store.commit(changes, vec![]).await?;
-    store.pool().close().await;
+    drop(store);
     let krl = breakglass_connectors::krl::encode(
         &keys.ssh_ca.public_blob(),
         &[],

@@ -5,7 +5,6 @@ use crate::args::UserCmd;
 use anyhow::{Context, Result, anyhow, bail};
 use breakglass_server::engine::{self, SystemClock};
 use breakglass_server::keys::{self, DataDir};
-use breakglass_store::prelude::*;
 use breakglass_store::{Change, User};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -260,7 +259,7 @@ async fn disable_user(name: &str, data_dir: &Path, policy: Option<&Path>) -> Res
     let loaded = engine::load_policy_text(&text, Some(path.clone()))
         .map_err(|e| anyhow!("the policy {} is invalid: {e}", path.display()))?;
     let engine = engine::Engine::new(
-        std::sync::Arc::new(store),
+        store,
         keys,
         loaded,
         std::sync::Arc::new(SystemClock),

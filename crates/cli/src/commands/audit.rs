@@ -53,7 +53,7 @@ pub(super) async fn audit(cli: &Cli, a: &AuditCmd, j: bool) -> Result<()> {
                 Some(dir) => {
                     let (store, keys) = open_dir(dir).await?;
                     breakglass_server::audit::export_to(
-                        &store,
+                        &*store,
                         &keys.audit_public(),
                         &keys.origin,
                         &mut sink,
@@ -103,11 +103,11 @@ async fn verify(
                 None => keys.audit_public(),
             };
             let r = match &copies {
-                None => breakglass_server::audit::verify_store(&store, pubkey, &keys.origin)
+                None => breakglass_server::audit::verify_store(&*store, pubkey, &keys.origin)
                     .await?
                     .map(|r| (r, None)),
                 Some(c) => breakglass_server::audit::verify_store_witnessed(
-                    &store,
+                    &*store,
                     pubkey,
                     &keys.origin,
                     c,

@@ -10,6 +10,7 @@ mod gateway;
 mod harness;
 mod hostile;
 mod newcomer;
+mod nodes;
 mod pg;
 mod races;
 mod recording;

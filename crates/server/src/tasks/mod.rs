@@ -18,7 +18,7 @@ pub use streaming::streams;
 
 /// Longest sleep between deadline checks: bounds how late we notice a grant that another
 /// node created with an earlier deadline than the one we were sleeping to.
-const MAX_SLEEP: Duration = Duration::from_secs(5);
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// Sleeps until the next deadline (or until woken by a new grant), then applies every due
 /// transition. Not a poll: with one node, a grant ends within milliseconds of its deadline.
