@@ -147,6 +147,30 @@ pub fn check_totp(
     }
 }
 
+/// Judges a factor checked elsewhere (a passkey assertion, a recovery code) under the same
+/// lock-out as TOTP codes: refused while locked, a failure counts, a success clears the count.
+pub fn check_factor(
+    ok: bool,
+    now: Timestamp,
+    state: &MfaState,
+    rules: &MfaRules,
+) -> (TotpOutcome, MfaState) {
+    let mut next = state.clone();
+    if let Some(until) = state.locked_until {
+        if now < until {
+            return (TotpOutcome::Locked { until }, next);
+        }
+        next.locked_until = None;
+        next.failures = 0;
+    }
+    if ok {
+        next.failures = 0;
+        (TotpOutcome::Accepted { step: 0 }, next)
+    } else {
+        fail(next, now, rules, false)
+    }
+}
+
 fn fail(
     mut next: MfaState,
     now: Timestamp,
