@@ -57,7 +57,8 @@ pub trait Passkeys: Send + Sync {
 pub(crate) mod sql {
     pub const ADD: &str = "INSERT INTO passkeys (id, user_name, cred_id, name, passkey_json, created_at, last_used_at) \
          VALUES ($1, $2, $3, $4, $5, $6, NULL)";
-    pub const UPDATE: &str = "UPDATE passkeys SET passkey_json = $1, last_used_at = $2 WHERE id = $3";
+    pub const UPDATE: &str =
+        "UPDATE passkeys SET passkey_json = $1, last_used_at = $2 WHERE id = $3";
     pub const REMOVE: &str = "DELETE FROM passkeys WHERE id = $1 AND user_name = $2";
     pub const BY_USER: &str = "SELECT * FROM passkeys WHERE user_name = $1 ORDER BY created_at, id";
     pub const PURGE_CEREMONIES: &str = "DELETE FROM webauthn_ceremonies WHERE expires_at <= $1";
@@ -70,8 +71,7 @@ pub(crate) mod sql {
     pub const TAKE_CEREMONY: &str = "DELETE FROM webauthn_ceremonies WHERE id = $1";
     pub const CEREMONY: &str = "SELECT * FROM webauthn_ceremonies WHERE id = $1";
     pub const CLEAR_RECOVERY: &str = "DELETE FROM recovery_codes WHERE user_name = $1";
-    pub const ADD_RECOVERY: &str =
-        "INSERT INTO recovery_codes (user_name, hash, created_at, used_at) VALUES ($1, $2, $3, NULL)";
+    pub const ADD_RECOVERY: &str = "INSERT INTO recovery_codes (user_name, hash, created_at, used_at) VALUES ($1, $2, $3, NULL)";
     pub const USE_RECOVERY: &str = "UPDATE recovery_codes SET used_at = $1 \
          WHERE user_name = $2 AND hash = $3 AND used_at IS NULL";
     pub const RECOVERY: &str =

@@ -86,7 +86,10 @@ fn passkey_break_glass_approve_revoke_and_recovery_codes() {
     let bob = server.user("bob", &["security"]);
     let v = drive(&server, &url, &[&alice, &bob]);
 
-    assert!(v["account"].as_str().unwrap().contains("alice phone"), "{v}");
+    assert!(
+        v["account"].as_str().unwrap().contains("alice phone"),
+        "{v}"
+    );
     let codes: Vec<&str> = v["codes"]
         .as_array()
         .unwrap()
@@ -154,7 +157,10 @@ fn passkey_break_glass_approve_revoke_and_recovery_codes() {
     let cloned = &v["cloned"];
     assert!(cloned["status"].as_u64().unwrap() >= 400, "{cloned}");
     assert!(
-        cloned["text"].as_str().unwrap().contains("counter-went-back"),
+        cloned["text"]
+            .as_str()
+            .unwrap()
+            .contains("counter-went-back"),
         "{cloned}"
     );
 
@@ -208,5 +214,8 @@ fn passkey_endpoints_refuse_other_origins() {
         assert!(body.contains("not sent from this site"), "{path}: {body}");
     }
     let trail = audit_kinds(&server);
-    assert!(!trail.contains("mfa.passkey"), "a refused request changed something");
+    assert!(
+        !trail.contains("mfa.passkey"),
+        "a refused request changed something"
+    );
 }

@@ -171,7 +171,8 @@ impl Engine {
         proof: &MfaProof,
         session: Option<[u8; 32]>,
     ) -> Result<GrantView, ApiError> {
-        self.deny_proven(who, id, reason, Some(proof), session).await
+        self.deny_proven(who, id, reason, Some(proof), session)
+            .await
     }
 
     async fn deny_proven(

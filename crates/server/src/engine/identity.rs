@@ -108,7 +108,7 @@ impl Engine {
             Some(MfaProof::Recovery(_)) => Some("recovery-code"),
             Some(MfaProof::Passkey { .. }) => Some("passkey"),
         };
-        self.open_session(user_rec, pass, method, now).await
+        self.start_login_session(user_rec, pass, method, now).await
     }
 
     /// Logs in with a passkey alone (user verification makes it two factors): the assertion
@@ -156,12 +156,12 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.open_session(user_rec, pass, Some("passkey"), now)
+        self.start_login_session(user_rec, pass, Some("passkey"), now)
             .await
     }
 
     /// Creates a session for `user_rec`, committed with the MFA proof's state and evidence.
-    async fn open_session(
+    async fn start_login_session(
         &self,
         user_rec: User,
         pass: MfaPass,

@@ -43,11 +43,11 @@ mod visibility;
 pub use crate::clock::{Clock, SystemClock};
 pub use breakglass_core::audit::event;
 pub use factors::{MfaAction, MfaLock, MfaPass, MfaProof};
-pub use passkeys::{CeremonyStart, PasskeyView};
-pub use recovery::looks_like_recovery_code;
 pub use identity::{hash_password, token_hash, valid_name};
+pub use passkeys::{CeremonyStart, PasskeyView};
 pub use recorder::{Ack, HEARTBEAT_MS, RecorderHello, RecorderStart};
 pub use recording_views::session_json;
+pub use recovery::looks_like_recovery_code;
 pub use secrets::MAX_SECRET;
 pub use views::{ApprovalView, EnrollOutput, GrantView, LoginOutput, RequestInput};
 

@@ -134,7 +134,8 @@ impl Engine {
             }
         }
         let remaining = codes.iter().filter(|c| c.used_at.is_none()).count();
-        let (outcome, state) = mfa::check_factor(found.is_some(), now, &rec.state, &self.config.mfa);
+        let (outcome, state) =
+            mfa::check_factor(found.is_some(), now, &rec.state, &self.config.mfa);
         let mut changes = vec![Change::PutMfaState {
             user: who.name.clone(),
             expected_version: rec.version,
@@ -201,6 +202,9 @@ mod tests {
         assert_eq!(a.len(), 29, "{}", a.as_str());
         assert!(looks_like_recovery_code(&a));
         assert!(!looks_like_recovery_code("123456"));
-        assert_eq!(code_hash(&a), code_hash(&a.to_lowercase().replace('-', " ")));
+        assert_eq!(
+            code_hash(&a),
+            code_hash(&a.to_lowercase().replace('-', " "))
+        );
     }
 }

@@ -42,7 +42,11 @@ impl Key {
             id: v.id,
             name: v.name,
             created: utc(&v.created_at),
-            used: v.last_used_at.as_deref().map(utc).unwrap_or_else(|| "never".into()),
+            used: v
+                .last_used_at
+                .as_deref()
+                .map(utc)
+                .unwrap_or_else(|| "never".into()),
         }
     }
 }
@@ -71,7 +75,12 @@ async fn account(
     notice: &str,
     error: Option<(String, String)>,
 ) -> Result<Response, WebError> {
-    let rec = s.engine.store.mfa(&u.p.name).await.map_err(ApiError::from)?;
+    let rec = s
+        .engine
+        .store
+        .mfa(&u.p.name)
+        .await
+        .map_err(ApiError::from)?;
     let keys = s.engine.passkeys_of(&u.p).await?;
     let passkeys_off = match s.engine.passkeys_available() {
         Ok(()) => String::new(),
@@ -92,7 +101,15 @@ async fn account(
 
 async fn with_error(s: &St, u: &WebUser, e: ApiError) -> Result<Response, WebError> {
     let p = e.problem();
-    let mut r = account(s, u, None, vec![], "", Some((p.detail, p.hint.unwrap_or_default()))).await?;
+    let mut r = account(
+        s,
+        u,
+        None,
+        vec![],
+        "",
+        Some((p.detail, p.hint.unwrap_or_default())),
+    )
+    .await?;
     if e.status().is_client_error() {
         *r.status_mut() = e.status();
     }
@@ -111,7 +128,8 @@ struct CsrfForm {
 
 /// The QR code of an otpauth URI, as an SVG element (no script, no style attribute).
 fn qr_svg(uri: &str) -> Result<String, ApiError> {
-    let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let code =
+        qrcode::QrCode::new(uri.as_bytes()).map_err(|e| ApiError::Internal(e.to_string()))?;
     let svg = code
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(220, 220)
@@ -119,7 +137,9 @@ fn qr_svg(uri: &str) -> Result<String, ApiError> {
         .build();
     Ok(svg
         .split_once("<svg")
-        .map(|(_, rest)| format!("<svg role=\"img\" aria-label=\"QR code for your authenticator app\"{rest}"))
+        .map(|(_, rest)| {
+            format!("<svg role=\"img\" aria-label=\"QR code for your authenticator app\"{rest}")
+        })
         .unwrap_or_default())
 }
 
@@ -153,7 +173,17 @@ async fn totp_confirm(
 ) -> Result<Response, WebError> {
     u.check_form(&f.csrf)?;
     match s.engine.totp_confirm(&u.p, f.otp.trim()).await {
-        Ok(()) => account(&s, &u, None, vec![], "Your authenticator app is set up.", None).await,
+        Ok(()) => {
+            account(
+                &s,
+                &u,
+                None,
+                vec![],
+                "Your authenticator app is set up.",
+                None,
+            )
+            .await
+        }
         Err(e) => with_error(&s, &u, e).await,
     }
 }
@@ -207,7 +237,11 @@ fn code_proof(code: &str) -> Option<MfaProof> {
 
 async fn passkey_start(State(s): State<St>, u: WebUser, Form(f): Form<StartForm>) -> Response {
     if u.check_form(&f.csrf).is_err() {
-        return json_refusal(StatusCode::FORBIDDEN, "This form does not belong to your current session.", "Reload the page.");
+        return json_refusal(
+            StatusCode::FORBIDDEN,
+            "This form does not belong to your current session.",
+            "Reload the page.",
+        );
     }
     let proof = code_proof(&f.otp);
     if proof.is_none() {
@@ -242,7 +276,12 @@ async fn passkey_finish(
     u.check_form(&f.csrf)?;
     match s
         .engine
-        .passkey_register_finish(&u.p, u.session_hash(), &f.passkey_ceremony, &f.passkey_response)
+        .passkey_register_finish(
+            &u.p,
+            u.session_hash(),
+            &f.passkey_ceremony,
+            &f.passkey_response,
+        )
         .await
     {
         Ok(v) => {
@@ -289,7 +328,9 @@ async fn recovery(
         return with_error(
             &s,
             &u,
-            ApiError::bad("new recovery codes need a fresh code from your authenticator app or a passkey tap"),
+            ApiError::bad(
+                "new recovery codes need a fresh code from your authenticator app or a passkey tap",
+            ),
         )
         .await;
     }
@@ -309,7 +350,11 @@ async fn recovery(
 /// A passkey challenge for an action of the signed-in user (bound to their session).
 async fn challenge(State(s): State<St>, u: WebUser, Form(f): Form<StartForm>) -> Response {
     if u.check_form(&f.csrf).is_err() {
-        return json_refusal(StatusCode::FORBIDDEN, "This form does not belong to your current session.", "Reload the page.");
+        return json_refusal(
+            StatusCode::FORBIDDEN,
+            "This form does not belong to your current session.",
+            "Reload the page.",
+        );
     }
     let action = MfaAction::new(f.purpose.trim(), f.subject.trim(), Some(u.session_hash()));
     if action.purpose == "login" {

@@ -73,7 +73,9 @@ async fn approve(
             &s,
             &u,
             &id,
-            ApiError::bad("enter a fresh code from your authenticator app (or tap your passkey) to approve"),
+            ApiError::bad(
+                "enter a fresh code from your authenticator app (or tap your passkey) to approve",
+            ),
         )
         .await;
     };
@@ -113,7 +115,9 @@ async fn deny(
             &s,
             &u,
             &id,
-            ApiError::bad("enter a fresh code from your authenticator app (or tap your passkey) to deny"),
+            ApiError::bad(
+                "enter a fresh code from your authenticator app (or tap your passkey) to deny",
+            ),
         )
         .await;
     };

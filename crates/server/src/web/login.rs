@@ -110,11 +110,7 @@ struct PasskeyForm {
 }
 
 /// Signs in with a passkey: the script fills in the answer to a `login` challenge.
-async fn passkey(
-    State(s): State<St>,
-    PeerIp(ip): PeerIp,
-    Form(f): Form<PasskeyForm>,
-) -> Response {
+async fn passkey(State(s): State<St>, PeerIp(ip): PeerIp, Form(f): Form<PasskeyForm>) -> Response {
     let user = f.user.trim();
     match s
         .engine

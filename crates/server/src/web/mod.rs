@@ -357,7 +357,11 @@ pub(crate) fn utc(rfc3339: &str) -> String {
 
 /// The MFA proof a form carries: a passkey answer when the script filled one in, else the
 /// authenticator code typed (none when both are empty).
-pub(crate) fn proof_of(otp: &str, ceremony: &str, response: &str) -> Option<crate::engine::MfaProof> {
+pub(crate) fn proof_of(
+    otp: &str,
+    ceremony: &str,
+    response: &str,
+) -> Option<crate::engine::MfaProof> {
     use crate::engine::MfaProof;
     if !ceremony.trim().is_empty() {
         return Some(MfaProof::Passkey {

@@ -67,7 +67,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../migrations/sqlite/0012_grants_user_resource.sql"),
     ),
-    (14, include_str!("../../migrations/sqlite/0014_passkeys.sql")),
+    (
+        14,
+        include_str!("../../migrations/sqlite/0014_passkeys.sql"),
+    ),
 ];
 
 /// Most units of work committed together.

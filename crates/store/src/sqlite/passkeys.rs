@@ -92,7 +92,11 @@ pub(super) async fn apply(conn: &mut SqliteConnection, change: Change) -> Result
             write_one(conn, q, || StoreError::NotFound(format!("passkey {id}"))).await?;
         }
         Change::StartCeremony(c) => {
-            write(conn, sqlx::query(sql::PURGE_CEREMONIES).bind(c.created_at.0)).await?;
+            write(
+                conn,
+                sqlx::query(sql::PURGE_CEREMONIES).bind(c.created_at.0),
+            )
+            .await?;
             let cap = sqlx::query(sql::CAP_CEREMONIES)
                 .bind(c.user.clone())
                 .bind(CEREMONIES_PER_USER);
