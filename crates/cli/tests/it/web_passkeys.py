@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.virtual_authenticator import (  # noqa: E402
     Protocol, Transport, VirtualAuthenticatorOptions)
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from web_drive import Browser, otps  # noqa: E402
@@ -34,9 +35,14 @@ def with_authenticator(b):
 
 
 def wait_text(b, needle, timeout=20):
+    def seen(_):
+        try:
+            return needle.lower() in b.text().lower()
+        except WebDriverException:  # the page is being replaced
+            return False
     try:
-        WebDriverWait(b.d, timeout).until(lambda d: needle.lower() in b.text().lower())
-    except Exception:
+        WebDriverWait(b.d, timeout).until(seen)
+    except TimeoutException:
         b.fail("expected %r on the page" % needle)
 
 
