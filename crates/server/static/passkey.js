@@ -72,7 +72,20 @@
     };
   }
 
+  // The form's other required fields are filled in before the tap (the code is not needed).
+  function missing(form) {
+    var empty = Array.prototype.filter.call(form.querySelectorAll("[required]"), function (el) {
+      return el.name !== "otp" && !el.value.trim();
+    });
+    if (!empty.length) return false;
+    var label = form.querySelector("label[for='" + empty[0].id + "']");
+    say(form, "Fill in " + (label ? label.textContent.trim() : empty[0].name) + " first.");
+    empty[0].focus();
+    return true;
+  }
+
   function start(form, button) {
+    if (missing(form)) return;
     var create = form.getAttribute("data-passkey-mode") === "create";
     var body = new URLSearchParams();
     ["csrf", "user", "name", "otp"].forEach(function (n) { body.append(n, field(form, n)); });

@@ -19,7 +19,7 @@ from selenium.webdriver.common.virtual_authenticator import (  # noqa: E402
 from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from web_drive import Browser, otps  # noqa: E402
+from web_drive import Browser, Otp, otps  # noqa: E402
 
 
 def with_authenticator(b):
@@ -119,6 +119,36 @@ def passkeys(cfg):
     with it; bob enrols one and approves with it on a phone; alice revokes; then the attacks."""
     o = otps(cfg)
     out = {}
+    # carol has no second factor yet: the password alone signs her in, to the account page,
+    # where she sets up her authenticator app from the QR code.
+    c = Browser(cfg, "carol")
+    try:
+        c.go("/login")
+        c.fill("user", "carol")
+        c.fill("password", cfg["users"]["carol"]["password"])
+        c.submit("/login")
+        c.expect("Your account")
+        c.expect("Not set up yet")
+        c.submit("/account/totp")
+        c.expect("Scan this code")
+        if not c.d.find_elements(By.CSS_SELECTOR, ".qr svg path"):
+            c.fail("no QR code")
+        c.shot("account-totp")
+        secret = c.d.find_element(By.ID, "totp-secret").text
+        el = c.d.find_element(By.ID, "confirm-otp")
+        el.send_keys(Otp(secret, 0).code())
+        c.submit("/account/totp/confirm")
+        c.expect("Your authenticator app is set up")
+        out["carol_secret_len"] = len(secret)
+        # From now on carol needs a code to sign in.
+        logout(c)
+        c.fill("user", "carol")
+        c.fill("password", cfg["users"]["carol"]["password"])
+        c.submit("/login")
+        out["carol_without_code"] = c.text()
+    finally:
+        c.close()
+
     a = with_authenticator(Browser(cfg, "alice"))
     b = with_authenticator(Browser(cfg, "bob"))
     try:

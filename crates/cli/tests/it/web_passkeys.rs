@@ -45,6 +45,8 @@ fn drive(server: &Server, url: &str, users: &[&User]) -> Value {
             "last_step": u.last_step(),
         });
     }
+    // carol: added without an authenticator (she sets one up in the browser).
+    cfg["users"]["carol"] = json!({"password": PASSWORD, "secret": "", "last_step": 0});
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/web_passkeys.py");
     let mut child = Command::new("python3")
         .arg(script)
@@ -84,7 +86,13 @@ fn passkey_break_glass_approve_revoke_and_recovery_codes() {
     let url = server.public_localhost();
     let alice = server.user("alice", &["oncall"]);
     let bob = server.user("bob", &["security"]);
+    server.add_user("carol", &["oncall"]);
     let v = drive(&server, &url, &[&alice, &bob]);
+
+    // carol set up TOTP from the QR code; then her password alone no longer signs her in.
+    assert_eq!(v["carol_secret_len"], 32, "{v}");
+    let without = v["carol_without_code"].as_str().unwrap();
+    assert!(without.contains("Enter the 6-digit code"), "{without}");
 
     assert!(
         v["account"].as_str().unwrap().contains("alice phone"),

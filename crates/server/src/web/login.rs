@@ -54,23 +54,34 @@ async fn submit(State(s): State<St>, PeerIp(ip): PeerIp, Form(f): Form<LoginForm
         *r.status_mut() = status;
         r
     };
-    if otp.is_empty() {
+    // A user with no second factor yet signs in with the password alone, to set one up on
+    // the account page (nothing else works without MFA); everyone else needs a code.
+    let first_factor_only = otp.is_empty() && !has_factor(&s, user).await;
+    if otp.is_empty() && !first_factor_only {
         return refuse(
             StatusCode::BAD_REQUEST,
             "Enter the 6-digit code of your authenticator app.".into(),
-            "No authenticator yet? Enrol one with `breakglass mfa totp enroll`.".into(),
+            "Lost it? Type one of your recovery codes instead, or ask your security team.".into(),
         );
     }
-    let proof = if looks_like_recovery_code(otp) {
-        MfaProof::Recovery(otp.to_string())
+    let proof = if first_factor_only {
+        None
+    } else if looks_like_recovery_code(otp) {
+        Some(MfaProof::Recovery(otp.to_string()))
     } else {
-        MfaProof::Totp(otp.to_string())
+        Some(MfaProof::Totp(otp.to_string()))
     };
     match s
         .engine
-        .login_with_proof(user, &f.password, Some(proof), ip)
+        .login_with_proof(user, &f.password, proof, ip)
         .await
     {
+        Ok(out) if first_factor_only => {
+            let mut r = signed_in(&s, &out.token);
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/account"));
+            r
+        }
         Ok(out) => signed_in(&s, &out.token),
         Err(e) => {
             let p = e.problem();
@@ -81,6 +92,25 @@ async fn submit(State(s): State<St>, PeerIp(ip): PeerIp, Form(f): Form<LoginForm
             refuse(e.status(), p.detail, hint)
         }
     }
+}
+
+/// Whether `user` has a second factor (an unknown user counts as having one: same answer).
+async fn has_factor(s: &St, user: &str) -> bool {
+    let store = &s.engine.store;
+    if !crate::engine::valid_name(user) || store.user(user).await.ok().flatten().is_none() {
+        return true;
+    }
+    let totp = store
+        .mfa(user)
+        .await
+        .map(|m| m.totp_confirmed)
+        .unwrap_or(true);
+    let keys = store
+        .passkeys(user)
+        .await
+        .map(|k| !k.is_empty())
+        .unwrap_or(true);
+    totp || keys
 }
 
 /// Home, with the session cookie set.
