@@ -147,6 +147,30 @@ pub fn check_totp(
     }
 }
 
+/// Judges a factor checked elsewhere (a passkey assertion, a recovery code) under the same
+/// lock-out as TOTP codes: refused while locked, a failure counts, a success clears the count.
+pub fn check_factor(
+    ok: bool,
+    now: Timestamp,
+    state: &MfaState,
+    rules: &MfaRules,
+) -> (TotpOutcome, MfaState) {
+    let mut next = state.clone();
+    if let Some(until) = state.locked_until {
+        if now < until {
+            return (TotpOutcome::Locked { until }, next);
+        }
+        next.locked_until = None;
+        next.failures = 0;
+    }
+    if ok {
+        next.failures = 0;
+        (TotpOutcome::Accepted { step: 0 }, next)
+    } else {
+        fail(next, now, rules, false)
+    }
+}
+
 fn fail(
     mut next: MfaState,
     now: Timestamp,
@@ -216,6 +240,26 @@ fn url_escape(s: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Another factor's failures share the TOTP lock-out; a success clears the count.
+    #[test]
+    fn other_factors_share_the_lock_out() {
+        let rules = MfaRules::default();
+        let now = Timestamp(1_000_000);
+        let mut state = MfaState::default();
+        for _ in 1..rules.max_failures {
+            let (o, s) = check_factor(false, now, &state, &rules);
+            assert!(matches!(o, TotpOutcome::Wrong { .. }), "{o:?}");
+            state = s;
+        }
+        let (o, locked) = check_factor(false, now, &state, &rules);
+        assert!(matches!(o, TotpOutcome::LockedNow { .. }), "{o:?}");
+        // Locked: even a good proof is refused, and nothing changes.
+        let (o, same) = check_factor(true, now, &locked, &rules);
+        assert!(matches!(o, TotpOutcome::Locked { .. }) && same == locked);
+        let (o, s) = check_factor(true, now, &state, &rules);
+        assert!(o.is_accepted() && s.failures == 0);
+    }
 
     // RFC 6238 appendix B, SHA-1 secret "12345678901234567890", truncated to 6 digits.
     const RFC_SECRET: &[u8] = b"12345678901234567890";

@@ -2,6 +2,7 @@
 
 use crate::alerts::NewAlert;
 use crate::credentials::CredentialRecord;
+use crate::passkeys::{Ceremony, PasskeyRecord};
 use crate::recordings::{Chunk, RecordingSession};
 use crate::reviews::{Review, ReviewEntry};
 use crate::users::{Session, User};
@@ -39,6 +40,38 @@ pub enum Change {
         user: String,
         expected_version: i64,
         state: MfaState,
+    },
+    /// Registers a passkey (a conflict if its credential id is registered already).
+    AddPasskey(PasskeyRecord),
+    /// Saves a passkey after a login (its counter) and when it was used.
+    UpdatePasskey {
+        id: String,
+        passkey_json: String,
+        last_used_at: Timestamp,
+    },
+    /// Removes one of `user`'s passkeys (not found if it is not theirs).
+    RemovePasskey {
+        user: String,
+        id: String,
+    },
+    /// Stores a ceremony in flight (dropping expired ones, and the user's oldest beyond
+    /// [`crate::passkeys::CEREMONIES_PER_USER`]).
+    StartCeremony(Ceremony),
+    /// Finishes a ceremony: deletes it, a conflict if it is gone (single use).
+    TakeCeremony {
+        id: String,
+    },
+    /// A new set of recovery codes (hashes) replaces the old set.
+    ReplaceRecoveryCodes {
+        user: String,
+        hashes: Vec<[u8; 32]>,
+        at: Timestamp,
+    },
+    /// Spends one recovery code: a conflict if it is spent already.
+    UseRecoveryCode {
+        user: String,
+        hash: [u8; 32],
+        at: Timestamp,
     },
     InsertGrant(AnyGrant),
     /// Replaces a grant, but only if its stored state is still `expected_state` and nobody changed

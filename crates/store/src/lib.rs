@@ -7,7 +7,7 @@
 //! several servers sharing one database never apply a change computed from a stale read.
 //!
 //! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets,
-//! recordings, streams) holds
+//! recordings, streams, passkeys) holds
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default) and [`postgres::PgStore`] (several nodes on one
 //! database). Both compile the same aggregate modules and writer (`shared/`, included by each
@@ -31,6 +31,7 @@ mod change;
 pub mod credentials;
 mod error;
 pub mod grants;
+pub mod passkeys;
 pub mod postgres;
 pub mod recordings;
 pub mod reviews;
@@ -45,6 +46,7 @@ pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
 pub use error::{Result, StoreError};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
+pub use passkeys::{Ceremony, PasskeyRecord, Passkeys, RecoveryCode};
 pub use recordings::{Chunk, RecordingSession, Recordings};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
@@ -66,6 +68,7 @@ pub trait Store:
     + Secrets
     + Recordings
     + Cursors
+    + Passkeys
     + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
@@ -81,7 +84,8 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Grants, Recordings, Reviews, Secrets, Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, Grants, Passkeys, Recordings, Reviews, Secrets,
+        Store, Users,
     };
 }
 

@@ -229,6 +229,17 @@ impl Server {
         false
     }
 
+    /// Serves under `--public-url http://localhost:PORT` from now on (passkeys need a host
+    /// name as their RP ID), restarting on the same port; returns that URL for the browser.
+    pub fn public_localhost(&mut self) -> String {
+        let port = self.listen.rsplit(':').next().unwrap_or("").to_string();
+        let public = format!("http://localhost:{port}");
+        self.args.push("--public-url".into());
+        self.args.push(public.clone());
+        self.restart();
+        public
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

@@ -19,4 +19,5 @@ mod siem;
 mod ssh;
 mod syslog_rx;
 mod web;
+mod web_passkeys;
 mod witness;

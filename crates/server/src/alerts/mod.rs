@@ -55,6 +55,11 @@ pub const ALERTING: &[&str] = &[
     "grant.expired",
     "grant.timed_out",
     "mfa.locked",
+    "mfa.passkey_clone_suspected",
+    "mfa.passkey_added",
+    "mfa.passkey_removed",
+    "mfa.recovery_codes_regenerated",
+    "mfa.recovery_code_used",
     "auth.login_burst",
     "policy.reload_failed",
     "alert.dead_lettered",
@@ -76,6 +81,7 @@ pub(crate) fn pagerduty_action(kind: &str) -> Option<&'static str> {
     match kind {
         "grant.activated"
         | "mfa.locked"
+        | "mfa.passkey_clone_suspected"
         | "policy.reload_failed"
         | "alert.dead_lettered"
         | "anomaly.flagged"

@@ -1,6 +1,6 @@
 //! Approvals and denials of pending grants. Approvals never overwrite each other: a change computed from a stale grant is re-applied on the current one.
 
-use super::factors::{MfaLock, SpendMfaOnError};
+use super::factors::{MfaAction, MfaLock, MfaProof, SpendMfaOnError};
 use super::request::activation_event;
 use super::views::GrantView;
 use super::{CAS_RETRIES, Engine, Principal, check_text, event};
@@ -17,9 +17,22 @@ impl Engine {
         id: &str,
         otp: Option<&str>,
     ) -> Result<GrantView, ApiError> {
+        let proof = otp.map(|c| MfaProof::Totp(c.to_string()));
+        self.approve_with_proof(who, id, proof.as_ref(), None).await
+    }
+
+    /// [`Engine::approve`] with any proof bound to approving this grant (no recovery code).
+    pub async fn approve_with_proof(
+        &self,
+        who: &Principal,
+        id: &str,
+        proof: Option<&MfaProof>,
+        session: Option<[u8; 32]>,
+    ) -> Result<GrantView, ApiError> {
         let p = self.pending_for(who, id).await?;
         // Approvers always pass MFA.
-        let (changes, events, _mfa) = self.verify_mfa(who, otp, "approve").await?;
+        let action = MfaAction::new("approve", id, session);
+        let (changes, events, _mfa) = self.verify_proof(who, proof, &action).await?;
         let mut p = p;
         let mut attempt = 0;
         loop {
@@ -133,7 +146,7 @@ impl Engine {
         id: &str,
         reason: &str,
     ) -> Result<GrantView, ApiError> {
-        self.deny_proven(who, id, reason, None).await
+        self.deny_proven(who, id, reason, None, None).await
     }
 
     /// [`Engine::deny`] proven with a fresh code (the web UI asks for one): the code's MFA state
@@ -145,7 +158,21 @@ impl Engine {
         reason: &str,
         otp: &str,
     ) -> Result<GrantView, ApiError> {
-        self.deny_proven(who, id, reason, Some(otp)).await
+        let proof = MfaProof::Totp(otp.to_string());
+        self.deny_proven(who, id, reason, Some(&proof), None).await
+    }
+
+    /// [`Engine::deny_with_mfa`] with any proof bound to denying this grant.
+    pub async fn deny_with_proof(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: &str,
+        proof: &MfaProof,
+        session: Option<[u8; 32]>,
+    ) -> Result<GrantView, ApiError> {
+        self.deny_proven(who, id, reason, Some(proof), session)
+            .await
     }
 
     async fn deny_proven(
@@ -153,7 +180,8 @@ impl Engine {
         who: &Principal,
         id: &str,
         reason: &str,
-        otp: Option<&str>,
+        proof: Option<&MfaProof>,
+        session: Option<[u8; 32]>,
     ) -> Result<GrantView, ApiError> {
         check_text("reason", reason, 2000)?;
         if reason.trim().is_empty() {
@@ -169,8 +197,11 @@ impl Engine {
                 g.state_name()
             )));
         };
-        let (mut changes, mut events, _mfa) = match otp {
-            Some(code) => self.verify_mfa(who, Some(code), "deny").await?,
+        let (mut changes, mut events, _mfa) = match proof {
+            Some(p) => {
+                let action = MfaAction::new("deny", id, session);
+                self.verify_proof(who, Some(p), &action).await?
+            }
             None => (Vec::new(), Vec::new(), MfaLock::none()),
         };
         let now = self.now();

@@ -1,4 +1,5 @@
-//! MFA factors (TOTP today): enrolment and verification. A code is accepted once and every wrong code counts, under any concurrency: a user's requests take turns on this node (the MFA lock) and the store writes the state by compare-and-swap in the same transaction as the action.
+//! MFA factors (TOTP, passkeys, recovery codes): enrolment and verification. Every check goes
+//! through [`Engine::verify_proof`] with an [`MfaProof`] for one [`MfaAction`]. A code is accepted once and every wrong code counts, under any concurrency: a user's requests take turns on this node (the MFA lock) and the store writes the state by compare-and-swap in the same transaction as the action.
 
 use super::views::EnrollOutput;
 use super::{CAS_RETRIES, Engine, Principal, event};
@@ -26,6 +27,40 @@ impl MfaLock {
 /// A verified code: the MFA state change and evidence to commit WITH the action, and the lock.
 pub type MfaPass = (Vec<Change>, Vec<NewEvent>, MfaLock);
 
+/// A fresh proof of a second factor.
+#[derive(Debug, Clone)]
+pub enum MfaProof {
+    /// A 6-digit code from the authenticator app.
+    Totp(String),
+    /// A WebAuthn assertion (the browser's JSON) answering the ceremony `ceremony`.
+    Passkey { ceremony: String, response: String },
+    /// One of the user's recovery codes (login and adding a passkey only).
+    Recovery(String),
+}
+
+/// What a proof is for: the purpose (`login`, `request`, `approve`, `deny`, `passkey-add`,
+/// `recovery-codes`), its subject (a resource, a grant id; empty when none) and, in the web UI,
+/// the session asking. A passkey ceremony proves only the action it was started for.
+#[derive(Debug, Clone, Default)]
+pub struct MfaAction {
+    pub purpose: String,
+    pub subject: String,
+    pub session: Option<[u8; 32]>,
+}
+
+impl MfaAction {
+    pub fn new(purpose: &str, subject: &str, session: Option<[u8; 32]>) -> Self {
+        MfaAction {
+            purpose: purpose.to_string(),
+            subject: subject.to_string(),
+            session,
+        }
+    }
+}
+
+/// The purposes a recovery code may prove.
+pub const RECOVERY_PURPOSES: &[&str] = &["login", "passkey-add"];
+
 pub(crate) fn totp_aad(user: &str) -> String {
     format!("totp:{user}")
 }
@@ -51,7 +86,15 @@ impl<T> SpendMfaOnError<T> for Result<T, ApiError> {
         if self.is_err() {
             let mfa_changes: Vec<Change> = changes
                 .iter()
-                .filter(|c| matches!(c, Change::PutMfaState { .. }))
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Change::PutMfaState { .. }
+                            | Change::TakeCeremony { .. }
+                            | Change::UpdatePasskey { .. }
+                            | Change::UseRecoveryCode { .. }
+                    )
+                })
                 .cloned()
                 .collect();
             let mfa_events: Vec<NewEvent> = events
@@ -147,20 +190,56 @@ impl Engine {
         self.commit(changes, events).await
     }
 
-    /// Verifies a fresh TOTP code. On success returns the state change and audit event to commit
-    /// WITH the action, and the user's MFA lock to hold until then; on failure commits the
-    /// failure (state + audit) itself and returns an error. Under any concurrency a code is
-    /// accepted once and every wrong code is counted: the user's requests take turns on this
-    /// node, and the store applies the state only at the version it was computed from.
+    /// Verifies a fresh TOTP code (the API's and CLI's way): [`Engine::verify_proof`] with
+    /// [`MfaProof::Totp`] for `purpose`.
     pub async fn verify_mfa(
         &self,
         who: &Principal,
         otp: Option<&str>,
         purpose: &str,
     ) -> Result<MfaPass, ApiError> {
+        let proof = otp.map(|c| MfaProof::Totp(c.to_string()));
+        self.verify_proof(who, proof.as_ref(), &MfaAction::new(purpose, "", None))
+            .await
+    }
+
+    /// Verifies a fresh proof for `action`. On success returns the state change and audit
+    /// events to commit WITH the action, and the user's MFA lock to hold until then; on failure
+    /// commits the failure (state + audit) itself and returns an error. Under any concurrency a
+    /// proof is accepted once and every failure is counted: the user's requests take turns on
+    /// this node, and the store applies the state only at the version it was computed from (a
+    /// passkey ceremony and a recovery code are also taken by the same transaction).
+    pub async fn verify_proof(
+        &self,
+        who: &Principal,
+        proof: Option<&MfaProof>,
+        action: &MfaAction,
+    ) -> Result<MfaPass, ApiError> {
+        let purpose = action.purpose.as_str();
         let lock = self.mfa_lock(&who.name).await;
         let rec = self.store.mfa(&who.name).await?;
+        match proof {
+            Some(MfaProof::Passkey { ceremony, response }) => {
+                let (c, e) = self
+                    .check_passkey(who, &rec, ceremony, response, action)
+                    .await?;
+                return Ok((c, e, lock));
+            }
+            Some(MfaProof::Recovery(code)) => {
+                let (c, e) = self.check_recovery(who, &rec, code, action).await?;
+                return Ok((c, e, lock));
+            }
+            _ => {}
+        }
         if !rec.totp_confirmed {
+            let has_passkey = !self.store.passkeys(&who.name).await?.is_empty();
+            if proof.is_none() && has_passkey {
+                return Err(ApiError::Mfa {
+                    slug: "mfa-required",
+                    message: format!("{purpose} needs a passkey tap"),
+                    hint: Some("use the web UI's passkey button".into()),
+                });
+            }
             self.audit_only(vec![event(
                 self.now(),
                 "mfa.refused",
@@ -177,7 +256,7 @@ impl Engine {
                 ),
             });
         }
-        let Some(code) = otp else {
+        let Some(MfaProof::Totp(code)) = proof else {
             return Err(ApiError::Mfa {
                 slug: "mfa-required",
                 message: format!("{purpose} needs a fresh one-time code from your authenticator"),
@@ -264,7 +343,7 @@ impl Engine {
 
     /// Commits a code that counted against the user: the new MFA state (none while locked, as
     /// nothing was checked) and the audit event `kind`.
-    async fn record_failed_code(
+    pub(crate) async fn record_failed_code(
         &self,
         who: &Principal,
         purpose: &str,
@@ -288,7 +367,7 @@ impl Engine {
 }
 
 /// How a code was judged.
-enum Judged {
+pub(crate) enum Judged {
     Accepted {
         step: u64,
     },

@@ -1,6 +1,6 @@
 //! Who is calling: passwords, login sessions, and disabling a user (which ends what they hold).
 
-use super::factors::{MfaLock, MfaPass};
+use super::factors::{MfaAction, MfaLock, MfaPass, MfaProof};
 use super::views::LoginOutput;
 use super::{CAS_RETRIES, Engine, Principal, event};
 use crate::error::ApiError;
@@ -68,6 +68,19 @@ impl Engine {
         otp: Option<&str>,
         source: std::net::IpAddr,
     ) -> Result<LoginOutput, ApiError> {
+        let proof = otp.map(|c| MfaProof::Totp(c.to_string()));
+        self.login_with_proof(user, password, proof, source).await
+    }
+
+    /// Logs in with a password and, when given, a second factor (a TOTP code or a recovery
+    /// code, spent with the session).
+    pub async fn login_with_proof(
+        &self,
+        user: &str,
+        password: &str,
+        proof: Option<MfaProof>,
+        source: std::net::IpAddr,
+    ) -> Result<LoginOutput, ApiError> {
         if !valid_name(user) || password.len() > 1024 {
             return Err(ApiError::InvalidCredentials);
         }
@@ -88,8 +101,76 @@ impl Engine {
             name: user_rec.name.clone(),
             groups: user_rec.groups.clone(),
         };
+        let pass = self.login_mfa(&principal, proof.as_ref()).await?;
+        let method = match &proof {
+            None => None,
+            Some(MfaProof::Totp(_)) => Some("totp"),
+            Some(MfaProof::Recovery(_)) => Some("recovery-code"),
+            Some(MfaProof::Passkey { .. }) => Some("passkey"),
+        };
+        self.start_login_session(user_rec, pass, method, now).await
+    }
+
+    /// Logs in with a passkey alone (user verification makes it two factors): the assertion
+    /// must answer a `login` ceremony started for `user` by [`Engine::passkey_challenge`].
+    /// Failed tries count on the login throttle (they need no password, so they do not count
+    /// towards the MFA lock-out: anyone could lock anyone out).
+    pub async fn login_passkey(
+        &self,
+        user: &str,
+        ceremony: &str,
+        response: &str,
+        source: std::net::IpAddr,
+    ) -> Result<LoginOutput, ApiError> {
+        if !valid_name(user) {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let now = self.now();
+        let attempt = self.reserve_login(user, source, now).await?;
+        let user_rec = match self.store.user(user).await? {
+            Some(u) if !u.disabled => u,
+            other => {
+                self.audit_failed_login(user, other.as_ref(), attempt, now)
+                    .await?;
+                return Err(ApiError::InvalidCredentials);
+            }
+        };
+        let principal = Principal {
+            name: user_rec.name.clone(),
+            groups: user_rec.groups.clone(),
+        };
+        let proof = MfaProof::Passkey {
+            ceremony: ceremony.to_string(),
+            response: response.to_string(),
+        };
+        let action = MfaAction::new("login", user, None);
+        let pass = match self.verify_proof(&principal, Some(&proof), &action).await {
+            Ok(p) => {
+                attempt.succeeded();
+                p
+            }
+            Err(e) => {
+                let bursts = attempt.failed(now);
+                self.audit_only(crate::login_throttle::burst_events(now, &bursts))
+                    .await?;
+                return Err(e);
+            }
+        };
+        self.start_login_session(user_rec, pass, Some("passkey"), now)
+            .await
+    }
+
+    /// Creates a session for `user_rec`, committed with the MFA proof's state and evidence.
+    async fn start_login_session(
+        &self,
+        user_rec: User,
+        pass: MfaPass,
+        method: Option<&str>,
+        now: Timestamp,
+    ) -> Result<LoginOutput, ApiError> {
+        let user = user_rec.name.as_str();
+        let (mut changes, mut events, _mfa) = pass;
         let mfa_rec = self.store.mfa(user).await?;
-        let (mut changes, mut events, _mfa) = self.login_mfa(&principal, otp).await?;
         let token = random_token();
         let expires_at = now.plus(self.config.session_ttl);
         changes.push(Change::CreateSession {
@@ -105,12 +186,12 @@ impl Engine {
             "auth.login",
             Some(user),
             None,
-            json!({"mfa": otp.is_some(), "session_expires_at": time::rfc3339(expires_at)}),
+            json!({"mfa": method.is_some(), "method": method, "session_expires_at": time::rfc3339(expires_at)}),
         ));
         self.commit(changes, events).await?;
         Ok(LoginOutput {
             token,
-            user: user_rec.name,
+            user: user_rec.name.clone(),
             groups: user_rec.groups,
             expires_at: time::rfc3339(expires_at),
             totp_enrolled: mfa_rec.totp_confirmed,
@@ -181,10 +262,13 @@ impl Engine {
     async fn login_mfa(
         &self,
         principal: &Principal,
-        otp: Option<&str>,
+        proof: Option<&MfaProof>,
     ) -> Result<MfaPass, ApiError> {
-        match otp {
-            Some(code) => self.verify_mfa(principal, Some(code), "login").await,
+        match proof {
+            Some(p) => {
+                let action = MfaAction::new("login", &principal.name, None);
+                self.verify_proof(principal, Some(p), &action).await
+            }
             None => Ok((Vec::new(), Vec::new(), MfaLock::none())),
         }
     }

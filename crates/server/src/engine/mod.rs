@@ -28,9 +28,11 @@ mod factors;
 pub mod gateway;
 mod identity;
 mod lifecycle;
+mod passkeys;
 mod policy_reload;
 mod recorder;
 mod recording_views;
+mod recovery;
 mod request;
 mod reviews;
 mod secrets;
@@ -40,10 +42,12 @@ mod visibility;
 
 pub use crate::clock::{Clock, SystemClock};
 pub use breakglass_core::audit::event;
-pub use factors::{MfaLock, MfaPass};
+pub use factors::{MfaAction, MfaLock, MfaPass, MfaProof};
 pub use identity::{hash_password, token_hash, valid_name};
+pub use passkeys::{CeremonyStart, PasskeyView};
 pub use recorder::{Ack, HEARTBEAT_MS, RecorderHello, RecorderStart};
 pub use recording_views::session_json;
+pub use recovery::looks_like_recovery_code;
 pub use secrets::MAX_SECRET;
 pub use views::{ApprovalView, EnrollOutput, GrantView, LoginOutput, RequestInput};
 

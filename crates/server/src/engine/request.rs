@@ -1,6 +1,6 @@
 //! Breaking glass: a request is decided by the policy, proven by MFA, and recorded with its credential in one transaction.
 
-use super::factors::{MfaLock, MfaPass};
+use super::factors::{MfaAction, MfaLock, MfaPass, MfaProof};
 use super::views::{GrantView, RequestInput};
 use super::{Engine, Principal, check_text, event};
 use crate::error::ApiError;
@@ -83,13 +83,29 @@ impl Engine {
         who: &Principal,
         input: RequestInput,
     ) -> Result<GrantView, ApiError> {
+        let proof = input.otp.clone().map(MfaProof::Totp);
+        self.request_with_proof(who, input, proof, None).await
+    }
+
+    /// [`Engine::request`] with any MFA proof (a passkey ceremony must have been started for
+    /// `request` of this resource, by `session` when given).
+    pub async fn request_with_proof(
+        &self,
+        who: &Principal,
+        input: RequestInput,
+        proof: Option<MfaProof>,
+        session: Option<[u8; 32]>,
+    ) -> Result<GrantView, ApiError> {
         let started = std::time::Instant::now();
         let requested = check_request(&input)?;
         let now = self.now();
         let (decision, approval) = self.decide(who, &input, requested, now).await?;
         // Input the target needs is checked before the MFA code is spent.
         let ssh_public_key = self.ssh_key_for(&input)?;
-        let (changes, mut events, _mfa) = self.prove(who, &input, &decision).await?;
+        let action = MfaAction::new("request", &input.resource, session);
+        let (changes, mut events, _mfa) = self
+            .prove(who, &input, &decision, proof.as_ref(), &action)
+            .await?;
         let flags = self.request_flags(who, &input.resource, now).await?;
         let info = grant_info(who, &input, &decision, flags, ssh_public_key, now);
         let g = grant::request(info, &approval, now);
@@ -181,11 +197,13 @@ impl Engine {
         who: &Principal,
         input: &RequestInput,
         decision: &policy::Decision,
+        proof: Option<&MfaProof>,
+        action: &MfaAction,
     ) -> Result<MfaPass, ApiError> {
         if !decision.mfa_required {
             return Ok((vec![], vec![], MfaLock::none()));
         }
-        match self.verify_mfa(who, input.otp.as_deref(), "request").await {
+        match self.verify_proof(who, proof, action).await {
             Ok(x) => Ok(x),
             Err(e) => {
                 if matches!(&e, ApiError::Mfa { slug, .. } if *slug == "mfa-required") {

@@ -3,7 +3,7 @@
 //! its reason.
 
 use super::glass::Row;
-use super::{Nav, St, WebError, WebUser, grant, html, opt};
+use super::{Nav, St, WebError, WebUser, grant, html, proof_of};
 use crate::engine::GrantView;
 use crate::engine::Principal;
 use crate::error::ApiError;
@@ -55,6 +55,10 @@ struct ApproveForm {
     csrf: String,
     #[serde(default)]
     otp: String,
+    #[serde(default)]
+    passkey_ceremony: String,
+    #[serde(default)]
+    passkey_response: String,
 }
 
 async fn approve(
@@ -64,16 +68,22 @@ async fn approve(
     Form(f): Form<ApproveForm>,
 ) -> Result<Response, WebError> {
     u.check_form(&f.csrf)?;
-    let Some(otp) = opt(&f.otp) else {
+    let Some(proof) = proof_of(&f.otp, &f.passkey_ceremony, &f.passkey_response) else {
         return grant::page_with_error(
             &s,
             &u,
             &id,
-            ApiError::bad("enter a fresh code from your authenticator app to approve"),
+            ApiError::bad(
+                "enter a fresh code from your authenticator app (or tap your passkey) to approve",
+            ),
         )
         .await;
     };
-    match s.engine.approve(&u.p, &id, Some(&otp)).await {
+    match s
+        .engine
+        .approve_with_proof(&u.p, &id, Some(&proof), Some(u.session_hash()))
+        .await
+    {
         Ok(_) => Ok(grant::back_to(&id)),
         Err(e) => grant::page_with_error(&s, &u, &id, e).await,
     }
@@ -87,6 +97,10 @@ struct DenyForm {
     reason: String,
     #[serde(default)]
     otp: String,
+    #[serde(default)]
+    passkey_ceremony: String,
+    #[serde(default)]
+    passkey_response: String,
 }
 
 async fn deny(
@@ -96,18 +110,20 @@ async fn deny(
     Form(f): Form<DenyForm>,
 ) -> Result<Response, WebError> {
     u.check_form(&f.csrf)?;
-    let Some(otp) = opt(&f.otp) else {
+    let Some(proof) = proof_of(&f.otp, &f.passkey_ceremony, &f.passkey_response) else {
         return grant::page_with_error(
             &s,
             &u,
             &id,
-            ApiError::bad("enter a fresh code from your authenticator app to deny"),
+            ApiError::bad(
+                "enter a fresh code from your authenticator app (or tap your passkey) to deny",
+            ),
         )
         .await;
     };
     match s
         .engine
-        .deny_with_mfa(&u.p, &id, f.reason.trim(), &otp)
+        .deny_with_proof(&u.p, &id, f.reason.trim(), &proof, Some(u.session_hash()))
         .await
     {
         Ok(_) => Ok(grant::back_to(&id)),

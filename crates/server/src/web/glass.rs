@@ -173,6 +173,8 @@ fn rules(p: &policy::Policy) -> Vec<String> {
 #[template(path = "request.html")]
 struct RequestPage {
     nav: Nav,
+    /// The user has a passkey (the form offers a tap beside the code).
+    has_passkey: bool,
     choices: Vec<Choice>,
     any_ssh: bool,
     reason: String,
@@ -198,14 +200,29 @@ struct RequestForm {
     otp: String,
     #[serde(default)]
     ssh_public_key: String,
+    #[serde(default)]
+    passkey_ceremony: String,
+    #[serde(default)]
+    passkey_response: String,
 }
 
-fn request_page(s: &St, u: &WebUser, f: &RequestForm, error: Option<(String, String)>) -> Response {
+async fn request_page(
+    s: &St,
+    u: &WebUser,
+    f: &RequestForm,
+    error: Option<(String, String)>,
+) -> Response {
+    let has_passkey = s
+        .engine
+        .passkeys_of(&u.p)
+        .await
+        .is_ok_and(|k| !k.is_empty());
     let policy = s.engine.policy();
     let choices = choices(&policy.set, &u.p, &f.resource);
     let any_ssh = choices.iter().any(|c| c.kind == "ssh");
     html(&RequestPage {
         nav: Nav::of(u),
+        has_passkey,
         choices,
         any_ssh,
         reason: f.reason.clone(),
@@ -217,7 +234,7 @@ fn request_page(s: &St, u: &WebUser, f: &RequestForm, error: Option<(String, Str
 }
 
 async fn form(State(s): State<St>, u: WebUser) -> Response {
-    request_page(&s, &u, &RequestForm::default(), None)
+    request_page(&s, &u, &RequestForm::default(), None).await
 }
 
 async fn submit(
@@ -226,8 +243,8 @@ async fn submit(
     Form(f): Form<RequestForm>,
 ) -> Result<Response, WebError> {
     u.check_form(&f.csrf)?;
-    let refuse = |status: StatusCode, detail: String, hint: String| {
-        let mut r = request_page(&s, &u, &f, Some((detail, hint)));
+    let refuse = async |status: StatusCode, detail: String, hint: String| {
+        let mut r = request_page(&s, &u, &f, Some((detail, hint))).await;
         *r.status_mut() = status;
         r
     };
@@ -236,7 +253,8 @@ async fn submit(
             StatusCode::BAD_REQUEST,
             "Choose the resource you need.".into(),
             String::new(),
-        ));
+        )
+        .await);
     }
     let input = RequestInput {
         resource: f.resource.trim().to_string(),
@@ -246,11 +264,16 @@ async fn submit(
         otp: opt(&f.otp),
         ssh_public_key: opt(&f.ssh_public_key),
     };
-    match s.engine.request(&u.p, input).await {
+    let proof = super::proof_of(&f.otp, &f.passkey_ceremony, &f.passkey_response);
+    match s
+        .engine
+        .request_with_proof(&u.p, input, proof, Some(u.session_hash()))
+        .await
+    {
         Ok(view) => Ok(grant::page_for(&s, &u, view).await),
         Err(e) => {
             let p = e.problem();
-            Ok(refuse(e.status(), p.detail, p.hint.unwrap_or_default()))
+            Ok(refuse(e.status(), p.detail, p.hint.unwrap_or_default()).await)
         }
     }
 }
@@ -268,6 +291,7 @@ mod tests {
                 user: "alice".into(),
                 csrf: "t".into(),
             },
+            has_passkey: true,
             choices: vec![Choice {
                 resource: evil.into(),
                 kind: "exec",

@@ -1,7 +1,8 @@
 //! The server-rendered web UI at `/`: the same engine use cases as the JSON API, in HTML forms
 //! that work without JavaScript. One module per page group: [`login`] (sessions), [`glass`]
 //! (home, breaking glass), [`grant`] (a grant's page: credential, revoke, extend) and
-//! [`approvals`] (the queue, approve, deny) [`dashboard`] (the security team's view) and [`reviews`] (post-incident
+//! [`approvals`] (the queue, approve, deny), [`account`] (authenticator app, passkeys,
+//! recovery codes), [`dashboard`] (the security team's view) and [`reviews`] (post-incident
 //! reviews with the report inline).
 //!
 //! Sessions are the engine's login tokens in a cookie (`__Host-breakglass` over TLS: Secure,
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use std::sync::Arc;
 
+mod account;
 mod approvals;
 mod dashboard;
 mod glass;
@@ -32,8 +34,10 @@ mod reviews;
 
 /// The one style sheet (no inline styles: the CSP forbids them).
 const CSS: &str = include_str!("../../templates/app.css");
-/// The grant page's live countdown (the only script; pages work without it).
+/// The grant page's live countdown (pages work without it).
 const COUNTDOWN_JS: &str = include_str!("../../static/countdown.js");
+/// The passkey ceremonies (WebAuthn needs a script; every form also takes a TOTP code).
+const PASSKEY_JS: &str = include_str!("../../static/passkey.js");
 
 /// The Content-Security-Policy of every UI response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -86,12 +90,14 @@ pub fn router(engine: Arc<Engine>, cfg: WebConfig) -> Router {
     Router::new()
         .route("/static/app.css", get(css))
         .route("/static/countdown.js", get(countdown_js))
+        .route("/static/passkey.js", get(passkey_js))
         .merge(login::routes())
         .merge(glass::routes())
         .merge(grant::routes())
         .merge(approvals::routes())
         .merge(dashboard::routes())
         .merge(reviews::routes())
+        .merge(account::routes())
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -108,13 +114,21 @@ async fn css() -> Response {
         .into_response()
 }
 
+async fn passkey_js() -> Response {
+    script(PASSKEY_JS)
+}
+
 async fn countdown_js() -> Response {
+    script(COUNTDOWN_JS)
+}
+
+fn script(body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
-        COUNTDOWN_JS,
+        body,
     )
         .into_response()
 }
@@ -197,6 +211,11 @@ pub(crate) struct WebUser {
 }
 
 impl WebUser {
+    /// The hash of this session's token: what a passkey ceremony is bound to.
+    pub fn session_hash(&self) -> [u8; 32] {
+        crate::engine::token_hash(&self.token)
+    }
+
     /// Refuses a form whose token is not this session's.
     pub fn check_form(&self, given: &str) -> Result<(), WebError> {
         use subtle::ConstantTimeEq;
@@ -334,6 +353,23 @@ pub(crate) fn utc(rfc3339: &str) -> String {
     let s = rfc3339.trim_end_matches('Z');
     let s = s.split_once('.').map(|x| x.0).unwrap_or(s);
     format!("{} UTC", s.replacen('T', " ", 1))
+}
+
+/// The MFA proof a form carries: a passkey answer when the script filled one in, else the
+/// authenticator code typed (none when both are empty).
+pub(crate) fn proof_of(
+    otp: &str,
+    ceremony: &str,
+    response: &str,
+) -> Option<crate::engine::MfaProof> {
+    use crate::engine::MfaProof;
+    if !ceremony.trim().is_empty() {
+        return Some(MfaProof::Passkey {
+            ceremony: ceremony.trim().to_string(),
+            response: response.to_string(),
+        });
+    }
+    opt(otp).map(MfaProof::Totp)
 }
 
 /// An empty form field is absent.

@@ -20,6 +20,8 @@ mod common;
 mod credentials;
 #[path = "../shared/grants.rs"]
 mod grants;
+#[path = "../shared/passkeys.rs"]
+mod passkeys;
 #[path = "../shared/recordings.rs"]
 mod recordings;
 #[path = "../shared/reviews.rs"]
@@ -93,6 +95,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         12,
         include_str!("../../migrations/postgres/0012_grants_user_resource.sql"),
+    ),
+    (
+        14,
+        include_str!("../../migrations/postgres/0014_passkeys.sql"),
     ),
 ];
 

@@ -6,7 +6,9 @@
 
 use super::common::Job;
 use super::db::{Backend, Conn, Pool};
-use super::{alerts, audit, credentials, grants, recordings, reviews, secrets, streams, users};
+use super::{
+    alerts, audit, credentials, grants, passkeys, recordings, reviews, secrets, streams, users,
+};
 use crate::{Change, Result, Store, StoreError, sql};
 use async_trait::async_trait;
 use breakglass_core::audit::{Head, NewEvent};
@@ -28,7 +30,7 @@ macro_rules! offer {
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut Conn, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams);
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams, passkeys);
     match change {
         Change::PutMeta { key, value } => {
             super::common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;

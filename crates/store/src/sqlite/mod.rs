@@ -15,6 +15,8 @@ mod common;
 mod credentials;
 #[path = "../shared/grants.rs"]
 mod grants;
+#[path = "../shared/passkeys.rs"]
+mod passkeys;
 #[path = "../shared/recordings.rs"]
 mod recordings;
 #[path = "../shared/reviews.rs"]
@@ -92,6 +94,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         12,
         include_str!("../../migrations/sqlite/0012_grants_user_resource.sql"),
+    ),
+    (
+        14,
+        include_str!("../../migrations/sqlite/0014_passkeys.sql"),
     ),
 ];
 
