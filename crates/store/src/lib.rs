@@ -7,7 +7,7 @@
 //! several servers sharing one database never apply a change computed from a stale read.
 //!
 //! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets,
-//! recordings, streams) holds
+//! recordings, streams, drills) holds
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default; `sqlite/` has one module per aggregate). A
 //! PostgreSQL backend implements the same traits and must pass the same test suite.
@@ -27,6 +27,7 @@ pub mod alerts;
 pub mod audit;
 mod change;
 pub mod credentials;
+pub mod drills;
 mod error;
 pub mod grants;
 pub mod recordings;
@@ -40,6 +41,7 @@ pub use alerts::{AlertRow, Alerts, NewAlert};
 pub use audit::{AuditLog, StoredCheckpoint};
 pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
+pub use drills::{DrillRecord, DrillWindow, Drills};
 pub use error::{Result, StoreError};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use recordings::{Chunk, RecordingSession, Recordings};
@@ -63,6 +65,7 @@ pub trait Store:
     + Secrets
     + Recordings
     + Cursors
+    + Drills
     + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
@@ -75,7 +78,8 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Grants, Recordings, Reviews, Secrets, Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, Drills, Grants, Recordings, Reviews, Secrets, Store,
+        Users,
     };
 }
 

@@ -3,10 +3,12 @@
 //! line/column errors and hints, validated as a whole (every error reported at once), and
 //! evaluated purely: `evaluate(request) → Decision | Refusal`.
 
+pub mod drills;
 pub mod streams;
 mod validate;
 mod yaml;
 
+pub use drills::{DRILL_REASON, DrillSchedule, Drills};
 pub use streams::{JsonlTarget, Stream, StreamStart, StreamTarget, SyslogTarget, Witness};
 pub use validate::{DEFAULT_KEEP, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_SIZE, parse_size};
 
@@ -201,6 +203,8 @@ pub struct PolicySet {
     pub streams: Vec<Stream>,
     /// Where every signed checkpoint is copied.
     pub witness: Option<Witness>,
+    /// Scheduled drills (`drills:`), if any.
+    pub drills: Option<Drills>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
