@@ -144,14 +144,17 @@ async fn pg_connect(url: &str) -> Result<PgConnection> {
     tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(&opts))
         .await
         .map_err(|_| ConnectorError::Target("PostgreSQL login timed out".into()))?
-        .map_err(|e| ConnectorError::Target(format!("PostgreSQL login failed: {}", clip(&e.to_string()))))
+        .map_err(|e| {
+            ConnectorError::Target(format!("PostgreSQL login failed: {}", clip(&e.to_string())))
+        })
 }
 
 /// Logs in with the grant's URL, checks `current_user` is `role` and that it holds every
 /// granted role; Ok(current_user).
 pub async fn pg_use(url: &str, role: &str, granted: &[String]) -> Result<String> {
     let mut conn = pg_connect(url).await?;
-    let target = |e: sqlx::Error| ConnectorError::Target(format!("PostgreSQL: {}", clip(&e.to_string())));
+    let target =
+        |e: sqlx::Error| ConnectorError::Target(format!("PostgreSQL: {}", clip(&e.to_string())));
     let user: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut conn)
         .await
@@ -162,11 +165,12 @@ pub async fn pg_use(url: &str, role: &str, granted: &[String]) -> Result<String>
         )));
     }
     for g in granted {
-        let member: Option<bool> = sqlx::query_scalar("SELECT pg_has_role(current_user, $1, 'MEMBER')")
-            .bind(g)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(target)?;
+        let member: Option<bool> =
+            sqlx::query_scalar("SELECT pg_has_role(current_user, $1, 'MEMBER')")
+                .bind(g)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(target)?;
         if member != Some(true) {
             return Err(ConnectorError::Target(format!(
                 "the grant's role {user} is not a member of {g}"

@@ -142,6 +142,11 @@ mod tests {
         assert!(!overdue(Some(Timestamp(9 * H)), None, now, every));
         assert!(overdue(Some(Timestamp(7 * H)), None, now, every));
         assert!(overdue(None, Some(Timestamp(7 * H)), now, every));
-        assert!(!overdue(Some(Timestamp(9 * H)), Some(Timestamp(H)), now, every));
+        assert!(!overdue(
+            Some(Timestamp(9 * H)),
+            Some(Timestamp(H)),
+            now,
+            every
+        ));
     }
 }

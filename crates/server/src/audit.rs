@@ -374,7 +374,13 @@ pub struct DrillAuditCheck;
 #[async_trait::async_trait]
 impl crate::engine::AuditCheck for DrillAuditCheck {
     async fn verify(&self, engine: &Engine) -> Result<String, String> {
-        match verify_store(&*engine.store, engine.keys.audit_public(), &engine.keys.origin).await {
+        match verify_store(
+            &*engine.store,
+            engine.keys.audit_public(),
+            &engine.keys.origin,
+        )
+        .await
+        {
             Ok(Ok(r)) => Ok(format!(
                 "audit chain verified: {} events, {} checkpoints",
                 r.events, r.checkpoints

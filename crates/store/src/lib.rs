@@ -78,8 +78,8 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Drills, Grants, Recordings, Reviews, Secrets, Store,
-        Users,
+        Alerts, AuditLog, Credentials, Cursors, Drills, Grants, Recordings, Reviews, Secrets,
+        Store, Users,
     };
 }
 

@@ -47,10 +47,14 @@ pub(super) async fn drill(cli: &Cli, cmd: &DrillCmd) -> Result<()> {
                 .post_slow("/drills/run", &json!({"resource": resource}))
                 .await?;
             let list = r.as_array().cloned().unwrap_or_default();
-            out(j, &r, || list.iter().map(line).collect::<Vec<_>>().join("\n"));
+            out(j, &r, || {
+                list.iter().map(line).collect::<Vec<_>>().join("\n")
+            });
             let failed = list.iter().filter(|d| d["verdict"] != "passed").count();
             if failed > 0 {
-                bail!("{failed} drill(s) failed: see the failing step above and `breakglass drill history`");
+                bail!(
+                    "{failed} drill(s) failed: see the failing step above and `breakglass drill history`"
+                );
             }
         }
         DrillCmd::History { resource, limit } => {
@@ -81,7 +85,11 @@ pub(super) async fn drill(cli: &Cli, cmd: &DrillCmd) -> Result<()> {
                             s["last"]["verdict"].as_str().unwrap_or("never"),
                             s["last_success"].as_str().unwrap_or("never"),
                             s["next_due"].as_str().unwrap_or(""),
-                            if s["overdue"] == true { "  OVERDUE" } else { "" }
+                            if s["overdue"] == true {
+                                "  OVERDUE"
+                            } else {
+                                ""
+                            }
                         )
                     })
                     .collect::<Vec<_>>()

@@ -41,8 +41,12 @@ fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
                 }
                 let mut body = vec![0; len];
                 r.read_exact(&mut body).unwrap_or(());
-                seen.lock().unwrap().push(String::from_utf8_lossy(&body).to_string());
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).to_string());
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
             });
         }
     });
@@ -122,7 +126,12 @@ policies:
 
     // A non-admin may neither run drills nor read them.
     let r = run_drill(&alice, "prod-db");
-    assert!(!r.ok && r.slug().contains("forbidden"), "{}{}", r.stdout, r.stderr);
+    assert!(
+        !r.ok && r.slug().contains("forbidden"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(!alice.run(&["drill", "history"]).ok);
 
     // Green: every step passes at the real PostgreSQL.
@@ -130,20 +139,52 @@ policies:
     assert!(r.ok, "drill failed: {}{}", r.stdout, r.stderr);
     let d = &r.json[0];
     assert_eq!(d["verdict"], "passed", "{d}");
-    let steps: Vec<&str> = d["steps"].as_array().unwrap().iter().filter_map(|s| s["step"].as_str()).collect();
+    let steps: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
     assert_eq!(
         steps,
-        ["identity", "request", "mfa", "credential", "use", "revoke", "verify", "audit", "alerts"],
+        [
+            "identity",
+            "request",
+            "mfa",
+            "credential",
+            "use",
+            "revoke",
+            "verify",
+            "audit",
+            "alerts"
+        ],
         "{d}"
     );
+    // The figures for BENCHMARKS.md (printed, never asserted).
+    eprintln!(
+        "drill figures (postgres):\n{}",
+        sam.run_plain(&["drill", "history"]).stdout
+    );
     let use_note = d["steps"][4]["note"].as_str().unwrap();
-    assert!(use_note.contains("current_user = bg_") && use_note.contains("app_admin"), "{use_note}");
-    for t in ["time_to_glass_ms", "time_to_first_use_ms", "revocation_lag_ms", "alert_latency_ms", "total_ms"] {
+    assert!(
+        use_note.contains("current_user = bg_") && use_note.contains("app_admin"),
+        "{use_note}"
+    );
+    for t in [
+        "time_to_glass_ms",
+        "time_to_first_use_ms",
+        "revocation_lag_ms",
+        "alert_latency_ms",
+        "total_ms",
+    ] {
         assert!(d["timings"][t].is_u64(), "{t}: {d}");
     }
     // The role is gone at the target.
     let gid = d["grant_id"].as_str().unwrap();
-    assert_eq!(pg.sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'bg\\_%'"), "0");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'bg\\_%'"),
+        "0"
+    );
     // The grant is marked as a drill in the audit trail, and opened no review.
     let export = sam.run_plain(&["audit", "export", "--format", "jsonl"]);
     let activated = export
@@ -153,11 +194,15 @@ policies:
         .unwrap_or_else(|| panic!("no activation of {gid} in the export"));
     assert!(activated.contains("\"drill\":true"), "{activated}");
     let reviews = sam.ok(&["review", "list", "--all"]);
-    assert!(!reviews.to_string().contains(gid), "a drill opened a review: {reviews}");
+    assert!(
+        !reviews.to_string().contains(gid),
+        "a drill opened a review: {reviews}"
+    );
     // The sink got the DRILL-tagged activation.
     let t = texts(&seen);
     assert!(
-        t.iter().any(|x| x.starts_with("DRILL breakglass grant.activated") && x.contains(gid)),
+        t.iter()
+            .any(|x| x.starts_with("DRILL breakglass grant.activated") && x.contains(gid)),
         "{t:?}"
     );
     // /metrics has the last success per resource.
@@ -171,18 +216,27 @@ policies:
     // PostgreSQL stops: the drill fails at the credential step, is recorded and alerted.
     pg.stop();
     let r = run_drill(&sam, "prod-db");
-    assert!(!r.ok, "a drill against a stopped PostgreSQL passed: {}", r.stdout);
+    assert!(
+        !r.ok,
+        "a drill against a stopped PostgreSQL passed: {}",
+        r.stdout
+    );
     let d = last(&sam);
     assert_eq!(d["verdict"], "failed", "{d}");
     assert_eq!(d["failed_step"], "credential", "{d}");
     assert!(!d["error"].as_str().unwrap().is_empty(), "{d}");
     let t = poll("the drill.failed alert", Duration::from_secs(30), || {
         let t = texts(&seen);
-        t.iter().any(|x| x.starts_with("DRILL breakglass drill.failed")).then_some(t)
+        t.iter()
+            .any(|x| x.starts_with("DRILL breakglass drill.failed"))
+            .then_some(t)
     });
     assert!(t.iter().any(|x| x.contains("credential")), "{t:?}");
     let (_, metrics) = server.get("/metrics");
-    assert!(metrics.contains("breakglass_drill_last_passed{resource=\"prod-db\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("breakglass_drill_last_passed{resource=\"prod-db\"} 0"),
+        "{metrics}"
+    );
     // The dashboard shows the failing step.
     let status = sam.ok(&["drill", "status"]);
     assert_eq!(status[0]["last"]["failed_step"], "credential", "{status}");
@@ -191,36 +245,60 @@ policies:
 #[test]
 fn the_drill_identity_cannot_be_used_outside_a_drill() {
     let (slack, seen) = receiver();
-    let policy = format!(
-        "{}{}",
-        POLICY,
-        drill_policy("prod-db", "5s")
-    );
+    let policy = format!("{}{}", POLICY, drill_policy("prod-db", "5s"));
     // POLICY ends inside `policies:`, so the drill policy joins that list.
-    let server = Server::start_with(&policy, &[("SLACK_URL", &slack)], &["--alert-backoff", "1s"]);
+    let server = Server::start_with(
+        &policy,
+        &[("SLACK_URL", &slack)],
+        &["--alert-backoff", "1s"],
+    );
     let sam = server.user("sam", &["security"]);
     // First drill creates the identity (exec resource: the hooks are the target).
     let r = run_drill(&sam, "prod-db");
     assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    eprintln!(
+        "drill figures (exec):\n{}",
+        sam.run_plain(&["drill", "history"]).stdout
+    );
     // Someone tries to log in as the drill identity (with any password): refused, alerted.
     let mallory = User::new(&server, "drill-bot");
-    let r = mallory.run_stdin(&["login", "--user", "drill-bot", "--password-stdin"], Some(PASSWORD));
+    let r = mallory.run_stdin(
+        &["login", "--user", "drill-bot", "--password-stdin"],
+        Some(PASSWORD),
+    );
     assert!(!r.ok, "the drill identity logged in");
     let t = poll("the misuse alert", Duration::from_secs(30), || {
         let t = texts(&seen);
-        t.iter().any(|x| x.contains("drill.identity_misuse")).then_some(t)
+        t.iter()
+            .any(|x| x.contains("drill.identity_misuse"))
+            .then_some(t)
     });
     assert!(t.iter().any(|x| x.contains("drill-bot")), "{t:?}");
     // An admin cannot give it a password either: the user exists as a drill identity.
     let out = run_with_stdin(
         BIN,
-        &["admin", "user", "add", "drill-bot", "--group", "oncall", "--password-stdin"],
+        &[
+            "admin",
+            "user",
+            "add",
+            "drill-bot",
+            "--group",
+            "oncall",
+            "--password-stdin",
+        ],
         &["--data-dir", server.data_dir().to_str().unwrap()],
         PASSWORD,
         &[],
     );
-    let again = mallory.run_stdin(&["login", "--user", "drill-bot", "--password-stdin"], Some(PASSWORD));
-    assert!(!again.ok, "drill-bot logged in after `admin user add` ({:?})", out.status);
+    let again = mallory.run_stdin(
+        &["login", "--user", "drill-bot", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert!(
+        !again.ok,
+        "drill-bot logged in after `admin user add` ({:?})",
+        out.status
+    );
 }
 
 /// What the host's timer does: fetch the KRL into the file sshd reads.
@@ -240,7 +318,11 @@ fn ssh_drill_passes_when_the_host_reads_the_krl_and_fails_at_verify_when_it_does
         bastion_policy(&user, port, &krl, ""),
         drill_policy("bastion", "4s")
     );
-    let server = Server::start_with(&policy, &[("SLACK_URL", &slack)], &["--alert-backoff", "1s"]);
+    let server = Server::start_with(
+        &policy,
+        &[("SLACK_URL", &slack)],
+        &["--alert-backoff", "1s"],
+    );
     let sam = server.user("sam", &["security"]);
     let ca = sam.ok(&["ssh", "ca-key"]);
     refresh_krl(&sam, &krl);
@@ -267,18 +349,32 @@ fn ssh_drill_passes_when_the_host_reads_the_krl_and_fails_at_verify_when_it_does
     let r = run_drill(&sam, "bastion");
     assert!(r.ok, "ssh drill failed: {}{}", r.stdout, r.stderr);
     let d = &r.json[0];
-    assert!(d["steps"][4]["note"].as_str().unwrap().contains("uid="), "{d}");
+    assert!(
+        d["steps"][4]["note"].as_str().unwrap().contains("uid="),
+        "{d}"
+    );
     assert!(d["timings"]["revocation_lag_ms"].is_u64(), "{d}");
+    eprintln!(
+        "drill figures (ssh):\n{}",
+        sam.run_plain(&["drill", "history"]).stdout
+    );
 
     // The host stops reading the KRL: the revoked certificate still logs in → failed at verify.
     stop.store(true, Ordering::SeqCst);
     refresher.join().unwrap();
     let r = run_drill(&sam, "bastion");
-    assert!(!r.ok, "a drill whose revocation did not take passed: {}", r.stdout);
+    assert!(
+        !r.ok,
+        "a drill whose revocation did not take passed: {}",
+        r.stdout
+    );
     let d = last(&sam);
     assert_eq!(d["failed_step"], "verify", "{d}");
     assert!(d["error"].as_str().unwrap().contains("KRL"), "{d}");
     poll("the drill.failed alert", Duration::from_secs(30), || {
-        texts(&seen).iter().any(|x| x.starts_with("DRILL breakglass drill.failed") && x.contains("verify")).then_some(())
+        texts(&seen)
+            .iter()
+            .any(|x| x.starts_with("DRILL breakglass drill.failed") && x.contains("verify"))
+            .then_some(())
     });
 }

@@ -545,6 +545,13 @@ impl PolicySet {
     pub fn to_json(&self) -> Value {
         let d = |d: Duration| json!({"secs": d.as_secs(), "human": fmt_d(d)});
         json!({
+            "drills": self.drills.as_ref().map(|dr| json!({
+                "identity": dr.identity, "notify": dr.notify,
+                "resources": dr.runs.iter().map(|r| json!({
+                    "resource": r.resource, "every": d(r.every), "at_minute": r.at_minute,
+                    "verify_within": d(r.verify_within), "ticket": r.ticket,
+                })).collect::<Vec<_>>(),
+            })),
             "admins": {"users": self.admins.users, "groups": self.admins.groups},
             "notify": self.notify,
             "sinks": self.sinks.iter().map(|s| json!({"name": s.name, "kind": s.kind.as_str(), "settings": s.settings})).collect::<Vec<_>>(),

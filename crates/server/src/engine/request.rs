@@ -322,6 +322,7 @@ fn grant_info(
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     GrantInfo {
         rev: 0,
+        drill: false,
         flags,
         ssh_public_key,
         id: new_grant_id(),

@@ -38,7 +38,12 @@ pub async fn drill_scheduler(engine: Arc<Engine>, mut shutdown: watch::Receiver<
             if handled.get(&s.resource) == Some(&slot) {
                 continue;
             }
-            let first = engine.store.first_drill_at(&s.resource).await.ok().flatten();
+            let first = engine
+                .store
+                .first_drill_at(&s.resource)
+                .await
+                .ok()
+                .flatten();
             let last_passed = engine
                 .store
                 .last_passed_drill(&s.resource)
@@ -103,7 +108,12 @@ pub async fn seed_drill_metrics(engine: &Engine) {
         .map(|d| d.runs.clone())
         .unwrap_or_default();
     for s in runs {
-        if let Ok(Some(last)) = engine.store.drills(Some(&s.resource), 1).await.map(|mut v| v.pop()) {
+        if let Ok(Some(last)) = engine
+            .store
+            .drills(Some(&s.resource), 1)
+            .await
+            .map(|mut v| v.pop())
+        {
             let passed = engine
                 .store
                 .last_passed_drill(&s.resource)
@@ -112,9 +122,15 @@ pub async fn seed_drill_metrics(engine: &Engine) {
                 .flatten()
                 .map(|d| d.started_at.unix_secs());
             let total = last.timings["total_ms"].as_u64().unwrap_or(0);
-            engine
-                .metrics
-                .drill_finished(&s.resource, if last.verdict == "passed" { passed } else { None }, total);
+            engine.metrics.drill_finished(
+                &s.resource,
+                if last.verdict == "passed" {
+                    passed
+                } else {
+                    None
+                },
+                total,
+            );
         }
     }
 }

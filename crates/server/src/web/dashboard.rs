@@ -188,11 +188,20 @@ async fn show(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
         .into_iter()
         .map(|d| DrillLine {
             resource: d["resource"].as_str().unwrap_or("").to_string(),
-            verdict: d["last"]["verdict"].as_str().unwrap_or("never run").to_string(),
-            when: d["last"]["started_at"].as_str().map(utc).unwrap_or_default(),
+            verdict: d["last"]["verdict"]
+                .as_str()
+                .unwrap_or("never run")
+                .to_string(),
+            when: d["last"]["started_at"]
+                .as_str()
+                .map(utc)
+                .unwrap_or_default(),
             step: d["last"]["failed_step"].as_str().unwrap_or("").to_string(),
             error: d["last"]["error"].as_str().unwrap_or("").to_string(),
-            last_success: d["last_success"].as_str().map(utc).unwrap_or_else(|| "never".into()),
+            last_success: d["last_success"]
+                .as_str()
+                .map(utc)
+                .unwrap_or_else(|| "never".into()),
             overdue: d["overdue"] == true,
         })
         .collect();

@@ -44,7 +44,14 @@ impl Drills for SqliteStore {
                 let q = sqlx::query(sql::OF_RESOURCE).bind(r).bind(limit);
                 rows(&self.pool, q, drill_from_row).await
             }
-            None => rows(&self.pool, sqlx::query(sql::ALL).bind(limit), drill_from_row).await,
+            None => {
+                rows(
+                    &self.pool,
+                    sqlx::query(sql::ALL).bind(limit),
+                    drill_from_row,
+                )
+                .await
+            }
         }
     }
 

@@ -148,7 +148,9 @@ fn run(
     };
     let ticket = match o.get("ticket") {
         None => Some(DEFAULT_DRILL_TICKET.to_string()),
-        Some(t) => v.string(t, &format!("`ticket` of {what}")).map(String::from),
+        Some(t) => v
+            .string(t, &format!("`ticket` of {what}"))
+            .map(String::from),
     };
     if ok && let (Some(id), Some(t)) = (identity, ticket.as_deref()) {
         ok = reachable(v, rn, resource, id, t, k);
@@ -171,7 +173,9 @@ fn reachable(v: &mut V, at: &N, resource: &str, id: &str, ticket: &str, k: &Know
     let naming: Vec<&Policy> = k
         .policies
         .iter()
-        .filter(|p| p.resources.iter().any(|r| r == resource) && p.who.users.iter().any(|u| u == id))
+        .filter(|p| {
+            p.resources.iter().any(|r| r == resource) && p.who.users.iter().any(|u| u == id)
+        })
         .collect();
     let Some(p) = naming.first() else {
         v.err_h(
@@ -194,7 +198,12 @@ fn reachable(v: &mut V, at: &N, resource: &str, id: &str, ticket: &str, k: &Know
     {
         v.err_h(
             &at.referenced,
-            format!("the drill's ticket {:?} does not match policy {}'s ticket pattern {}", clip(ticket), p.name, re.as_str()),
+            format!(
+                "the drill's ticket {:?} does not match policy {}'s ticket pattern {}",
+                clip(ticket),
+                p.name,
+                re.as_str()
+            ),
             "set `ticket:` in the drill entry to a ticket the pattern accepts, e.g. ticket: INC-0",
         );
         return false;
@@ -210,4 +219,70 @@ fn hhmm(s: &str) -> Option<u32> {
     }
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::policy::PolicySet;
+
+    const BASE: &str = r#"
+admins: { groups: [security] }
+resources:
+  - { name: db, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+  - { name: web, kind: exec, grant: ["/bin/true"], revoke: ["/bin/true"] }
+policies:
+  - name: drill
+    resources: [db]
+    who: { users: [drill-bot] }
+    require: { mfa: true, ticket: "^INC-" }
+    approval: { mode: auto }
+  - name: web-quorum
+    resources: [web]
+    who: { users: [drill-bot] }
+    approval: { mode: quorum, count: 1, from: [security] }
+"#;
+
+    fn errors(drills: &str) -> String {
+        match PolicySet::parse(&format!("{BASE}{drills}")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_drill_parses() {
+        let p = PolicySet::parse(&format!(
+            "{BASE}drills:\n  identity: drill-bot\n  resources:\n    - {{ resource: db, every: 24h, at: \"03:00\", ticket: INC-0 }}\n"
+        ))
+        .unwrap();
+        let d = p.drills.unwrap();
+        assert_eq!(d.identity, "drill-bot");
+        assert_eq!(d.runs[0].at_minute, 180);
+        assert_eq!(d.runs[0].every.as_secs(), 86_400);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position_and_a_hint() {
+        let e = errors(
+            "drills:\n  identity: drill-bot\n  resources:\n    - { resource: dbb, every: 24h }\n    - { resource: db, every: 10s, at: \"25:00\", ticket: INC-0 }\n    - { resource: web, every: 1h }\n",
+        );
+        assert!(
+            e.contains("line 19")
+                && e.contains("undeclared resource \"dbb\"")
+                && e.contains("did you mean `db`"),
+            "{e}"
+        );
+        assert!(e.contains("shorter than a minute"), "{e}");
+        assert!(e.contains("not a time of day"), "{e}");
+        assert!(e.contains("only with approval"), "{e}");
+        let e = errors(
+            "drills:\n  identity: drill-bot\n  resources:\n    - { resource: db, every: 1h }\n",
+        );
+        assert!(e.contains("ticket \"DRILL\" does not match"), "{e}");
+        let e = errors(
+            "drills:\n  identity: nobody\n  resources:\n    - { resource: db, every: 1h, ticket: INC-1 }\n",
+        );
+        assert!(e.contains("no policy covering it names nobody"), "{e}");
+    }
 }

@@ -81,10 +81,15 @@ impl Engine {
                 .keys
                 .kek
                 .open(&super::super::factors::totp_aad(&who.name), sealed)
-                .map_err(|e| ApiError::Internal(format!("the drill identity's TOTP secret: {e}")))?;
+                .map_err(|e| {
+                    ApiError::Internal(format!("the drill identity's TOTP secret: {e}"))
+                })?;
             let now_step = mfa::step_at(self.now());
             let hi = now_step.saturating_add(self.config.mfa.skew_steps);
-            let next = rec.state.last_step.map_or(now_step, |l| (l + 1).max(now_step));
+            let next = rec
+                .state
+                .last_step
+                .map_or(now_step, |l| (l + 1).max(now_step));
             if next <= hi {
                 return Ok(mfa::code_for_step(&secret, next));
             }

@@ -79,7 +79,11 @@ impl Engine {
             let names: Vec<&str> = d.runs.iter().map(|r| r.resource.as_str()).collect();
             ApiError::NotFound(format!(
                 "no drill for {resource:?} in the policy; drilled resources: {}",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             ))
         })
     }
@@ -150,7 +154,8 @@ impl Engine {
             let last = self.store.drills(Some(&s.resource), 1).await?.pop();
             let passed = self.store.last_passed_drill(&s.resource).await?;
             let first = self.store.first_drill_at(&s.resource).await?;
-            let overdue = drill::overdue(passed.as_ref().map(|p| p.started_at), first, now, s.every);
+            let overdue =
+                drill::overdue(passed.as_ref().map(|p| p.started_at), first, now, s.every);
             out.push(json!({
                 "resource": s.resource,
                 "every": breakglass_core::duration::format(s.every),

@@ -3,8 +3,8 @@
 
 use super::super::views::RequestInput;
 use super::super::{Engine, Principal, event};
-use super::target::Held;
 use super::AuditCheck;
+use super::target::Held;
 use crate::error::ApiError;
 use breakglass_connectors::probe::DrillKey;
 use breakglass_core::drill::{Step, Timings, Verdict};
@@ -135,11 +135,10 @@ impl Engine {
         audit: &dyn AuditCheck,
     ) -> StepResult<()> {
         let policy = self.policy();
-        let resource = policy
-            .set
-            .resource(&s.resource)
-            .cloned()
-            .ok_or((Step::Request, format!("resource {} is no longer in the policy", s.resource)))?;
+        let resource = policy.set.resource(&s.resource).cloned().ok_or((
+            Step::Request,
+            format!("resource {} is no longer in the policy", s.resource),
+        ))?;
         let identity = policy
             .set
             .drills
@@ -180,9 +179,24 @@ impl Engine {
             (step, e.to_string())
         })?;
         *grant = Some(view.id.clone());
-        log.ok(Step::Request, format!("grant {} under policy {}", view.id, view.policy));
+        log.ok(
+            Step::Request,
+            format!("grant {} under policy {}", view.id, view.policy),
+        );
         log.ok(Step::Mfa, "the server's code passed the normal MFA check");
-        let result = self.drill_with_grant(s, &resource, &who, &view.id, view.state.as_str(), view.credential, key, log, audit).await;
+        let result = self
+            .drill_with_grant(
+                s,
+                &resource,
+                &who,
+                &view.id,
+                view.state.as_str(),
+                view.credential,
+                key,
+                log,
+                audit,
+            )
+            .await;
         if result.is_err() {
             // Whatever happened, the drill's access ends now.
             let _ = self.revoke(&who, &view.id, Some("drill failed")).await;
@@ -206,14 +220,21 @@ impl Engine {
         if state != "active" {
             return Err((
                 Step::Request,
-                format!("the drill grant is {state}, not active: drills need a policy that approves the drill identity automatically"),
+                format!(
+                    "the drill grant is {state}, not active: drills need a policy that approves the drill identity automatically"
+                ),
             ));
         }
-        if credential.is_none() && matches!(resource.kind, ResourceKind::Ssh | ResourceKind::Postgres) {
+        if credential.is_none()
+            && matches!(resource.kind, ResourceKind::Ssh | ResourceKind::Postgres)
+        {
             return Err((Step::Credential, "no credential was handed out".into()));
         }
         log.timings.time_to_glass_ms = Some(log.ms());
-        log.ok(Step::Credential, format!("{} credential issued", resource.kind.as_str()));
+        log.ok(
+            Step::Credential,
+            format!("{} credential issued", resource.kind.as_str()),
+        );
         let held = Held {
             kind: resource.kind,
             key,
@@ -267,7 +288,9 @@ impl Engine {
             }
             if Instant::now() > deadline {
                 let hint = match resource.kind {
-                    ResourceKind::Ssh => " (the host has not read the new KRL: check its `breakglass ssh krl --out FILE` timer and sshd's RevokedKeys)",
+                    ResourceKind::Ssh => {
+                        " (the host has not read the new KRL: check its `breakglass ssh krl --out FILE` timer and sshd's RevokedKeys)"
+                    }
                     _ => "",
                 };
                 return Err((
@@ -297,7 +320,10 @@ impl Engine {
     }
 
     /// Waits until every sink confirmed the drill grant's activation alert; Ok((note, latency)).
-    async fn drill_alerts_delivered(&self, grant_id: &str) -> Result<(String, Option<u64>), String> {
+    async fn drill_alerts_delivered(
+        &self,
+        grant_id: &str,
+    ) -> Result<(String, Option<u64>), String> {
         let deadline = Instant::now() + ALERT_WAIT;
         loop {
             let rows = self
@@ -327,13 +353,22 @@ impl Engine {
                     .max()
                     .and_then(|ms| u64::try_from(ms).ok());
                 let sinks: Vec<&str> = mine.iter().map(|a| a.sink.as_str()).collect();
-                return Ok((format!("DRILL alert delivered to {}", sinks.join(", ")), latency));
+                return Ok((
+                    format!("DRILL alert delivered to {}", sinks.join(", ")),
+                    latency,
+                ));
             }
             if Instant::now() > deadline {
                 let waiting: Vec<String> = mine
                     .iter()
                     .filter(|a| a.state != "delivered")
-                    .map(|a| format!("{} ({})", a.sink, a.last_error.clone().unwrap_or_else(|| "pending".into())))
+                    .map(|a| {
+                        format!(
+                            "{} ({})",
+                            a.sink,
+                            a.last_error.clone().unwrap_or_else(|| "pending".into())
+                        )
+                    })
                     .collect();
                 return Err(format!("no delivery within 60s to {}", waiting.join(", ")));
             }

@@ -24,7 +24,10 @@ fn field<'a>(c: &'a Option<Value>, k: &str) -> Result<&'a Value, String> {
 
 fn ssh_target(c: &Option<Value>) -> Result<(String, u16, String), String> {
     let host = field(c, "host")?.as_str().unwrap_or_default().to_string();
-    let port = field(c, "port")?.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(22);
+    let port = field(c, "port")?
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(22);
     let principal = field(c, "principals")?
         .as_array()
         .and_then(|a| a.first())
@@ -48,14 +51,20 @@ impl Engine {
         match held.kind {
             ResourceKind::Ssh => {
                 let key = held.key.as_ref().ok_or("no drill key")?;
-                let cert = field(&held.credential, "certificate")?.as_str().unwrap_or_default();
+                let cert = field(&held.credential, "certificate")?
+                    .as_str()
+                    .unwrap_or_default();
                 key.set_certificate(cert).map_err(|e| e.to_string())?;
                 let (host, port, principal) = ssh_target(&held.credential)?;
-                key.ssh_id(&host, port, &principal).await.map_err(|e| e.to_string())
+                key.ssh_id(&host, port, &principal)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             ResourceKind::Postgres => {
                 let url = field(&held.credential, "url")?.as_str().unwrap_or_default();
-                let role = field(&held.credential, "user")?.as_str().unwrap_or_default();
+                let role = field(&held.credential, "user")?
+                    .as_str()
+                    .unwrap_or_default();
                 let roles: Vec<String> = field(&held.credential, "roles")?
                     .as_array()
                     .into_iter()
@@ -68,7 +77,9 @@ impl Engine {
                     .map_err(|e| e.to_string())
             }
             ResourceKind::Secret => match self.secret_show(who, grant_id).await {
-                Ok((v, version)) if !v.is_empty() => Ok(format!("secret version {version} released")),
+                Ok((v, version)) if !v.is_empty() => {
+                    Ok(format!("secret version {version} released"))
+                }
                 Ok(_) => Err("the stored secret is empty".into()),
                 Err(e) => Err(e.to_string()),
             },
@@ -103,13 +114,24 @@ impl Engine {
     }
 
     /// The connector's own check at the target (postgres: the role is gone).
-    async fn connector_says_revoked(&self, grant_id: &str, resource: &Resource) -> Result<bool, String> {
-        let Some(rec) = self.store.credential(grant_id).await.map_err(|e| e.to_string())? else {
+    async fn connector_says_revoked(
+        &self,
+        grant_id: &str,
+        resource: &Resource,
+    ) -> Result<bool, String> {
+        let Some(rec) = self
+            .store
+            .credential(grant_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(true);
         };
         let Some(c) = self.connector(resource).await.map_err(|e| e.to_string())? else {
             return Ok(true);
         };
-        c.verify_revoked(&rec.handle).await.map_err(|e| e.to_string())
+        c.verify_revoked(&rec.handle)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
