@@ -175,8 +175,13 @@ pub fn enqueue(
         });
         let mut sinks = policy.sinks_for(grant.map(|g| g.info().policy.as_str()));
         // Drill grants and drill events also go to the drills' own sinks.
-        let drill = grant.is_some_and(|g| g.info().drill) || head.kind.starts_with("drill.");
-        if drill && let Some(d) = &policy.drills {
+        let drill_event = head.kind.starts_with("drill.");
+        // Misuse of the drill identity is a real security alert, not a drill.
+        let drill = grant.is_some_and(|g| g.info().drill)
+            || (drill_event && head.kind != "drill.identity_misuse");
+        if (drill || drill_event)
+            && let Some(d) = &policy.drills
+        {
             for s in &d.notify {
                 if !sinks.contains(s) {
                     sinks.push(s.clone());
