@@ -81,8 +81,13 @@ impl DrillKey {
             .map_err(|e| ConnectorError::Target(format!("drill certificate: {e}")))
     }
 
-    /// Logs in with the key and certificate and runs `id`: Ok(output) when the host let us in.
-    pub async fn ssh_id(&self, host: &str, port: u16, principal: &str) -> Result<String> {
+    /// Runs `ssh … id` with the key and certificate: (exit code, stdout, stderr).
+    async fn ssh_run(
+        &self,
+        host: &str,
+        port: u16,
+        principal: &str,
+    ) -> Result<(Option<i32>, String, String)> {
         let mut cmd = tokio::process::Command::new("ssh");
         cmd.arg("-i")
             .arg(self.dir.join("id"))
@@ -119,16 +124,33 @@ impl DrillKey {
             .await
             .map_err(|_| ConnectorError::Target(format!("ssh to {host}:{port} timed out")))?
             .map_err(|e| ConnectorError::Target(format!("could not run ssh: {e}")))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && stdout.contains("uid=") {
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        ))
+    }
+
+    /// Logs in with the key and certificate and runs `id`: Ok(output) when the host let us in.
+    pub async fn ssh_id(&self, host: &str, port: u16, principal: &str) -> Result<String> {
+        let (code, stdout, stderr) = self.ssh_run(host, port, principal).await?;
+        if code == Some(0) && stdout.contains("uid=") {
             Ok(clip(&stdout))
         } else {
             Err(ConnectorError::Target(format!(
-                "ssh {principal}@{host}:{port} refused or failed ({}): {}",
-                out.status,
-                clip(&String::from_utf8_lossy(&out.stderr))
+                "ssh {principal}@{host}:{port} refused or failed (exit {}): {}",
+                code.map_or("signal".to_string(), |c| c.to_string()),
+                clip(&stderr)
             )))
         }
+    }
+
+    /// Whether sshd itself refuses the certificate (authentication fails: `Permission denied`),
+    /// as it must once the host read the KRL. A login the force-command then ends does not
+    /// count: the host still accepted the revoked certificate.
+    pub async fn ssh_refused(&self, host: &str, port: u16, principal: &str) -> Result<bool> {
+        let (code, _, stderr) = self.ssh_run(host, port, principal).await?;
+        Ok(code == Some(255) && stderr.contains("Permission denied"))
     }
 }
 

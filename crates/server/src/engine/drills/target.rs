@@ -99,7 +99,9 @@ impl Engine {
             ResourceKind::Ssh => {
                 let key = held.key.as_ref().ok_or("no drill key")?;
                 let (host, port, principal) = ssh_target(&held.credential)?;
-                Ok(key.ssh_id(&host, port, &principal).await.is_err())
+                key.ssh_refused(&host, port, &principal)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             ResourceKind::Postgres => {
                 let url = field(&held.credential, "url")?.as_str().unwrap_or_default();
