@@ -237,10 +237,12 @@ policies:
     who: { users: [drill-bot] }
     require: { mfa: true, ticket: "^INC-" }
     approval: { mode: auto }
+    duration: { default: 10m, max: 1h }
   - name: web-quorum
     resources: [web]
     who: { users: [drill-bot] }
     approval: { mode: quorum, count: 1, from: [security] }
+    duration: { default: 10m, max: 1h }
 "#;
 
     fn errors(drills: &str) -> String {
@@ -268,7 +270,7 @@ policies:
             "drills:\n  identity: drill-bot\n  resources:\n    - { resource: dbb, every: 24h }\n    - { resource: db, every: 10s, at: \"25:00\", ticket: INC-0 }\n    - { resource: web, every: 1h }\n",
         );
         assert!(
-            e.contains("line 19")
+            e.contains("line 21")
                 && e.contains("undeclared resource \"dbb\"")
                 && e.contains("did you mean `db`"),
             "{e}"
