@@ -110,6 +110,9 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: Option<AlertsCmd>,
     },
+    /// Drills (admins): run the real break-glass path end to end now, or show results.
+    #[command(subcommand)]
+    Drill(DrillCmd),
     /// Operator commands on the server host (work on the data directory).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -317,6 +320,22 @@ pub enum SshCmd {
 pub enum AlertsCmd {
     /// Re-queue a dead-lettered alert.
     Retry { id: i64 },
+}
+
+#[derive(Subcommand)]
+pub enum DrillCmd {
+    /// Run the drill of RESOURCE now (every drilled resource without it); exits non-zero if
+    /// a drill fails.
+    Run { resource: Option<String> },
+    /// Past drills, newest first: verdict, failing step, timings.
+    History {
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Per drilled resource: last result, last success, next due, overdue.
+    Status,
 }
 
 #[derive(Subcommand)]

@@ -151,8 +151,21 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value> {
+        self.call_timeout(method, path, body, None).await
+    }
+
+    async fn call_timeout(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -181,6 +194,17 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// A POST that may take minutes (a drill waits for targets and alert sinks).
+    pub async fn post_slow(&self, path: &str, body: &Value) -> Result<Value> {
+        self.call_timeout(
+            reqwest::Method::POST,
+            path,
+            Some(body),
+            Some(std::time::Duration::from_secs(900)),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {

@@ -18,6 +18,7 @@
 pub mod exec;
 pub mod krl;
 pub mod postgres;
+pub mod probe;
 pub mod ssh;
 
 use async_trait::async_trait;

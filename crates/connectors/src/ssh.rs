@@ -345,6 +345,7 @@ mod tests {
         let pubkey = user.public_key().to_openssh().unwrap();
         let grant = GrantInfo {
             rev: 0,
+            drill: false,
             id: "g-1".into(),
             user: "alice".into(),
             resource: "bastion".into(),

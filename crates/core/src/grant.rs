@@ -69,6 +69,10 @@ pub struct GrantInfo {
     /// (a change computed from revision n is applied only while the stored grant is at n).
     #[serde(default)]
     pub rev: u64,
+    /// A drill grant (scheduled drill or people drill): marked as such in the audit trail,
+    /// alerts, reports and reviews, and not counted as real use by anomaly rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
 }
 
 /// One approval of a pending grant.
@@ -473,6 +477,7 @@ mod tests {
     fn info() -> GrantInfo {
         GrantInfo {
             rev: 0,
+            drill: false,
             id: "g1".into(),
             user: "bob".into(),
             resource: "bastion".into(),

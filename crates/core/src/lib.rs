@@ -10,6 +10,7 @@
 
 pub mod anomaly;
 pub mod audit;
+pub mod drill;
 pub mod duration;
 pub mod grant;
 pub mod mfa;

@@ -367,3 +367,26 @@ pub fn export_body(engine: Arc<Engine>) -> axum::body::Body {
     );
     axum::body::Body::from_stream(s)
 }
+
+/// The audit check a drill runs: the whole stored chain and its checkpoints.
+pub struct DrillAuditCheck;
+
+#[async_trait::async_trait]
+impl crate::engine::AuditCheck for DrillAuditCheck {
+    async fn verify(&self, engine: &Engine) -> Result<String, String> {
+        match verify_store(
+            &*engine.store,
+            engine.keys.audit_public(),
+            &engine.keys.origin,
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(format!(
+                "audit chain verified: {} events, {} checkpoints",
+                r.events, r.checkpoints
+            )),
+            Ok(Err(e)) => Err(format!("audit verify failed: {e}")),
+            Err(e) => Err(format!("audit verify could not read the store: {e}")),
+        }
+    }
+}

@@ -227,7 +227,9 @@ pub async fn start_with_clock(
             cfg.policy_poll,
             rx.clone(),
         )),
+        tokio::spawn(tasks::drill_scheduler(engine.clone(), rx.clone())),
     ];
+    tasks::seed_drill_metrics(&engine).await;
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)

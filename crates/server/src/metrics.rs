@@ -61,6 +61,10 @@ pub struct Metrics {
     stream_delivered: Family<Labels, PromCounter>,
     stream_failures: Family<Labels, PromCounter>,
     stream_lag: Family<Labels, Gauge>,
+    /// Per drilled resource (label `resource`).
+    drill_last_success: Family<Labels, Gauge>,
+    drill_last_passed: Family<Labels, Gauge>,
+    drill_duration_ms: Family<Labels, Gauge>,
     registry: Registry,
 }
 
@@ -96,6 +100,9 @@ impl Default for Metrics {
             stream_delivered: Family::default(),
             stream_failures: Family::default(),
             stream_lag: Family::default(),
+            drill_last_success: Family::default(),
+            drill_last_passed: Family::default(),
+            drill_duration_ms: Family::default(),
             registry: Registry::default(),
         };
         let mut r = Registry::default();
@@ -224,6 +231,21 @@ impl Default for Metrics {
             "Audit events committed but not yet delivered to a stream.",
             m.stream_lag.clone(),
         );
+        r.register(
+            "breakglass_drill_last_success_timestamp_seconds",
+            "When the last drill of a resource passed (Unix seconds).",
+            m.drill_last_success.clone(),
+        );
+        r.register(
+            "breakglass_drill_last_passed",
+            "1 if the last drill of a resource passed, 0 if it failed.",
+            m.drill_last_passed.clone(),
+        );
+        r.register(
+            "breakglass_drill_duration_milliseconds",
+            "How long the last drill of a resource took, end to end.",
+            m.drill_duration_ms.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 }
@@ -265,6 +287,20 @@ impl Metrics {
         self.stream_lag
             .get_or_create(&stream_label(stream))
             .set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    /// The last drill of `resource`: its verdict, duration and (if passed) when.
+    pub fn drill_finished(&self, resource: &str, passed: Option<i64>, total_ms: u64) {
+        let l = vec![("resource".to_string(), resource.to_string())];
+        if let Some(at) = passed {
+            self.drill_last_success.get_or_create(&l).set(at);
+        }
+        self.drill_last_passed
+            .get_or_create(&l)
+            .set(i64::from(passed.is_some()));
+        self.drill_duration_ms
+            .get_or_create(&l)
+            .set(i64::try_from(total_ms).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format; `active_grants` (read from the store) sets the gauge.

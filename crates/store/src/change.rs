@@ -2,6 +2,7 @@
 
 use crate::alerts::NewAlert;
 use crate::credentials::CredentialRecord;
+use crate::drills::{DrillRecord, DrillWindow};
 use crate::passkeys::{Ceremony, PasskeyRecord};
 use crate::recordings::{Chunk, RecordingSession};
 use crate::reviews::{Review, ReviewEntry};
@@ -180,6 +181,12 @@ pub enum Change {
         to: u64,
         at: Timestamp,
     },
+    /// A drill starts (a scheduled one claims its slot: a conflict if another process did).
+    StartDrill(DrillRecord),
+    /// A running drill's result (verdict, steps, timings).
+    FinishDrill(DrillRecord),
+    /// A people-drill window opens.
+    OpenDrillWindow(DrillWindow),
     /// A delivery attempt failed (the cursor stays).
     CursorFailed {
         name: String,

@@ -7,7 +7,7 @@
 //! several servers sharing one database never apply a change computed from a stale read.
 //!
 //! One module per aggregate (users, grants, audit, alerts, reviews, credentials, secrets,
-//! recordings, streams, passkeys) holds
+//! recordings, streams, passkeys, drills) holds
 //! its types and its read trait; [`Store`] is all of them plus `commit`. Backends:
 //! [`sqlite::SqliteStore`] (embedded, default) and [`postgres::PgStore`] (several nodes on one
 //! database). Both compile the same aggregate modules and writer (`shared/`, included by each
@@ -29,6 +29,7 @@ pub mod alerts;
 pub mod audit;
 mod change;
 pub mod credentials;
+pub mod drills;
 mod error;
 pub mod grants;
 pub mod passkeys;
@@ -44,6 +45,7 @@ pub use alerts::{AlertRow, Alerts, NewAlert};
 pub use audit::{AuditLog, StoredCheckpoint};
 pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
+pub use drills::{DrillRecord, DrillWindow, Drills};
 pub use error::{Result, StoreError};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use passkeys::{Ceremony, PasskeyRecord, Passkeys, RecoveryCode};
@@ -69,6 +71,7 @@ pub trait Store:
     + Recordings
     + Cursors
     + Passkeys
+    + Drills
     + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
@@ -84,8 +87,8 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Grants, Passkeys, Recordings, Reviews, Secrets,
-        Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, Drills, Grants, Passkeys, Recordings, Reviews,
+        Secrets, Store, Users,
     };
 }
 

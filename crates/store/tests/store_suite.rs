@@ -24,6 +24,7 @@ fn ev(kind: &str) -> NewEvent {
 fn info(id: &str, user: &str) -> GrantInfo {
     GrantInfo {
         rev: 0,
+        drill: false,
         id: id.into(),
         user: user.into(),
         resource: "prod-db".into(),

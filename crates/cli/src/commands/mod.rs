@@ -8,6 +8,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod common;
+mod drills;
 mod grants;
 mod recordings;
 mod secrets;
@@ -89,6 +90,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Revoke { grant_id, reason } => grants::revoke(cli, grant_id, reason).await?,
         Cmd::Extend { grant_id, by, otp } => grants::extend(cli, grant_id, by, otp).await?,
         Cmd::Alerts { state, cmd } => alerts::alerts(cli, state, cmd).await?,
+        Cmd::Drill(cmd) => drills::drill(cli, cmd).await?,
         Cmd::Review {
             cmd,
             grant_id,

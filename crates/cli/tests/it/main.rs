@@ -3,6 +3,7 @@
 
 mod alerts;
 mod audit;
+mod drills;
 mod files;
 mod fingerprints;
 mod flow;

@@ -208,14 +208,20 @@ pub fn decode_body(body: &[u8]) -> Result<DecodedEvent, AuditError> {
     })
 }
 
-/// An event at `now` of `kind` by `actor`, about `grant` (its id and resource) if any.
+/// An event at `now` of `kind` by `actor`, about `grant` (its id and resource) if any. Every
+/// event of a drill grant carries `"drill": true` in its data.
 pub fn event(
     now: crate::time::Timestamp,
     kind: &str,
     actor: Option<&str>,
     grant: Option<&crate::grant::GrantInfo>,
-    data: serde_json::Value,
+    mut data: serde_json::Value,
 ) -> NewEvent {
+    if grant.is_some_and(|g| g.drill)
+        && let Some(o) = data.as_object_mut()
+    {
+        o.insert("drill".into(), serde_json::Value::Bool(true));
+    }
     NewEvent {
         ts_ms: now.0,
         kind: kind.to_string(),

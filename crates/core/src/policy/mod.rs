@@ -3,10 +3,12 @@
 //! line/column errors and hints, validated as a whole (every error reported at once), and
 //! evaluated purely: `evaluate(request) → Decision | Refusal`.
 
+pub mod drills;
 pub mod streams;
 mod validate;
 mod yaml;
 
+pub use drills::{DRILL_REASON, DrillSchedule, Drills};
 pub use streams::{JsonlTarget, Stream, StreamStart, StreamTarget, SyslogTarget, Witness};
 pub use validate::{DEFAULT_KEEP, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_SIZE, parse_size};
 
@@ -201,6 +203,8 @@ pub struct PolicySet {
     pub streams: Vec<Stream>,
     /// Where every signed checkpoint is copied.
     pub witness: Option<Witness>,
+    /// Scheduled drills (`drills:`), if any.
+    pub drills: Option<Drills>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,6 +545,13 @@ impl PolicySet {
     pub fn to_json(&self) -> Value {
         let d = |d: Duration| json!({"secs": d.as_secs(), "human": fmt_d(d)});
         json!({
+            "drills": self.drills.as_ref().map(|dr| json!({
+                "identity": dr.identity, "notify": dr.notify,
+                "resources": dr.runs.iter().map(|r| json!({
+                    "resource": r.resource, "every": d(r.every), "at_minute": r.at_minute,
+                    "verify_within": d(r.verify_within), "ticket": r.ticket,
+                })).collect::<Vec<_>>(),
+            })),
             "admins": {"users": self.admins.users, "groups": self.admins.groups},
             "notify": self.notify,
             "sinks": self.sinks.iter().map(|s| json!({"name": s.name, "kind": s.kind.as_str(), "settings": s.settings})).collect::<Vec<_>>(),

@@ -73,6 +73,9 @@ pub const ALERTING: &[&str] = &[
     "session.refused",
     "recording.gap",
     "recording.capped",
+    "drill.failed",
+    "drill.overdue",
+    "drill.identity_misuse",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when
@@ -80,6 +83,8 @@ pub const ALERTING: &[&str] = &[
 pub(crate) fn pagerduty_action(kind: &str) -> Option<&'static str> {
     match kind {
         "grant.activated"
+        | "drill.failed"
+        | "drill.identity_misuse"
         | "mfa.locked"
         | "mfa.passkey_clone_suspected"
         | "policy.reload_failed"
@@ -174,7 +179,21 @@ pub fn enqueue(
                 _ => None,
             })
         });
-        let sinks = policy.sinks_for(grant.map(|g| g.info().policy.as_str()));
+        let mut sinks = policy.sinks_for(grant.map(|g| g.info().policy.as_str()));
+        // Drill grants and drill events also go to the drills' own sinks.
+        let drill_event = head.kind.starts_with("drill.");
+        // Misuse of the drill identity is a real security alert, not a drill.
+        let drill = grant.is_some_and(|g| g.info().drill)
+            || (drill_event && head.kind != "drill.identity_misuse");
+        if (drill || drill_event)
+            && let Some(d) = &policy.drills
+        {
+            for s in &d.notify {
+                if !sinks.contains(s) {
+                    sinks.push(s.clone());
+                }
+            }
+        }
         if sinks.is_empty() {
             continue;
         }
@@ -184,7 +203,7 @@ pub fn enqueue(
                 "id": i.id, "user": i.user, "resource": i.resource, "policy": i.policy,
                 "reason": i.reason, "ticket": i.ticket, "state": g.state_name(),
                 "expires_at": g.expires_at().map(rfc3339),
-                "flags": i.flags,
+                "flags": i.flags, "drill": i.drill,
             })
         });
         // The flags raised in this unit of work (the grant's `flags` holds all of them).
@@ -194,6 +213,7 @@ pub fn enqueue(
             .flat_map(|e| e.data["flags"].as_array().cloned().unwrap_or_default())
             .collect();
         let doc = json!({
+            "drill": drill,
             "event": head.kind,
             "at": rfc3339(Timestamp(head.ts_ms)),
             "actor": head.actor,
@@ -256,9 +276,11 @@ pub fn summary(doc: &Value) -> String {
     let s = |v: &Value| one_line(v.as_str().unwrap_or(""));
     let g = &doc["grant"];
     let event = s(&doc["event"]);
+    // Drill alerts say so first: nobody mistakes a drill for an incident (or the reverse).
+    let tag = if doc["drill"] == true { "DRILL " } else { "" };
     if g.is_object() {
         let mut line = format!(
-            "breakglass {event}: {} on {} (policy {}, ticket {}) — \"{}\"",
+            "{tag}breakglass {event}: {} on {} (policy {}, ticket {}) — \"{}\"",
             s(&g["user"]),
             s(&g["resource"]),
             s(&g["policy"]),
@@ -296,7 +318,7 @@ pub fn summary(doc: &Value) -> String {
         line
     } else {
         format!(
-            "breakglass {event} ({}): {}",
+            "{tag}breakglass {event} ({}): {}",
             one_line(doc["actor"].as_str().unwrap_or("system")),
             doc["details"]
         )
@@ -351,6 +373,7 @@ policies:
             flags,
             ssh_public_key: None,
             rev: 0,
+            drill: false,
         }
     }
 

@@ -296,6 +296,27 @@ pub fn backoff(cfg: &AlertConfig, attempts: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// A drill's failing step carries what the target said: hostile text stays inert in Slack,
+    /// and the alert says DRILL first.
+    #[test]
+    fn drill_alerts_are_tagged_and_target_text_is_escaped() {
+        let doc = json!({
+            "drill": true, "event": "drill.failed", "actor": "system",
+            "details": {"resource": "prod-db", "step": "use",
+                        "error": "ssh said <!channel> <https://evil.example|click here> & more"},
+        });
+        let text = slack_payload(&doc)["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(text.starts_with("DRILL breakglass drill.failed"), "{text}");
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<https://"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    }
+
     #[test]
     fn signature_is_hmac_sha256_over_timestamp_and_body() {
         // Known answer computed with: printf '1700000000.{}' | openssl dgst -sha256 -hmac k

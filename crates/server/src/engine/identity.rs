@@ -87,6 +87,13 @@ impl Engine {
         let now = self.now();
         let attempt = self.reserve_login(user, source, now).await?;
         let record = self.store.user(user).await?;
+        // The drill identity can never log in: any attempt is a security alert.
+        if self.is_drill_identity(user, record.as_ref()) {
+            return match self.drill_identity_misuse(user, "login").await {
+                ApiError::Forbidden(_) => Err(ApiError::InvalidCredentials),
+                e => Err(e),
+            };
+        }
         let ok = self.check_password(record.as_ref(), password).await?;
         let user_rec = match record {
             Some(u) if ok && !u.disabled => u,

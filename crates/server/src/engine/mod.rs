@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 mod alert_queue;
 mod approval;
 mod credentials;
+mod drills;
 mod expiry;
 mod factors;
 pub mod gateway;
@@ -42,6 +43,7 @@ mod visibility;
 
 pub use crate::clock::{Clock, SystemClock};
 pub use breakglass_core::audit::event;
+pub use drills::{AuditCheck, DRILL_PASSWORD_MARK, drill_json};
 pub use factors::{MfaAction, MfaLock, MfaPass, MfaProof};
 pub use identity::{hash_password, token_hash, valid_name};
 pub use passkeys::{CeremonyStart, PasskeyView};

@@ -77,7 +77,8 @@ impl Engine {
         .await
     }
 
-    /// Breaks glass: decide, prove, record. Each step refuses (audited) or passes on.
+    /// Breaks glass: decide, prove, record. Each step refuses (audited) or passes on. The drill
+    /// identity never gets here outside a drill: that is refused and alerted as misuse.
     pub async fn request(
         &self,
         who: &Principal,
@@ -96,6 +97,21 @@ impl Engine {
         proof: Option<MfaProof>,
         session: Option<[u8; 32]>,
     ) -> Result<GrantView, ApiError> {
+        if self.is_drill_identity(&who.name, None) {
+            return Err(self.drill_identity_misuse(&who.name, "request").await);
+        }
+        self.request_grant(who, input, proof, session, false).await
+    }
+
+    /// Breaking glass for a real responder or (`drill`) the drill runner.
+    pub(crate) async fn request_grant(
+        &self,
+        who: &Principal,
+        input: RequestInput,
+        proof: Option<MfaProof>,
+        session: Option<[u8; 32]>,
+        drill: bool,
+    ) -> Result<GrantView, ApiError> {
         let started = std::time::Instant::now();
         let requested = check_request(&input)?;
         let now = self.now();
@@ -106,8 +122,14 @@ impl Engine {
         let (changes, mut events, _mfa) = self
             .prove(who, &input, &decision, proof.as_ref(), &action)
             .await?;
-        let flags = self.request_flags(who, &input.resource, now).await?;
-        let info = grant_info(who, &input, &decision, flags, ssh_public_key, now);
+        // A drill is no real use: no anomaly flags (and none counted).
+        let flags = if drill {
+            Vec::new()
+        } else {
+            self.request_flags(who, &input.resource, now).await?
+        };
+        let mut info = grant_info(who, &input, &decision, flags, ssh_public_key, now);
+        info.drill = drill;
         let g = grant::request(info, &approval, now);
         events.extend(request_events(&g, &decision, &approval, now));
         if !g.info().flags.is_empty() {
@@ -320,6 +342,7 @@ fn grant_info(
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     GrantInfo {
         rev: 0,
+        drill: false,
         flags,
         ssh_public_key,
         id: new_grant_id(),

@@ -398,6 +398,10 @@ impl Engine {
     pub(crate) fn review_for(&self, change: &Change) -> Option<(Change, NewEvent)> {
         let e = change.ends_access()?;
         let info = &e.info;
+        // A drill grant is no incident: it opens no review (its result is the drill's record).
+        if info.drill {
+            return None;
+        }
         let now = e.state.ended_at;
         let within = Duration::from_millis(info.review_within_ms.unwrap_or(72 * 3600 * 1000));
         let by = if info.review_by.is_empty() {

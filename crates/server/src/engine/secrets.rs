@@ -187,6 +187,10 @@ impl Engine {
         change: &Change,
     ) -> Option<(Change, breakglass_core::audit::NewEvent)> {
         let e = change.ends_access()?;
+        // A drill releases the secret to the server itself (never shown, zeroised): no rotation.
+        if e.info.drill {
+            return None;
+        }
         let kind = self.policy().set.resource(&e.info.resource).map(|r| r.kind);
         (kind == Some(ResourceKind::Secret)).then(|| {
             (

@@ -50,6 +50,9 @@ pub struct GrantView {
     /// Anomaly flags raised on this grant.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub flags: Vec<breakglass_core::anomaly::Flag>,
+    /// A drill grant (not real use).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub drill: bool,
     /// The credential issued at the target: returned ONCE, in the response that activated the
     /// grant for its requester; never stored, never repeated.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -94,6 +97,7 @@ impl GrantView {
             now: ts(now),
             review: None,
             flags: info.flags.clone(),
+            drill: info.drill,
             credential: None,
             credential_status: None,
         };

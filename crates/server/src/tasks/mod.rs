@@ -1,6 +1,6 @@
 //! Background tasks: the expiry timer, the checkpointer and the policy watcher here; the
 //! revoker and sweeper in `revocation`, the alert dispatcher in `alert_dispatch`, the audit
-//! streams and checkpoint witness in `streaming`.
+//! streams and checkpoint witness in `streaming`, the drill scheduler in `drills`.
 
 use crate::engine::Engine;
 use std::sync::Arc;
@@ -8,11 +8,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod alert_dispatch;
+mod drills;
 mod revocation;
 mod streaming;
 
 pub use crate::backoff::Backoff;
 pub use alert_dispatch::dispatcher;
+pub use drills::{drill_scheduler, seed_drill_metrics};
 pub use revocation::{revoker, sweep_once, sweeper};
 pub use streaming::streams;
 

@@ -52,6 +52,17 @@ struct Overdue {
     due: String,
 }
 
+/// The last drill of a drilled resource (text from targets is escaped by the template).
+struct DrillLine {
+    resource: String,
+    verdict: String,
+    when: String,
+    step: String,
+    error: String,
+    last_success: String,
+    overdue: bool,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct Dashboard {
@@ -63,6 +74,7 @@ struct Dashboard {
     flagged: Vec<(Row, String)>,
     dead: Vec<DeadAlert>,
     overdue: Vec<Overdue>,
+    drills: Vec<DrillLine>,
     head_seq: u64,
     checkpoint: String,
     policy_sha: String,
@@ -170,6 +182,29 @@ async fn show(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
             due: r["due_at"].as_str().map(utc).unwrap_or_default(),
         })
         .collect();
+    let drills = e
+        .drill_status()
+        .await?
+        .into_iter()
+        .map(|d| DrillLine {
+            resource: d["resource"].as_str().unwrap_or("").to_string(),
+            verdict: d["last"]["verdict"]
+                .as_str()
+                .unwrap_or("never run")
+                .to_string(),
+            when: d["last"]["started_at"]
+                .as_str()
+                .map(utc)
+                .unwrap_or_default(),
+            step: d["last"]["failed_step"].as_str().unwrap_or("").to_string(),
+            error: d["last"]["error"].as_str().unwrap_or("").to_string(),
+            last_success: d["last_success"]
+                .as_str()
+                .map(utc)
+                .unwrap_or_else(|| "never".into()),
+            overdue: d["overdue"] == true,
+        })
+        .collect();
     let head_seq = e
         .store
         .audit_head()
@@ -191,6 +226,7 @@ async fn show(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
         flagged,
         dead,
         overdue,
+        drills,
         head_seq,
         checkpoint,
         policy_sha: policy.sha256.clone(),

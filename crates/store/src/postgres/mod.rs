@@ -18,6 +18,8 @@ mod audit;
 mod common;
 #[path = "../shared/credentials.rs"]
 mod credentials;
+#[path = "../shared/drills.rs"]
+mod drills;
 #[path = "../shared/grants.rs"]
 mod grants;
 #[path = "../shared/passkeys.rs"]
@@ -99,6 +101,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         14,
         include_str!("../../migrations/postgres/0014_passkeys.sql"),
+    ),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_drills.sql"),
     ),
 ];
 

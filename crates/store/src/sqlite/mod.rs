@@ -13,6 +13,8 @@ mod audit;
 mod common;
 #[path = "../shared/credentials.rs"]
 mod credentials;
+#[path = "../shared/drills.rs"]
+mod drills;
 #[path = "../shared/grants.rs"]
 mod grants;
 #[path = "../shared/passkeys.rs"]
@@ -99,6 +101,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../migrations/sqlite/0014_passkeys.sql"),
     ),
+    (13, include_str!("../../migrations/sqlite/0013_drills.sql")),
 ];
 
 impl SqliteStore {

@@ -11,6 +11,7 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "anomalies",
     "streams",
     "witness",
+    "drills",
 ];
 pub(super) const POLICY_FIELDS: &[&str] = &[
     "name",
@@ -53,6 +54,9 @@ pub(super) const SYSLOG_FIELDS: &[&str] = &[
 ];
 pub(super) const JSONL_FIELDS: &[&str] = &["name", "kind", "path", "max_size", "keep", "start"];
 pub(super) const WITNESS_FIELDS: &[&str] = &["dir", "url", "secret_env", "secret_file", "timeout"];
+pub(super) const DRILLS_FIELDS: &[&str] = &["identity", "notify", "resources"];
+pub(super) const DRILL_RUN_FIELDS: &[&str] =
+    &["resource", "every", "at", "verify_within", "ticket"];
 pub(super) const WINDOW_FIELDS: &[&str] = &["count", "within"];
 
 /// Settings each sink kind accepts; `*_env` / `*_file` name where a secret lives.

@@ -11,6 +11,7 @@
 
 mod anomalies;
 mod approval;
+mod drills;
 mod fields;
 mod hints;
 mod hours;
@@ -235,6 +236,15 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
         }
     }
     let witness = top.get("witness").and_then(|n| witness(v, n));
+    let drills = top.get("drills").and_then(|n| {
+        let known = drills::Known {
+            resources: &declared,
+            sinks: &sink_names,
+            policies: &policies,
+            admins: &admins,
+        };
+        drills::drills(v, n, &known)
+    });
 
     Some(PolicySet {
         resources,
@@ -245,6 +255,7 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
         anomalies,
         streams,
         witness,
+        drills,
     })
 }
 

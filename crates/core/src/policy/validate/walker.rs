@@ -14,7 +14,7 @@ const NAME_HINT: &str = "names use lower-case letters, digits, '.', '_' and '-',
 const DURATION_HINT: &str = "durations look like 90s, 30m, 2h, 3d or 1h30m";
 
 /// Names of resources, policies, sinks, users and groups: `^[a-z0-9][a-z0-9._-]{0,62}$`.
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
