@@ -28,6 +28,7 @@ pub mod audit;
 mod change;
 pub mod credentials;
 mod error;
+pub mod glass_cases;
 pub mod grants;
 pub mod recordings;
 pub mod reviews;
@@ -41,6 +42,7 @@ pub use audit::{AuditLog, StoredCheckpoint};
 pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
 pub use error::{Result, StoreError};
+pub use glass_cases::{GlassCase, GlassCases, GlassSerial};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use recordings::{Chunk, RecordingSession, Recordings};
 pub use reviews::{Review, ReviewEntry, Reviews};
@@ -63,6 +65,7 @@ pub trait Store:
     + Secrets
     + Recordings
     + Cursors
+    + GlassCases
     + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
@@ -75,7 +78,8 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Grants, Recordings, Reviews, Secrets, Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, GlassCases, Grants, Recordings, Reviews, Secrets,
+        Store, Users,
     };
 }
 

@@ -9,6 +9,7 @@ mod alerts;
 mod audit;
 mod common;
 mod credentials;
+mod glass_cases;
 mod grants;
 mod recordings;
 mod reviews;
@@ -65,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         12,
         include_str!("../../migrations/sqlite/0012_grants_user_resource.sql"),
+    ),
+    (
+        15,
+        include_str!("../../migrations/sqlite/0015_glass_cases.sql"),
     ),
 ];
 
@@ -195,7 +200,7 @@ macro_rules! offer {
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut SqliteConnection, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams);
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams, glass_cases);
     match change {
         Change::PutMeta { key, value } => {
             common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;
