@@ -14,6 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+mod glass_case;
 mod recordings;
 
 /// Largest request body accepted.
@@ -183,7 +184,8 @@ pub fn router_with(engine: Arc<Engine>, metrics: Option<MetricsAccess>) -> Route
         .route("/ssh/ca-key", get(ssh_ca_key))
         .route("/ssh/krl", get(ssh_krl))
         .route("/openapi.json", get(openapi))
-        .merge(recordings::routes());
+        .merge(recordings::routes())
+        .merge(glass_case::routes());
     let mut root = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz));

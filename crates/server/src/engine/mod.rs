@@ -26,6 +26,7 @@ mod credentials;
 mod expiry;
 mod factors;
 pub mod gateway;
+mod glass_case;
 mod identity;
 mod lifecycle;
 mod policy_reload;
