@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -36,11 +37,11 @@ async fn seal(
     Auth(p, _): Auth,
     ApiJson(b): ApiJson<SealBody>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(
-        e.glass_case_seal(&p, &b.custodians, b.threshold, b.days, b.otp.as_deref())
-            .await?,
-    )
-    .into_response())
+    // The payload holds the case's key and secrets: never cached.
+    let v = e
+        .glass_case_seal(&p, &b.custodians, b.threshold, b.days, b.otp.as_deref())
+        .await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -65,8 +65,6 @@ impl Engine {
                 "the policy has no ssh or secret resources: a glass case would be empty",
             ));
         }
-        let (mut changes, mut events, _mfa) =
-            self.verify_mfa(who, otp, "sealing a glass case").await?;
         let now = self.now();
         let mut id = [0u8; 8];
         rand::rngs::OsRng.fill_bytes(&mut id);
@@ -153,6 +151,9 @@ impl Engine {
             secrets,
             journal_key: gc::bundle::b64(seed.as_ref()),
         };
+        // Last: a code is spent only on a seal that is committed with it.
+        let (mut changes, mut events, _mfa) =
+            self.verify_mfa(who, otp, "sealing a glass case").await?;
         let secret_versions: Vec<_> = payload
             .secrets
             .iter()
@@ -257,11 +258,16 @@ impl Engine {
         for b in &bodies {
             for r in &b.releases {
                 super::check_text("resource", &r.resource, 128)?;
+                if r.kind != "ssh-certificate" && r.kind != "secret" {
+                    return Err(ApiError::bad(format!(
+                        "the journal lists an item of unknown kind {:.32?}",
+                        r.kind
+                    )));
+                }
                 if r.kind == "ssh-certificate"
-                    && !r
-                        .serial
+                    && r.serial
                         .and_then(|s| serials.get(&s))
-                        .is_some_and(|s| s.resource == r.resource)
+                        .is_none_or(|s| s.resource != r.resource)
                 {
                     return Err(ApiError::bad(format!(
                         "the journal lists a certificate (serial {:?}) that case {case_id} never held",
