@@ -276,6 +276,9 @@ pub enum Cmd {
     /// Sealed secrets (resource kind: secret).
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// The offline glass case: seal (admins), open (no server), reconcile (admins).
+    #[command(subcommand)]
+    GlassCase(crate::commands::GlassCaseCmd),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),

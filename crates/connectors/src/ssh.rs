@@ -48,6 +48,17 @@ impl Ca {
     }
 }
 
+/// A fresh Ed25519 key (a glass case's own): its OpenSSH private key text and public key.
+pub fn new_key(comment: &str) -> Result<(zeroize::Zeroizing<String>, PublicKey)> {
+    let mut key = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+        .map_err(|e| ConnectorError::Target(format!("cannot generate an SSH key: {e}")))?;
+    key.set_comment(comment);
+    let text = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| ConnectorError::Target(format!("cannot encode an SSH key: {e}")))?;
+    Ok((text, key.public_key().clone()))
+}
+
 /// Parses a requester's OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
 pub fn parse_public_key(text: &str) -> Result<PublicKey> {
     let text = text.trim();
@@ -190,6 +201,76 @@ impl SshCert {
             source_address,
             recording,
         })
+    }
+}
+
+impl SshCert {
+    /// One certificate of an offline glass case's ladder, for the case's own key: valid from
+    /// `valid_after` to `valid_before` exactly (the caller keeps that ≤ 24 h), with a fresh
+    /// serial. Its force-command (unless sessions are left to OpenSSH) ends the session at
+    /// `valid_before` and watches the host's KRL, but never records: the case is for when the
+    /// server cannot be reached. Returns (serial, certificate line).
+    pub fn sign_ladder(
+        &self,
+        subject: &PublicKey,
+        case_id: &str,
+        valid_after: u64,
+        valid_before: u64,
+    ) -> Result<(u64, String)> {
+        let mut rng = rand::rngs::OsRng;
+        let serial = loop {
+            let s = rng.next_u64();
+            if s != 0 {
+                break s;
+            }
+        };
+        let err =
+            |e: ssh_key::Error| ConnectorError::Target(format!("cannot sign the certificate: {e}"));
+        let mut b = Builder::new_with_random_nonce(
+            &mut rng,
+            subject.key_data().clone(),
+            valid_after,
+            valid_before,
+        )
+        .map_err(err)?;
+        b.serial(serial).map_err(err)?;
+        b.cert_type(CertType::User).map_err(err)?;
+        b.key_id(format!(
+            "breakglass glass-case={case_id} resource={}",
+            self.resource
+        ))
+        .map_err(err)?;
+        b.comment(format!("breakglass glass case {case_id}"))
+            .map_err(err)?;
+        for p in &self.principals {
+            b.valid_principal(p.clone()).map_err(err)?;
+        }
+        for e in &self.extensions {
+            b.extension(*e, "").map_err(err)?;
+        }
+        if let Some(cmd) = &self.session_command {
+            let mut fc =
+                format!("{cmd} session --grant {case_id} --serial {serial} --until {valid_before}");
+            if let Some(k) = &self.host_krl {
+                fc.push_str(&format!(" --krl {k}"));
+            }
+            b.critical_option("force-command", fc).map_err(err)?;
+        }
+        if !self.source_address.is_empty() {
+            b.critical_option("source-address", self.source_address.join(","))
+                .map_err(err)?;
+        }
+        let cert = b.sign(&self.ca.key).map_err(err)?;
+        Ok((serial, cert.to_openssh().map_err(err)?))
+    }
+
+    pub fn principals(&self) -> &[String] {
+        &self.principals
+    }
+
+    /// Where the host is, when the policy says.
+    pub fn host(&self) -> (Option<&str>, u16) {
+        (self.host.as_deref(), self.port)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod anomaly;
 pub mod audit;
 pub mod drill;
 pub mod duration;
+pub mod glass_case;
 pub mod grant;
 pub mod mfa;
 pub mod pgwire;

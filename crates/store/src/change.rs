@@ -3,6 +3,7 @@
 use crate::alerts::NewAlert;
 use crate::credentials::CredentialRecord;
 use crate::drills::{DrillRecord, DrillWindow};
+use crate::glass_cases::{GlassCase, GlassSerial};
 use crate::passkeys::{Ceremony, PasskeyRecord};
 use crate::recordings::{Chunk, RecordingSession};
 use crate::reviews::{Review, ReviewEntry};
@@ -166,6 +167,21 @@ pub enum Change {
     /// Retention: deletes the session's chunk payloads (their digests stay).
     PurgeRecording {
         session_id: String,
+    },
+    /// Records a sealed glass case and every serial of its ladder.
+    SealGlassCase {
+        case: GlassCase,
+        serials: Vec<GlassSerial>,
+    },
+    /// The case's journal was imported: its serials join the KRL (a conflict if done already).
+    ReconcileGlassCase {
+        id: String,
+        at: Timestamp,
+    },
+    /// The "runs out soon" alert for the case was queued.
+    WarnGlassCase {
+        id: String,
+        at: Timestamp,
     },
     /// Creates a stream's or witness's cursor at `position`, unless it exists.
     OpenCursor {

@@ -31,6 +31,7 @@ mod change;
 pub mod credentials;
 pub mod drills;
 mod error;
+pub mod glass_cases;
 pub mod grants;
 pub mod passkeys;
 pub mod postgres;
@@ -47,6 +48,7 @@ pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
 pub use drills::{DrillRecord, DrillWindow, Drills};
 pub use error::{Result, StoreError};
+pub use glass_cases::{GlassCase, GlassCases, GlassSerial};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use passkeys::{Ceremony, PasskeyRecord, Passkeys, RecoveryCode};
 pub use recordings::{Chunk, RecordingSession, Recordings};
@@ -72,6 +74,7 @@ pub trait Store:
     + Cursors
     + Passkeys
     + Drills
+    + GlassCases
     + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
@@ -87,8 +90,8 @@ pub trait Store:
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Drills, Grants, Passkeys, Recordings, Reviews,
-        Secrets, Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, Drills, GlassCases, Grants, Passkeys, Recordings,
+        Reviews, Secrets, Store, Users,
     };
 }
 

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod common;
 mod drills;
+mod glass_case;
 mod grants;
 mod recordings;
 mod secrets;
@@ -16,6 +17,7 @@ mod serve;
 
 pub use common::print_error;
 pub(crate) use common::program;
+pub use glass_case::GlassCaseCmd;
 
 use crate::args::{AdminCmd, Cli, Cmd, MfaCmd, PolicyCmd};
 use anyhow::Result;
@@ -105,6 +107,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             out: path,
         } => audit::report(cli, grant_id, since, format, path).await?,
         Cmd::Secret(cmd) => secrets::secret(cli, cmd).await?,
+        Cmd::GlassCase(cmd) => glass_case::glass_case(cli, cmd).await?,
         Cmd::Audit(a) => audit::audit(cli, a, j).await?,
         Cmd::Policy(PolicyCmd::Check { file }) => admin::policy_check(j, file)?,
     }

@@ -8,6 +8,7 @@ mod files;
 mod fingerprints;
 mod flow;
 mod gateway;
+mod glass_case;
 mod harness;
 mod hostile;
 mod newcomer;

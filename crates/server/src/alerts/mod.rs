@@ -76,6 +76,8 @@ pub const ALERTING: &[&str] = &[
     "drill.failed",
     "drill.overdue",
     "drill.identity_misuse",
+    "glass_case.opened",
+    "glass_case.expiring",
 ];
 
 /// What PagerDuty is told about: pages open on activation and security events, resolve when
@@ -90,7 +92,8 @@ pub(crate) fn pagerduty_action(kind: &str) -> Option<&'static str> {
         | "policy.reload_failed"
         | "alert.dead_lettered"
         | "anomaly.flagged"
-        | "review.overdue" => Some("trigger"),
+        | "review.overdue"
+        | "glass_case.opened" => Some("trigger"),
         "grant.expired" | "grant.revoked" => Some("resolve"),
         _ => None,
     }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 mod drills;
+mod glass_case;
 mod recordings;
 
 /// Largest request body accepted.
@@ -185,7 +186,8 @@ pub fn router_with(engine: Arc<Engine>, metrics: Option<MetricsAccess>) -> Route
         .route("/ssh/krl", get(ssh_krl))
         .route("/openapi.json", get(openapi))
         .merge(recordings::routes())
-        .merge(drills::routes());
+        .merge(drills::routes())
+        .merge(glass_case::routes());
     let mut root = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz));

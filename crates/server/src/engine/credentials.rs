@@ -234,6 +234,13 @@ impl Engine {
             })
             .filter_map(|c| c.handle["serial"].as_u64())
             .collect();
+        // Every certificate of a reconciled glass case, used or not.
+        let mut serials = serials;
+        serials.extend(
+            self.store
+                .glass_case_revoked_serials(Timestamp(horizon.saturating_mul(1000)))
+                .await?,
+        );
         let generated = u64::try_from(now.unix_secs()).unwrap_or(0);
         Ok(breakglass_connectors::krl::encode(
             &self.keys.ssh_ca.public_blob(),

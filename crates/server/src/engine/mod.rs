@@ -27,6 +27,7 @@ mod drills;
 mod expiry;
 mod factors;
 pub mod gateway;
+mod glass_case;
 mod identity;
 mod lifecycle;
 mod passkeys;

@@ -38,7 +38,11 @@ pub async fn expiry_timer(engine: Arc<Engine>, mut shutdown: watch::Receiver<boo
             return;
         }
         if tokio::time::Instant::now() >= escalate_at {
-            match engine.escalate_overdue().await {
+            let due = async {
+                engine.escalate_overdue().await?;
+                engine.warn_expiring_glass_cases().await
+            };
+            match due.await {
                 Ok(_) => escalation.succeeded(),
                 Err(e) => escalate_at = tokio::time::Instant::now() + escalation.failed(&e),
             }

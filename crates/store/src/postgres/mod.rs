@@ -20,6 +20,8 @@ mod common;
 mod credentials;
 #[path = "../shared/drills.rs"]
 mod drills;
+#[path = "../shared/glass_cases.rs"]
+mod glass_cases;
 #[path = "../shared/grants.rs"]
 mod grants;
 #[path = "../shared/passkeys.rs"]
@@ -105,6 +107,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         13,
         include_str!("../../migrations/postgres/0013_drills.sql"),
+    ),
+    (
+        15,
+        include_str!("../../migrations/postgres/0015_glass_cases.sql"),
     ),
 ];
 

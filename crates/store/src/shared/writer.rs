@@ -7,8 +7,8 @@
 use super::common::Job;
 use super::db::{Backend, Conn, Pool};
 use super::{
-    alerts, audit, credentials, drills, grants, passkeys, recordings, reviews, secrets, streams,
-    users,
+    alerts, audit, credentials, drills, glass_cases, grants, passkeys, recordings, reviews,
+    secrets, streams, users,
 };
 use crate::{Change, Result, Store, StoreError, sql};
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ macro_rules! offer {
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut Conn, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams, passkeys, drills);
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams, passkeys, drills, glass_cases);
     match change {
         Change::PutMeta { key, value } => {
             super::common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;

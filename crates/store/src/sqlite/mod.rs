@@ -15,6 +15,8 @@ mod common;
 mod credentials;
 #[path = "../shared/drills.rs"]
 mod drills;
+#[path = "../shared/glass_cases.rs"]
+mod glass_cases;
 #[path = "../shared/grants.rs"]
 mod grants;
 #[path = "../shared/passkeys.rs"]
@@ -102,6 +104,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0014_passkeys.sql"),
     ),
     (13, include_str!("../../migrations/sqlite/0013_drills.sql")),
+    (
+        15,
+        include_str!("../../migrations/sqlite/0015_glass_cases.sql"),
+    ),
 ];
 
 impl SqliteStore {
