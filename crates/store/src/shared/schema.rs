@@ -24,7 +24,7 @@ pub(super) async fn migrate(pool: &Pool, migrations: &'static [(i64, &'static st
         });
     }
     for (version, sql) in migrations {
-        if done.contains(&version) {
+        if done.contains(version) {
             continue;
         }
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
