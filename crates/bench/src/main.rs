@@ -357,7 +357,7 @@ async fn verify_rate(events: u64) -> Result<()> {
         written += n;
         if written % 100_000 == 0 || written == events {
             cp.catch_up(&f.engine).await?;
-            cp.sign(&f.engine).await?;
+            cp.sign(&f.engine, None).await?;
         }
     }
     let gen_secs = t.elapsed().as_secs_f64();

@@ -38,6 +38,14 @@ impl Checkpointer {
         Ok(cp)
     }
 
+    /// Re-reads the last signed size (another node may have signed meanwhile).
+    pub async fn refresh_signed(&mut self, engine: &Engine) -> Result<(), StoreError> {
+        if let Some(c) = engine.store.latest_checkpoint().await? {
+            self.signed_size = self.signed_size.max(c.size);
+        }
+        Ok(())
+    }
+
     /// Adds newly stored records to the tree; returns how many are not yet signed.
     pub async fn catch_up(&mut self, engine: &Engine) -> Result<u64, StoreError> {
         loop {
@@ -60,8 +68,13 @@ impl Checkpointer {
         Ok(self.frontier.size().saturating_sub(self.signed_size))
     }
 
-    /// Signs and stores a checkpoint of the current tree.
-    pub async fn sign(&mut self, engine: &Engine) -> Result<(), StoreError> {
+    /// Signs and stores a checkpoint of the current tree, fenced on `fence` (the
+    /// checkpointer's lease) when given.
+    pub async fn sign(
+        &mut self,
+        engine: &Engine,
+        fence: Option<breakglass_store::Change>,
+    ) -> Result<(), StoreError> {
         let size = self.frontier.size();
         if size == 0 || size == self.signed_size {
             return Ok(());
@@ -72,14 +85,13 @@ impl Checkpointer {
             root: self.frontier.root(),
         };
         let note = cp.sign(&engine.keys.audit_signing, &engine.keys.origin);
-        engine
-            .store
-            .add_checkpoint(StoredCheckpoint {
-                size,
-                note,
-                created_at: engine.now(),
-            })
-            .await?;
+        let mut changes: Vec<_> = fence.into_iter().collect();
+        changes.push(breakglass_store::Change::AddCheckpoint(StoredCheckpoint {
+            size,
+            note,
+            created_at: engine.now(),
+        }));
+        engine.store.commit(changes, Vec::new()).await?;
         engine.metrics.checkpoints.inc();
         engine.witness_wake.notify_waiters();
         self.signed_size = size;

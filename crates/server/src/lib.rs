@@ -150,6 +150,28 @@ pub async fn start_with_clock(
     };
     let dir = keys::DataDir::new(&cfg.data_dir).with_database(cfg.database.clone());
     let (store, keys) = keys::open(&dir).await?;
+    // Several nodes on one database: the database's clock decides every deadline and lease.
+    let db_clock = match store.backend() {
+        "sqlite" => None,
+        _ => {
+            let c = Arc::new(clock::DbClock::new(clock.clone()));
+            let mut measured = None;
+            for _ in 0..5 {
+                measured = c.sync(store.as_ref()).await.map_err(keys::KeyError::from)?;
+                if measured.is_some() {
+                    break;
+                }
+            }
+            if let Some(offset) = measured {
+                tracing::info!(offset_ms = offset, "on the database's clock");
+            }
+            Some(c)
+        }
+    };
+    let clock: Arc<dyn Clock> = match &db_clock {
+        Some(c) => c.clone(),
+        None => clock,
+    };
     let text = std::fs::read_to_string(&cfg.policy).map_err(|e| ServeError::Policy {
         path: cfg.policy.display().to_string(),
         error: e.to_string(),
@@ -229,6 +251,14 @@ pub async fn start_with_clock(
         )),
         tokio::spawn(tasks::drill_scheduler(engine.clone(), rx.clone())),
     ];
+    if let Some(c) = db_clock {
+        engine.metrics.clock_offset(c.offset_ms());
+        handles.push(tokio::spawn(tasks::clock_sync(
+            engine.clone(),
+            c,
+            rx.clone(),
+        )));
+    }
     tasks::seed_drill_metrics(&engine).await;
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => Some(

@@ -17,7 +17,11 @@
 //! or one source) are reported once per window, for an `auth.login_burst` audit event.
 //!
 //! State is in memory per node, bounded by `max_entries` (idle entries are forgotten after
-//! `forget_after`; when full, the oldest idle ones are evicted). Time is passed in.
+//! `forget_after`; when full, the oldest idle ones are evicted). Time is passed in. With
+//! several nodes, the failure counts are also kept in the shared store (under
+//! [`shared_keys`]): before a check each node raises its counters to the shared ones
+//! ([`LoginThrottle::merge_shared`]), so wrong passwords spread over nodes count as one
+//! guesser's. In-flight reservations and burst windows stay per node.
 
 use crate::error::ApiError;
 use breakglass_core::audit::NewEvent;
@@ -192,6 +196,52 @@ impl LoginThrottle {
         match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Raises the counters of `account` from `source` to what every node counted (`shared`:
+    /// key from [`shared_keys`], failures, last failure); counts idle for `forget_after` are
+    /// ignored.
+    pub fn merge_shared(
+        &self,
+        account: &str,
+        source: IpAddr,
+        shared: &[(String, u32, Timestamp)],
+        now: Timestamp,
+    ) {
+        let source = Source::of(source);
+        let now = now.0;
+        let names = shared_keys(account, source.0);
+        let keys = [
+            Key::Pair(account.to_string(), source),
+            Key::Source(source),
+            Key::Account(account.to_string()),
+        ];
+        let mut map = self.lock();
+        for (name, k) in names.iter().zip(keys) {
+            let Some((_, failures, last)) = shared.iter().find(|(n, _, _)| n == name) else {
+                continue;
+            };
+            if now - last.0 >= ms(self.cfg.forget_after) {
+                continue;
+            }
+            let mut e = self.current(&map, &k, now);
+            if *failures > e.failures {
+                e.last = if e.failures > 0 {
+                    e.last.max(last.0)
+                } else {
+                    last.0
+                };
+                e.failures = *failures;
+            } else if e.failures > 0 {
+                e.last = e.last.max(last.0);
+            } else {
+                continue;
+            }
+            if !map.contains_key(&k) {
+                self.make_room(&mut map, now);
+            }
+            map.insert(k, e);
         }
     }
 
@@ -408,6 +458,18 @@ impl Drop for Attempt<'_> {
             self.throttle.finish(self, None);
         }
     }
+}
+
+/// The names under which the store keeps the counters of `account` from `source`, shared by
+/// every node: (account, source) pair, source, account. Account names are validated first
+/// (no `:`), so the names cannot collide.
+pub fn shared_keys(account: &str, source: IpAddr) -> [String; 3] {
+    let src = Source::of(source);
+    [
+        format!("pair:{account}:{src}"),
+        format!("source:{src}"),
+        format!("account:{account}"),
+    ]
 }
 
 /// The `auth.login_burst` audit events for `bursts` (alertable).

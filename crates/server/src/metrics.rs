@@ -57,6 +57,8 @@ pub struct Metrics {
     revocation_lag: Histogram,
     alert_latency: Histogram,
     active: Gauge,
+    /// Database clock minus this node's clock (ms), as last measured.
+    clock_offset_ms: Gauge,
     /// Per audit stream or witness destination (label `stream`).
     stream_delivered: Family<Labels, PromCounter>,
     stream_failures: Family<Labels, PromCounter>,
@@ -97,6 +99,7 @@ impl Default for Metrics {
             revocation_lag: latency(),
             alert_latency: latency(),
             active: Gauge::default(),
+            clock_offset_ms: Gauge::default(),
             stream_delivered: Family::default(),
             stream_failures: Family::default(),
             stream_lag: Family::default(),
@@ -217,6 +220,11 @@ impl Default for Metrics {
             m.active.clone(),
         );
         r.register(
+            "breakglass_clock_offset_milliseconds",
+            "The database's clock minus this node's (ms), as last measured; every deadline is on the database's clock.",
+            m.clock_offset_ms.clone(),
+        );
+        r.register(
             "breakglass_audit_stream_delivered",
             "Audit events delivered to a stream, or checkpoints copied to a witness (stream=\"witness:dir\" or \"witness:url\"), at least once.",
             m.stream_delivered.clone(),
@@ -269,6 +277,10 @@ impl Metrics {
 
     pub fn observe_alert_latency(&self, ms: i64) {
         self.alert_latency.observe(secs(ms));
+    }
+
+    pub fn clock_offset(&self, ms: i64) {
+        self.clock_offset_ms.set(ms);
     }
 
     pub fn stream_delivered(&self, stream: &str, n: u64) {

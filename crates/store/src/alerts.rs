@@ -49,6 +49,8 @@ pub(crate) mod sql {
     /// Claims a due alert: only if still pending and nobody moved its next attempt.
     pub const LEASE: &str = "UPDATE alerts SET next_attempt_at = $1 \
          WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3";
+    pub const LEASE_HELD: &str =
+        "SELECT COUNT(*) FROM alerts WHERE id = $1 AND state = 'pending' AND next_attempt_at = $2";
     /// `$5` is the state again: `delivered` also stamps `delivered_at` (`$6`).
     pub const ATTEMPT: &str = "UPDATE alerts SET state = $1, attempts = $2, next_attempt_at = $3, last_error = $4, \
          delivered_at = CASE WHEN $5 = 'delivered' THEN $6 ELSE delivered_at END WHERE id = $7";

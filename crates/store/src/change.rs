@@ -43,6 +43,49 @@ pub enum Change {
         expected_version: i64,
         state: MfaState,
     },
+    /// Counts one failed login on each of `keys` (the login throttle's counters, shared by every
+    /// node): a counter last touched before `forget_before` starts again from one; counters
+    /// idle since then are dropped (the table stays bounded by the throttle's window).
+    CountLoginFailure {
+        keys: Vec<String>,
+        at: Timestamp,
+        forget_before: Timestamp,
+    },
+    /// Stores a signed checkpoint (one of a size at most: a second of the same size is ignored).
+    AddCheckpoint(crate::audit::StoredCheckpoint),
+    /// Takes lease `name` for `holder` until `until` if it ended before `now` (a new term), or
+    /// renews it if `holder` has it; a conflict if another node holds it.
+    ClaimLease {
+        name: String,
+        holder: String,
+        now: Timestamp,
+        until: Timestamp,
+    },
+    /// Fences the unit on `holder` still holding lease `name` in `term` at `now` (a conflict
+    /// otherwise): a singleton's writes carry it.
+    HoldsLease {
+        name: String,
+        holder: String,
+        term: i64,
+        now: Timestamp,
+    },
+    /// Takes lease `name` from `previous` (known dead: a process of this host that is gone),
+    /// in a new term; a conflict if `previous` no longer holds it.
+    TakeLease {
+        name: String,
+        holder: String,
+        previous: String,
+        until: Timestamp,
+    },
+    /// Ends `holder`'s lease now (a clean shutdown hands over at once).
+    ReleaseLease {
+        name: String,
+        holder: String,
+    },
+    /// Clears login throttle counters (a successful login clears its account-and-source pair).
+    ClearLoginFailures {
+        keys: Vec<String>,
+    },
     /// Registers a passkey (a conflict if its credential id is registered already).
     AddPasskey(PasskeyRecord),
     /// Saves a passkey after a login (its counter) and when it was used.
@@ -94,6 +137,12 @@ pub enum Change {
         expected_next: Timestamp,
         until: Timestamp,
     },
+    /// Fences an alert's delivery record on the lease this node took (`until`): a conflict if
+    /// the alert is no longer pending with that lease (another node took it over).
+    AlertLeaseHeld {
+        id: i64,
+        until: Timestamp,
+    },
     /// Records a delivery attempt's outcome.
     AlertAttempt {
         id: i64,
@@ -139,6 +188,18 @@ pub enum Change {
     StartRevocation {
         grant_id: String,
         at: Timestamp,
+    },
+    /// Claims a due revocation (compare-and-set on its next attempt: only if still revoking
+    /// and nobody moved it), leasing it until `until`; a conflict if another node has it.
+    LeaseRevocation {
+        grant_id: String,
+        expected_next: Timestamp,
+        until: Timestamp,
+    },
+    /// Fences a revocation's record on the lease this node took (`until`).
+    RevocationLeaseHeld {
+        grant_id: String,
+        until: Timestamp,
     },
     /// Outcome of one revocation attempt.
     RevocationAttempt {

@@ -43,6 +43,10 @@ pub(crate) mod sql {
          WHERE grant_id = $2 AND state = 'issued'";
     pub const TAKE_PICKUP: &str =
         "UPDATE credentials SET pickup = NULL WHERE grant_id = $1 AND pickup IS NOT NULL";
+    pub const LEASE_REVOCATION: &str = "UPDATE credentials SET next_attempt_at = $1 \
+         WHERE grant_id = $2 AND state = 'revoking' AND next_attempt_at = $3";
+    pub const REVOCATION_LEASE_HELD: &str = "SELECT COUNT(*) FROM credentials \
+         WHERE grant_id = $1 AND state = 'revoking' AND next_attempt_at = $2";
     pub const REVOCATION_ATTEMPT: &str = "UPDATE credentials \
          SET state = $1, attempts = $2, next_attempt_at = $3, last_error = $4, revoked_at = $5 \
          WHERE grant_id = $6 AND state = 'revoking'";

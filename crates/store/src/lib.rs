@@ -35,6 +35,7 @@ pub mod drills;
 mod error;
 pub mod glass_cases;
 pub mod grants;
+pub mod leases;
 pub mod passkeys;
 pub mod postgres;
 pub mod recordings;
@@ -52,12 +53,13 @@ pub use drills::{DrillRecord, DrillWindow, Drills};
 pub use error::{Result, StoreError};
 pub use glass_cases::{GlassCase, GlassCases, GlassSerial};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
+pub use leases::{Lease, Leases};
 pub use passkeys::{Ceremony, PasskeyRecord, Passkeys, RecoveryCode};
 pub use recordings::{Chunk, RecordingSession, Recordings};
 pub use reviews::{Review, ReviewEntry, Reviews};
 pub use secrets::{SecretRecord, Secrets};
 pub use streams::{Cursor, Cursors};
-pub use users::{MfaRecord, Session, User, Users};
+pub use users::{LoginFailures, MfaRecord, Session, User, Users};
 
 use async_trait::async_trait;
 use breakglass_core::audit::{Head, NewEvent};
@@ -77,23 +79,29 @@ pub trait Store:
     + Passkeys
     + Drills
     + GlassCases
+    + Leases
     + 'static
 {
     /// Applies `changes` and appends `events` to the audit chain atomically. Returns the new
-    /// audit head. If anything fails (including the audit write), nothing is applied.
+    /// audit head (`None` when there were no events). If anything fails (including the audit
+    /// write), nothing is applied.
     async fn commit(&self, changes: Vec<Change>, events: Vec<NewEvent>) -> Result<Option<Head>>;
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
     /// Which backend this is (`sqlite`, `postgres`), for health checks and logs.
     fn backend(&self) -> &'static str;
+
+    /// The database's clock (ms since the epoch). With several nodes it decides every deadline
+    /// and lease, so nodes whose own clocks are off still agree (SQLite: this machine's clock).
+    async fn db_now(&self) -> Result<breakglass_core::time::Timestamp>;
 }
 
 /// Every store trait, for callers that read through `dyn Store`: `use breakglass_store::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        Alerts, AuditLog, Credentials, Cursors, Drills, GlassCases, Grants, Passkeys, Recordings,
-        Reviews, Secrets, Store, Users,
+        Alerts, AuditLog, Credentials, Cursors, Drills, GlassCases, Grants, Leases, Passkeys,
+        Recordings, Reviews, Secrets, Store, Users,
     };
 }
 

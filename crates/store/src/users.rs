@@ -34,12 +34,22 @@ pub struct MfaRecord {
     pub version: i64,
 }
 
+/// A login throttle counter as every node sees it: failed logins, and the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub key: String,
+    pub failures: u32,
+    pub last_at: Timestamp,
+}
+
 #[async_trait]
 pub trait Users: Send + Sync {
     async fn user(&self, name: &str) -> Result<Option<User>>;
     async fn users(&self) -> Result<Vec<User>>;
     async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
     async fn mfa(&self, user: &str) -> Result<MfaRecord>;
+    /// The shared login throttle counters among `keys` (those with no failures are absent).
+    async fn login_failures(&self, keys: &[String]) -> Result<Vec<LoginFailures>>;
 }
 
 /// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
@@ -61,6 +71,15 @@ pub(crate) mod sql {
     /// The first state write of a user with no MFA row (version 0).
     pub const INSERT_MFA_STATE: &str = "INSERT INTO mfa (user_name, totp_sealed, totp_confirmed, state_json, version) \
          VALUES ($1, NULL, 0, $2, 1) ON CONFLICT(user_name) DO NOTHING";
+    /// One more failure; a counter idle since `$3` starts again.
+    pub const COUNT_LOGIN_FAILURE: &str = "INSERT INTO login_failures (key, failures, last_at) \
+         VALUES ($1, 1, $2) ON CONFLICT(key) DO UPDATE SET \
+           failures = CASE WHEN login_failures.last_at < $3 THEN 1 ELSE login_failures.failures + 1 END, \
+           last_at = excluded.last_at";
+    pub const PRUNE_LOGIN_FAILURES: &str = "DELETE FROM login_failures WHERE last_at < $1";
+    pub const CLEAR_LOGIN_FAILURES: &str = "DELETE FROM login_failures WHERE key = $1";
+    pub const LOGIN_FAILURES: &str =
+        "SELECT key, failures, last_at FROM login_failures WHERE key = $1";
     pub const BY_NAME: &str = "SELECT * FROM users WHERE name = $1";
     pub const ALL: &str = "SELECT * FROM users ORDER BY name";
     pub const SESSION: &str =

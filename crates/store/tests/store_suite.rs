@@ -12,6 +12,9 @@ use std::time::Duration;
 /// Several handles on one database, schema versions, and PostgreSQL's own guarantees.
 #[path = "store_suite/backends.rs"]
 mod backends;
+/// Clock, login counters, leases and claims shared by the nodes.
+#[path = "store_suite/coordination.rs"]
+mod coordination;
 
 fn ev(kind: &str) -> NewEvent {
     NewEvent {
@@ -62,6 +65,7 @@ async fn suite(store: &dyn Store) {
     grant_stats(store).await;
     recordings(store).await;
     cursors(store).await;
+    coordination::coordination(store).await;
 }
 
 /// Stream and witness cursors: opened once, moved only forward from where a delivery started

@@ -98,7 +98,7 @@ impl Engine {
         let user_rec = match record {
             Some(u) if ok && !u.disabled => u,
             other => {
-                self.audit_failed_login(user, other.as_ref(), attempt, now)
+                self.audit_failed_login(user, other.as_ref(), attempt, source, now)
                     .await?;
                 return Err(ApiError::InvalidCredentials);
             }
@@ -108,14 +108,23 @@ impl Engine {
             name: user_rec.name.clone(),
             groups: user_rec.groups.clone(),
         };
-        let pass = self.login_mfa(&principal, proof.as_ref()).await?;
+        let pass = match self.login_mfa(&principal, proof.as_ref()).await {
+            Ok(p) => p,
+            Err(e) => {
+                // The password was right: its counters are cleared on every node all the same.
+                self.commit(vec![Self::clear_login_failures(user, source)], Vec::new())
+                    .await?;
+                return Err(e);
+            }
+        };
         let method = match &proof {
             None => None,
             Some(MfaProof::Totp(_)) => Some("totp"),
             Some(MfaProof::Recovery(_)) => Some("recovery-code"),
             Some(MfaProof::Passkey { .. }) => Some("passkey"),
         };
-        self.start_login_session(user_rec, pass, method, now).await
+        self.start_login_session(user_rec, pass, method, source, now)
+            .await
     }
 
     /// Logs in with a passkey alone (user verification makes it two factors): the assertion
@@ -137,7 +146,7 @@ impl Engine {
         let user_rec = match self.store.user(user).await? {
             Some(u) if !u.disabled => u,
             other => {
-                self.audit_failed_login(user, other.as_ref(), attempt, now)
+                self.audit_failed_login(user, other.as_ref(), attempt, source, now)
                     .await?;
                 return Err(ApiError::InvalidCredentials);
             }
@@ -158,12 +167,16 @@ impl Engine {
             }
             Err(e) => {
                 let bursts = attempt.failed(now);
-                self.audit_only(crate::login_throttle::burst_events(now, &bursts))
-                    .await?;
+                let counted = self.count_login_failure(user, source, now);
+                self.commit(
+                    vec![counted],
+                    crate::login_throttle::burst_events(now, &bursts),
+                )
+                .await?;
                 return Err(e);
             }
         };
-        self.start_login_session(user_rec, pass, Some("passkey"), now)
+        self.start_login_session(user_rec, pass, Some("passkey"), source, now)
             .await
     }
 
@@ -173,10 +186,12 @@ impl Engine {
         user_rec: User,
         pass: MfaPass,
         method: Option<&str>,
+        source: std::net::IpAddr,
         now: Timestamp,
     ) -> Result<LoginOutput, ApiError> {
         let user = user_rec.name.as_str();
         let (mut changes, mut events, _mfa) = pass;
+        changes.push(Self::clear_login_failures(user, source));
         let mfa_rec = self.store.mfa(user).await?;
         let token = random_token();
         let expires_at = now.plus(self.config.session_ttl);
@@ -212,6 +227,17 @@ impl Engine {
         source: std::net::IpAddr,
         now: Timestamp,
     ) -> Result<Attempt<'_>, ApiError> {
+        // What every node counted (several nodes on one store): failures spread over nodes
+        // count as one guesser's.
+        let keys = crate::login_throttle::shared_keys(user, source);
+        let shared: Vec<_> = self
+            .store
+            .login_failures(&keys)
+            .await?
+            .into_iter()
+            .map(|f| (f.key, f.failures, f.last_at))
+            .collect();
+        self.login_throttle.merge_shared(user, source, &shared, now);
         match self.login_throttle.reserve(user, source, now) {
             Ok(a) => Ok(a),
             Err(refusal) => {
@@ -250,10 +276,12 @@ impl Engine {
         user: &str,
         record: Option<&User>,
         attempt: Attempt<'_>,
+        source: std::net::IpAddr,
         now: Timestamp,
     ) -> Result<(), ApiError> {
         let src = attempt.source();
         let bursts = attempt.failed(now);
+        let counted = self.count_login_failure(user, source, now);
         let mut events = vec![event(
             now,
             "auth.login_failed",
@@ -262,7 +290,30 @@ impl Engine {
             json!({"known_user": record.is_some(), "disabled": record.map(|u| u.disabled).unwrap_or(false), "source": src}),
         )];
         events.extend(crate::login_throttle::burst_events(now, &bursts));
-        self.audit_only(events).await
+        self.commit(vec![counted], events).await?;
+        Ok(())
+    }
+
+    /// The shared counters' side of a failed login (committed with its audit event).
+    fn count_login_failure(&self, user: &str, source: std::net::IpAddr, now: Timestamp) -> Change {
+        let forget = self.config.login_throttle.forget_after;
+        Change::CountLoginFailure {
+            keys: crate::login_throttle::shared_keys(user, source).to_vec(),
+            at: now,
+            forget_before: Timestamp(
+                now.0
+                    .saturating_sub(i64::try_from(forget.as_millis()).unwrap_or(i64::MAX)),
+            ),
+        }
+    }
+
+    /// The right password (or passkey): this source starts afresh on this account on every
+    /// node, as it does on this one.
+    fn clear_login_failures(user: &str, source: std::net::IpAddr) -> Change {
+        let [pair, _, account] = crate::login_throttle::shared_keys(user, source);
+        Change::ClearLoginFailures {
+            keys: vec![pair, account],
+        }
     }
 
     /// A code given at login is verified (and spent) with the session; none is not asked for.

@@ -103,6 +103,9 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     pub config: EngineConfig,
     pub metrics: Metrics,
+    /// This process among the nodes on one store (host name, pid, random part): the holder
+    /// named in leases.
+    pub node_id: String,
     policy: RwLock<Arc<LoadedPolicy>>,
     /// Wakes the expiry timer when a new deadline may be earlier than the one it sleeps to.
     pub wake: Notify,
@@ -127,6 +130,25 @@ pub struct Engine {
     /// file is audited once, not at every poll.
     last_policy_failure: Mutex<Option<String>>,
     dummy_hash: String,
+}
+
+/// A name for this process among the nodes: host, pid and 8 random hex digits (a restarted
+/// node is a new holder: it never inherits a lease it held before it died).
+fn node_id() -> String {
+    use rand::RngCore;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        .take(40)
+        .collect();
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::rngs::OsRng.next_u32()
+    )
 }
 
 /// How often a use case re-reads a state that another node changed under it before giving up.
@@ -187,6 +209,7 @@ impl Engine {
             clock,
             config,
             metrics: Metrics::default(),
+            node_id: node_id(),
             policy: RwLock::new(Arc::new(policy)),
             wake: Notify::new(),
             checkpoint_wake: Notify::new(),

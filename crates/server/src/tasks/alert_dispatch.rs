@@ -36,6 +36,12 @@ async fn attempt(engine: &Engine, http: &reqwest::Client, cfg: &AlertConfig, ale
     if let Some(e) = &err {
         tracing::warn!(alert = alert.id, sink = %alert.sink, attempts, error = %e, "alert delivery failed");
     }
+    // Fenced on this node's lease: if it ran out and another node took the alert over, this
+    // record is refused (the other node's delivery counts; at least once, never lost).
+    let fence = Change::AlertLeaseHeld {
+        id: alert.id,
+        until: alert.next_attempt_at,
+    };
     let change = Change::AlertAttempt {
         id: alert.id,
         state,
@@ -52,11 +58,11 @@ async fn attempt(engine: &Engine, http: &reqwest::Client, cfg: &AlertConfig, ale
             None,
             json!({"alert_id": alert.id, "sink": alert.sink, "kind": alert.kind, "attempts": attempts, "last_error": err, "dedup_key": alert.dedup_key}),
         );
-        engine.commit(vec![change], vec![ev]).await
+        engine.commit(vec![fence, change], vec![ev]).await
     } else {
         engine
             .store
-            .commit(vec![change], vec![])
+            .commit(vec![fence, change], vec![])
             .await
             .map(|_| ())
             .map_err(Into::into)
@@ -108,15 +114,17 @@ pub async fn dispatcher(
             }
         };
         let mut started = false;
-        for a in due {
+        for mut a in due {
+            let until = now.plus(cfg.lease);
             let lease = Change::LeaseAlert {
                 id: a.id,
                 expected_next: a.next_attempt_at,
-                until: now.plus(cfg.lease),
+                until,
             };
             if engine.store.commit(vec![lease], vec![]).await.is_err() {
                 continue; // another node has it
             }
+            a.next_attempt_at = until;
             // Bounded concurrency; a slow sink holds only its own slot, never the loop.
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;

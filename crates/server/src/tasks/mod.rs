@@ -1,6 +1,7 @@
 //! Background tasks: the expiry timer, the checkpointer and the policy watcher here; the
 //! revoker and sweeper in `revocation`, the alert dispatcher in `alert_dispatch`, the audit
-//! streams and checkpoint witness in `streaming`, the drill scheduler in `drills`.
+//! streams and checkpoint witness in `streaming`, the drill scheduler in `drills`, the
+//! database-clock offset in `clock_sync`.
 
 use crate::engine::Engine;
 use std::sync::Arc;
@@ -8,13 +9,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod alert_dispatch;
+mod clock_sync;
 mod drills;
+mod lease;
 mod revocation;
 mod streaming;
 
 pub use crate::backoff::Backoff;
 pub use alert_dispatch::dispatcher;
+pub use clock_sync::clock_sync;
 pub use drills::{drill_scheduler, seed_drill_metrics};
+pub use lease::Singleton;
 pub use revocation::{revoker, sweep_once, sweeper};
 pub use streaming::streams;
 
@@ -76,8 +81,15 @@ pub async fn expiry_timer(engine: Arc<Engine>, mut shutdown: watch::Receiver<boo
     }
 }
 
+/// How long the checkpointer's lease lasts without renewal: after the checkpointing node dies,
+/// another signs within this (plus its wait).
+const CHECKPOINT_LEASE: Duration = Duration::from_secs(10);
+
 /// Signs a checkpoint of the audit log every `every_events` new events or every `every`,
-/// whichever comes first, and once more at shutdown.
+/// whichever comes first, and once more at shutdown. With several nodes one holds the
+/// checkpointer's lease (renewed each round, at most every `CHECKPOINT_LEASE / 3`) and only it
+/// signs, fenced on its term: two nodes never sign at once, and since checkpoints of one size
+/// are one row, two checkpoints of the same size with different roots cannot exist.
 pub async fn checkpointer(
     engine: Arc<Engine>,
     every_events: u64,
@@ -91,6 +103,8 @@ pub async fn checkpointer(
             return;
         }
     };
+    let mut lease = Singleton::new("checkpointer", CHECKPOINT_LEASE);
+    let mut held: Option<i64> = None;
     let mut last = tokio::time::Instant::now();
     // A failing store must not make this loop spin (it once logged 3,920 errors in 45 s).
     let mut backoff = Backoff::new(
@@ -101,23 +115,34 @@ pub async fn checkpointer(
     loop {
         let stop = *shutdown.borrow();
         let step = async {
+            let term = lease.hold(&engine).await?;
+            if term.is_none() {
+                held = None;
+                return Ok::<bool, breakglass_store::StoreError>(false);
+            }
+            if held != term {
+                // Newly ours: another node may have signed up to here.
+                cp.refresh_signed(&engine).await?;
+                held = term;
+            }
             let pending = cp.catch_up(&engine).await?;
             if pending > 0 && (stop || pending >= every_events || last.elapsed() >= every) {
-                cp.sign(&engine).await?;
+                cp.sign(&engine, lease.fence(&engine)).await?;
                 last = tokio::time::Instant::now();
             } else if pending == 0 {
                 last = tokio::time::Instant::now();
             }
-            Ok::<(), breakglass_store::StoreError>(())
+            Ok(true)
         };
-        let failed_wait = match step.await {
-            Ok(()) => {
+        let (holder, failed_wait) = match step.await {
+            Ok(h) => {
                 backoff.succeeded();
-                None
+                (h, None)
             }
-            Err(e) => Some(backoff.failed(&e)),
+            Err(e) => (false, Some(backoff.failed(&e))),
         };
         if stop {
+            lease.release(&engine).await;
             return;
         }
         if let Some(wait) = failed_wait {
@@ -128,12 +153,18 @@ pub async fn checkpointer(
             }
             continue;
         }
-        let wait = every
-            .saturating_sub(last.elapsed())
-            .max(Duration::from_millis(10));
+        let renew = CHECKPOINT_LEASE / 3;
+        let wait = if holder {
+            every
+                .saturating_sub(last.elapsed())
+                .clamp(Duration::from_millis(10), renew)
+        } else {
+            // Another node signs; ask again in a while (it may have died).
+            renew
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = engine.checkpoint_wake.notified() => {}
+            _ = engine.checkpoint_wake.notified(), if holder => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -25,7 +25,7 @@ pub async fn revoker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             Ok(due) => {
                 backoff.succeeded();
                 futures_util::stream::iter(due)
-                    .for_each_concurrent(16, |cred| revoke_one(&engine, cred))
+                    .for_each_concurrent(16, |cred| claim_and_revoke(&engine, cred))
                     .await;
                 Duration::from_millis(500)
             }
@@ -37,6 +37,31 @@ pub async fn revoker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// How long a claimed revocation is this node's: a node that dies mid-revocation leaves it to
+/// another node (or itself restarted) after this.
+const REVOCATION_LEASE: Duration = Duration::from_secs(20);
+
+/// Claims a due revocation (another node may have claimed it first: then it is theirs), then
+/// revokes it; the record of the attempt is fenced on the claim. No lock is held while the
+/// target is called.
+async fn claim_and_revoke(engine: &Engine, mut cred: breakglass_store::CredentialRecord) {
+    use breakglass_store::Change;
+    let until = engine.now().plus(REVOCATION_LEASE);
+    let Some(expected_next) = cred.next_attempt_at else {
+        return; // not due (revoked meanwhile)
+    };
+    let claim = Change::LeaseRevocation {
+        grant_id: cred.grant_id.clone(),
+        expected_next,
+        until,
+    };
+    if engine.store.commit(vec![claim], vec![]).await.is_err() {
+        return; // another node has it (or the store is failing: the next round retries)
+    }
+    cred.next_attempt_at = Some(until);
+    revoke_one(engine, cred).await;
 }
 
 async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
@@ -129,7 +154,15 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
             )
         }
     };
-    if let Err(e) = engine.commit(vec![change], ev.into_iter().collect()).await {
+    let fence = cred
+        .next_attempt_at
+        .map(|until| Change::RevocationLeaseHeld {
+            grant_id: cred.grant_id.clone(),
+            until,
+        });
+    let mut changes: Vec<Change> = fence.into_iter().collect();
+    changes.push(change);
+    if let Err(e) = engine.commit(changes, ev.into_iter().collect()).await {
         tracing::error!(grant = %cred.grant_id, error = %e, "cannot record a revocation attempt");
     }
 }
@@ -138,23 +171,40 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
 /// "created at the target" and "grant recorded", a hand-restored database…) and removes them,
 /// audited as `credential.orphan_removed`; also closes silent recorded sessions of ended grants
 /// and applies recording retention. Runs at start-up and every `every`.
+/// With several nodes, one sweeps at a time: the holder of the sweeper's lease (renewed each
+/// round; it lasts a round and 10 s more, so another node takes over after the holder dies).
 pub async fn sweeper(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut failing = std::collections::HashSet::new();
+    let mut lease = super::Singleton::new("sweeper", every + Duration::from_secs(10));
     loop {
-        sweep_once(&engine, &mut failing).await;
-        if let Err(e) = engine.tidy_recordings().await {
-            tracing::error!(error = %e, "cannot tidy recordings; will retry");
+        match lease.hold(&engine).await {
+            Ok(Some(_)) => {
+                sweep_once(&engine, &mut failing, lease.fence(&engine)).await;
+                if let Err(e) = engine.tidy_recordings().await {
+                    tracing::error!(error = %e, "cannot tidy recordings; will retry");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep: cannot claim the sweeper's lease"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => { return; }
+            _ = shutdown.changed() => {
+                lease.release(&engine).await;
+                return;
+            }
         }
     }
 }
 
 /// One sweep over every resource whose connector can sweep. A failure is audited once per
 /// resource until a sweep there succeeds again (`failing` remembers which).
-pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet<String>) {
+/// Its records are fenced on `fence` (the sweeper's lease) when given.
+pub async fn sweep_once(
+    engine: &Engine,
+    failing: &mut std::collections::HashSet<String>,
+    fence: Option<breakglass_store::Change>,
+) {
     use serde_json::json;
     let policy = engine.policy();
     for r in &policy.set.resources {
@@ -197,7 +247,7 @@ pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet
                         ev
                     })
                     .collect();
-                if let Err(e) = engine.audit_only(events).await {
+                if let Err(e) = engine.commit(fence.iter().cloned().collect(), events).await {
                     tracing::error!(error = %e, "sweep: cannot audit removed orphans");
                 }
             }
@@ -212,7 +262,10 @@ pub async fn sweep_once(engine: &Engine, failing: &mut std::collections::HashSet
                         json!({"kind": c.kind(), "error": e.to_string()}),
                     );
                     ev.resource = Some(r.name.clone());
-                    if let Err(e) = engine.audit_only(vec![ev]).await {
+                    if let Err(e) = engine
+                        .commit(fence.iter().cloned().collect(), vec![ev])
+                        .await
+                    {
                         tracing::error!(error = %e, "sweep: cannot audit a failure");
                     }
                 }

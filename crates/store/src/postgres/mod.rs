@@ -24,6 +24,8 @@ mod drills;
 mod glass_cases;
 #[path = "../shared/grants.rs"]
 mod grants;
+#[path = "../shared/leases.rs"]
+mod leases;
 #[path = "../shared/passkeys.rs"]
 mod passkeys;
 #[path = "../shared/recordings.rs"]
@@ -112,6 +114,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../../migrations/postgres/0015_glass_cases.sql"),
     ),
+    (
+        17,
+        include_str!("../../migrations/postgres/0017_node_coordination.sql"),
+    ),
 ];
 
 /// Most connections one node opens.
@@ -157,6 +163,10 @@ impl PgStore {
 /// What only PostgreSQL says.
 mod dialect {
     pub const NAME: &str = "postgres";
+
+    /// The database server's clock (ms since the epoch), the same for every node.
+    pub const NOW_MS: &str =
+        "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)";
 
     use super::PgStore;
     use super::audit::hash32;

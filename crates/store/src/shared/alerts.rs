@@ -73,6 +73,18 @@ pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Chan
             })
             .await?;
         }
+        Change::AlertLeaseHeld { id, until } => {
+            let n: i64 = sqlx::query_scalar(sql::LEASE_HELD)
+                .bind(id)
+                .bind(until.0)
+                .fetch_one(&mut *conn)
+                .await?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "alert {id}: this node's delivery lease ended and another node took it over"
+                )));
+            }
+        }
         Change::AlertAttempt {
             id,
             state,

@@ -145,6 +145,8 @@ impl AuditLog for Backend {
 
 /// Appends `events` to the hash chain after `prev`, inside the open transaction; returns the new
 /// head.
+/// Appends `events` after `prev` (the head read under its lock); returns the new head. The
+/// caller moves the head row once, after the last unit of the batch.
 pub(super) async fn append(
     conn: &mut Conn,
     events: &[NewEvent],
@@ -166,9 +168,6 @@ pub(super) async fn append(
             seq: rec.seq,
             chain_hash: rec.chain_hash,
         });
-    }
-    if let (Some(h), false) = (prev, events.is_empty()) {
-        super::dialect::moved_head(conn, h).await?;
     }
     Ok(prev)
 }

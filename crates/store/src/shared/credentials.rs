@@ -75,6 +75,32 @@ pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Chan
             })
             .await?;
         }
+        Change::LeaseRevocation {
+            grant_id,
+            expected_next,
+            until,
+        } => {
+            let q = sqlx::query(sql::LEASE_REVOCATION)
+                .bind(until.0)
+                .bind(grant_id.clone())
+                .bind(expected_next.0);
+            write_one(conn, q, || {
+                StoreError::Conflict(format!("revocation of {grant_id} is being done elsewhere"))
+            })
+            .await?;
+        }
+        Change::RevocationLeaseHeld { grant_id, until } => {
+            let n: i64 = sqlx::query_scalar(sql::REVOCATION_LEASE_HELD)
+                .bind(grant_id.clone())
+                .bind(until.0)
+                .fetch_one(&mut *conn)
+                .await?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "revocation of {grant_id}: this node's lease ended and another node took it over"
+                )));
+            }
+        }
         Change::RevocationAttempt {
             grant_id,
             done,

@@ -3,7 +3,7 @@
 use super::common::{Backend, flag, json, row, rows, to_json, ts, write, write_one};
 use super::db::{Conn, DbRow};
 use crate::users::sql;
-use crate::{Change, MfaRecord, Result, Session, StoreError, User, Users};
+use crate::{Change, LoginFailures, MfaRecord, Result, Session, StoreError, User, Users};
 use async_trait::async_trait;
 use sqlx::Row;
 
@@ -58,6 +58,26 @@ impl Users for Backend {
         let q = sqlx::query(sql::MFA).bind(user);
         Ok(row(&self.pool, q, mfa_from_row).await?.unwrap_or_default())
     }
+
+    async fn login_failures(&self, keys: &[String]) -> Result<Vec<LoginFailures>> {
+        let mut out = Vec::new();
+        for key in keys {
+            let q = sqlx::query(sql::LOGIN_FAILURES).bind(key.as_str());
+            if let Some(f) = row(&self.pool, q, login_failures_from_row).await? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn login_failures_from_row(row: &DbRow) -> Result<LoginFailures> {
+    let n: i64 = row.try_get("failures")?;
+    Ok(LoginFailures {
+        key: row.try_get("key")?,
+        failures: u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+        last_at: ts(row, "last_at")?,
+    })
 }
 
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
@@ -132,6 +152,29 @@ pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Chan
             }
             if res.rows_affected() == 0 {
                 return Err(StoreError::MfaConflict(user));
+            }
+        }
+        Change::CountLoginFailure {
+            keys,
+            at,
+            forget_before,
+        } => {
+            write(
+                conn,
+                sqlx::query(sql::PRUNE_LOGIN_FAILURES).bind(forget_before.0),
+            )
+            .await?;
+            for key in keys {
+                let q = sqlx::query(sql::COUNT_LOGIN_FAILURE)
+                    .bind(key)
+                    .bind(at.0)
+                    .bind(forget_before.0);
+                write(conn, q).await?;
+            }
+        }
+        Change::ClearLoginFailures { keys } => {
+            for key in keys {
+                write(conn, sqlx::query(sql::CLEAR_LOGIN_FAILURES).bind(key)).await?;
             }
         }
         other => return Ok(Some(other)),

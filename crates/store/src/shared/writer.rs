@@ -7,12 +7,13 @@
 use super::common::Job;
 use super::db::{Backend, Conn, Pool};
 use super::{
-    alerts, audit, credentials, drills, glass_cases, grants, passkeys, recordings, reviews,
+    alerts, audit, credentials, drills, glass_cases, grants, leases, passkeys, recordings, reviews,
     secrets, streams, users,
 };
 use crate::{Change, Result, Store, StoreError, sql};
 use async_trait::async_trait;
 use breakglass_core::audit::{Head, NewEvent};
+use breakglass_core::time::Timestamp;
 
 /// Most units of work committed together.
 const MAX_BATCH: usize = 128;
@@ -31,10 +32,17 @@ macro_rules! offer {
 
 /// Applies one change: each aggregate's module takes its own changes.
 async fn apply(conn: &mut Conn, change: Change) -> Result<()> {
-    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams, passkeys, drills, glass_cases);
+    offer!(conn, change => users, grants, alerts, reviews, credentials, secrets, recordings, streams, passkeys, drills, glass_cases, leases);
     match change {
         Change::PutMeta { key, value } => {
             super::common::write(conn, sqlx::query(sql::PUT_META).bind(key).bind(value)).await?;
+        }
+        Change::AddCheckpoint(cp) => {
+            let q = sqlx::query(crate::audit::sql::ADD_CHECKPOINT)
+                .bind(audit::seq_i64(cp.size)?)
+                .bind(cp.note)
+                .bind(cp.created_at.0);
+            super::common::write(conn, q).await?;
         }
         other => {
             return Err(StoreError::Corrupt(format!(
@@ -45,17 +53,12 @@ async fn apply(conn: &mut Conn, change: Change) -> Result<()> {
     Ok(())
 }
 
-/// Applies one unit of work inside the open transaction, after `prev`; returns the new head.
-async fn apply_job(
-    conn: &mut Conn,
-    changes: Vec<Change>,
-    events: &[NewEvent],
-    prev: Option<Head>,
-) -> Result<Option<Head>> {
+/// Applies one unit's changes inside the open transaction (its events come later).
+async fn apply_changes(conn: &mut Conn, changes: Vec<Change>) -> Result<()> {
     for change in changes {
         apply(&mut *conn, change).await?;
     }
-    audit::append(conn, events, prev).await
+    Ok(())
 }
 
 /// The group-commit writer.
@@ -72,44 +75,49 @@ pub(super) async fn writer(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<Job>)
     }
 }
 
+type Reply = tokio::sync::oneshot::Sender<Result<Option<Head>>>;
+
+/// One batch in one transaction: every unit's changes first (each in its own SAVEPOINT when
+/// there are several, so a unit that fails is rolled back alone), then — last, so other nodes
+/// wait on it as briefly as can be — the audit head is locked and read, the events of the
+/// units that applied are chained after it in order, the head row moves once, and the
+/// transaction commits. Only then is each caller answered.
 async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
-    let fail_all = |jobs: Vec<Job>, why: String| {
-        for j in jobs {
-            let _ = j.reply.send(Err(StoreError::CommitFailed(why.clone())));
+    let fail_all = |replies: Vec<Reply>, why: String| {
+        for reply in replies {
+            let _ = reply.send(Err(StoreError::CommitFailed(why.clone())));
         }
     };
     let mut tx = match super::dialect::begin(pool).await {
         Ok(tx) => tx,
-        Err(e) => return fail_all(jobs, e.to_string()),
+        Err(e) => {
+            let why = e.to_string();
+            for j in jobs {
+                let _ = j.reply.send(Err(StoreError::CommitFailed(why.clone())));
+            }
+            return;
+        }
     };
-    let mut prev = match super::dialect::head_for_append(&mut tx).await {
-        Ok(h) => h,
-        Err(e) => return fail_all(jobs, e.to_string()),
-    };
-    // One unit alone needs no savepoint: if it fails, the whole transaction is dropped (two
-    // round trips to SQLite's thread fewer on every uncontended commit).
+    // Units whose changes applied, with their events; units that failed are answered now.
+    let mut applied: Vec<(Reply, Vec<NewEvent>)> = Vec::with_capacity(jobs.len());
     if jobs.len() == 1
         && let Some(job) = jobs.pop()
     {
-        let result = apply_job(&mut tx, job.changes, &job.events, prev).await;
-        let result = match result {
-            Ok(h) => tx
-                .commit()
-                .await
-                .map(|()| h)
-                .map_err(|e| StoreError::CommitFailed(e.to_string())),
-            Err(e) => Err(e),
-        };
-        let _ = job.reply.send(result);
-        return;
+        // One unit alone needs no savepoint: if it fails, the whole transaction is dropped.
+        match apply_changes(&mut tx, job.changes).await {
+            Ok(()) => applied.push((job.reply, job.events)),
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                return;
+            }
+        }
     }
-    let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         if let Err(e) = sqlx::query("SAVEPOINT unit").execute(&mut *tx).await {
-            answers.push((job.reply, Err(StoreError::CommitFailed(e.to_string()))));
+            let _ = job.reply.send(Err(StoreError::CommitFailed(e.to_string())));
             continue;
         }
-        let result = apply_job(&mut tx, job.changes, &job.events, prev).await;
+        let result = apply_changes(&mut tx, job.changes).await;
         let end = if result.is_ok() {
             "RELEASE unit"
         } else {
@@ -120,39 +128,74 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
             let _ = sqlx::query("RELEASE unit").execute(&mut *tx).await;
         }
         match (result, ended) {
-            (Ok(h), Ok(_)) => {
-                prev = h;
-                answers.push((job.reply, Ok(h)));
+            (Ok(()), Ok(_)) => applied.push((job.reply, job.events)),
+            (Err(e), _) => {
+                let _ = job.reply.send(Err(e));
             }
-            (Err(e), _) => answers.push((job.reply, Err(e))),
-            (Ok(_), Err(e)) => {
+            (Ok(()), Err(e)) => {
                 // The transaction is in an unknown state: give up on the whole batch.
-                let why = e.to_string();
                 drop(tx);
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(StoreError::CommitFailed(why.clone())));
-                }
-                let _ = job.reply.send(Err(StoreError::CommitFailed(why)));
-                return;
+                let mut replies: Vec<Reply> = applied.into_iter().map(|(r, _)| r).collect();
+                replies.push(job.reply);
+                return fail_all(replies, e.to_string());
             }
         }
     }
+    if applied.is_empty() {
+        return;
+    }
+    let replies = |applied: Vec<(Reply, Vec<NewEvent>)>| -> Vec<Reply> {
+        applied.into_iter().map(|(r, _)| r).collect()
+    };
+    if applied.iter().all(|(_, events)| events.is_empty()) {
+        // Nothing to append (a claim, a cursor, a lease): the audit head is not touched.
+        match tx.commit().await {
+            Ok(()) => {
+                for (reply, _) in applied {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Err(e) => fail_all(replies(applied), e.to_string()),
+        }
+        return;
+    }
+    let mut prev = match super::dialect::head_for_append(&mut tx).await {
+        Ok(h) => h,
+        Err(e) => return fail_all(replies(applied), e.to_string()),
+    };
+    let start = prev;
+    let mut answers: Vec<(Reply, Option<Head>)> = Vec::with_capacity(applied.len());
+    let mut rest = applied.into_iter();
+    while let Some((reply, events)) = rest.next() {
+        match audit::append(&mut tx, &events, prev).await {
+            Ok(h) => {
+                prev = h;
+                answers.push((reply, h));
+            }
+            Err(e) => {
+                // A failed append leaves the chain unknown in this transaction: all fail.
+                drop(tx);
+                let mut all: Vec<Reply> = answers.into_iter().map(|(r, _)| r).collect();
+                all.push(reply);
+                all.extend(rest.map(|(r, _)| r));
+                return fail_all(all, e.to_string());
+            }
+        }
+    }
+    if let Some(h) = prev
+        && prev != start
+        && let Err(e) = super::dialect::moved_head(&mut tx, h).await
+    {
+        drop(tx);
+        return fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string());
+    }
     match tx.commit().await {
         Ok(()) => {
-            for (reply, r) in answers {
-                let _ = reply.send(r);
+            for (reply, head) in answers {
+                let _ = reply.send(Ok(head));
             }
         }
-        Err(e) => {
-            let why = e.to_string();
-            for (reply, r) in answers {
-                // Units that failed on their own keep their own error.
-                let _ = reply.send(match r {
-                    Ok(_) => Err(StoreError::CommitFailed(why.clone())),
-                    Err(e) => Err(e),
-                });
-            }
-        }
+        Err(e) => fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string()),
     }
 }
 
@@ -182,5 +225,12 @@ impl Store for Backend {
 
     fn backend(&self) -> &'static str {
         super::dialect::NAME
+    }
+
+    async fn db_now(&self) -> Result<Timestamp> {
+        let ms: i64 = sqlx::query_scalar(super::dialect::NOW_MS)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Timestamp(ms))
     }
 }

@@ -19,6 +19,8 @@ mod drills;
 mod glass_cases;
 #[path = "../shared/grants.rs"]
 mod grants;
+#[path = "../shared/leases.rs"]
+mod leases;
 #[path = "../shared/passkeys.rs"]
 mod passkeys;
 #[path = "../shared/recordings.rs"]
@@ -107,6 +109,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         15,
         include_str!("../../migrations/sqlite/0015_glass_cases.sql"),
+    ),
+    (
+        17,
+        include_str!("../../migrations/sqlite/0017_node_coordination.sql"),
     ),
 ];
 
@@ -205,6 +211,10 @@ fn private_db_files(path: &Path) -> std::io::Result<()> {
 /// What only SQLite says.
 mod dialect {
     pub const NAME: &str = "sqlite";
+
+    /// This machine's clock, as SQLite reads it (ms since the epoch).
+    pub const NOW_MS: &str =
+        "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
 
     use super::SqliteStore;
     use super::audit::{hash32, seq_i64, seq_u64};
