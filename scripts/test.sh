@@ -12,6 +12,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+# A node whose wall clock is off (LD_PRELOAD), for the several-nodes tests.
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 # Replaying exported session recordings as a reviewer would.
 command -v asciinema >/dev/null 2>&1 || need+=(asciinema)
 # A real browser for the web UI tests (driven by Selenium through Debian's chromedriver).

@@ -535,6 +535,32 @@ mod tests {
     }
 
     #[test]
+    fn counts_from_other_nodes_raise_this_nodes_counters() {
+        let th = LoginThrottle::new(ThrottleConfig::default());
+        fail(&th, "bob", A, 0.0);
+        fail(&th, "bob", A, 0.0);
+        let [pair, source, account] = shared_keys("bob", A);
+        // Other nodes saw 5 for the pair in all (this node's 2 among them).
+        let shared = vec![
+            (pair.clone(), 5, t(0.2)),
+            (source, 5, t(0.2)),
+            (account, 5, t(0.2)),
+        ];
+        th.merge_shared("bob", A, &shared, t(0.3));
+        let r = th.reserve("bob", A, t(0.5)).err().expect("throttled");
+        assert_eq!(r.scope, Scope::Pair);
+        assert_eq!(r.retry_after_secs(), 1);
+        // Lower shared counts never lower this node's; stale ones are ignored.
+        th.merge_shared("bob", A, &[(pair.clone(), 1, t(0.2))], t(0.3));
+        assert!(th.reserve("bob", A, t(0.5)).is_err());
+        let fresh = LoginThrottle::new(ThrottleConfig::default());
+        fresh.merge_shared("bob", A, &[(pair, 9, t(0.0))], t(16.0 * 60.0));
+        assert!(fresh.reserve("bob", A, t(16.0 * 60.0)).is_ok());
+        // Another source is untouched by the pair's count.
+        assert!(th.reserve("bob", B, t(0.5)).is_ok());
+    }
+
+    #[test]
     fn free_allowance_then_doubling_delays_capped() {
         let th = LoginThrottle::new(ThrottleConfig::default());
         for _ in 0..5 {

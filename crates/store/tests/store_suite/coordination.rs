@@ -12,6 +12,7 @@ pub async fn coordination(store: &dyn Store) {
     leases(store).await;
     revocation_claims(store).await;
     alert_fence(store).await;
+    kind_counts(store).await;
     // A unit with no events does not touch the audit chain.
     let head = store.audit_head().await.unwrap();
     let r = store
@@ -336,4 +337,32 @@ async fn alert_fence(store: &dyn Store) {
     let err = store.commit(done(8_999), vec![]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     store.commit(done(9_000), vec![]).await.unwrap();
+}
+
+/// The period summary counts events by kind from the hashed bodies (JSON access is per
+/// dialect: this runs it on each).
+async fn kind_counts(store: &dyn Store) {
+    let at = |kind: &str, ts_ms: i64| {
+        let mut e = ev(kind);
+        e.ts_ms = ts_ms;
+        e
+    };
+    let since = 4_000_000_000_000;
+    store
+        .commit(
+            vec![],
+            vec![
+                at("kc.a", since - 1),
+                at("kc.a", since),
+                at("kc.b", since + 5),
+                at("kc.a", since + 9),
+            ],
+        )
+        .await
+        .unwrap();
+    let counts = store.audit_kind_counts(Timestamp(since)).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![("kc.a".to_string(), 2), ("kc.b".to_string(), 1)]
+    );
 }
