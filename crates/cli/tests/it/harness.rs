@@ -343,7 +343,7 @@ pub struct User {
     pub config: tempfile::TempDir,
     pub url: String,
     pub secret: Mutex<String>,
-    last_step: Mutex<i64>,
+    pub last_step: Mutex<i64>,
 }
 
 impl User {

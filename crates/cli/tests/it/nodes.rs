@@ -42,6 +42,8 @@ fn two_nodes_with(policy: &str, env_b: &[(&str, &str)]) -> (Pg, String, Server, 
 fn on_node(u: &User, node: &Server) -> User {
     let other = User::new(node, &u.name);
     *other.secret.lock().unwrap() = u.secret.lock().unwrap().clone();
+    // Codes already spent are spent everywhere: carry on from the last one used.
+    *other.last_step.lock().unwrap() = u.last_step();
     other.login();
     other
 }
