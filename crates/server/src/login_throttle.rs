@@ -278,9 +278,11 @@ impl LoginThrottle {
         let source_wait = gate(&src, c.source_free, c.source_cap);
         // The account counter slows only sources that have tried this account themselves, each
         // from its own last try: it cannot stop a responder elsewhere.
-        let account_wait = if pair.failures > 0 || pair.in_flight > 0 {
-            let d = delay(acct.failures, c.account_free, c.base, c.account_cap);
-            if pair.in_flight > 0 && !d.is_zero() {
+        // Within the account's allowance there is no wait at all: a concurrent failure stamped
+        // after this request read the clock must not turn into a refusal.
+        let d = delay(acct.failures, c.account_free, c.base, c.account_cap);
+        let account_wait = if (pair.failures > 0 || pair.in_flight > 0) && !d.is_zero() {
+            if pair.in_flight > 0 {
                 ms(d)
             } else {
                 pair.last + ms(d) - now
@@ -558,6 +560,16 @@ mod tests {
         assert!(fresh.reserve("bob", A, t(16.0 * 60.0)).is_ok());
         // Another source is untouched by the pair's count.
         assert!(th.reserve("bob", B, t(0.5)).is_ok());
+    }
+
+    #[test]
+    fn a_failure_stamped_after_this_requests_clock_does_not_refuse_it() {
+        // Concurrent requests read the clock before awaiting the store; another one's failure
+        // can land with a later stamp. Within every allowance that is no reason to refuse.
+        let th = LoginThrottle::new(ThrottleConfig::default());
+        fail(&th, "bob", A, 1.0);
+        fail(&th, "bob", A, 1.0);
+        assert!(th.reserve("bob", A, t(0.99)).is_ok());
     }
 
     #[test]
