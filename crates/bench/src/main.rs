@@ -31,6 +31,7 @@ policies:
 "#;
 
 mod crash;
+mod faults;
 mod gateway;
 mod recording;
 mod streams;
@@ -432,6 +433,28 @@ async fn main() -> Result<()> {
             seed,
             clients: clients.max(1),
             verbose: args.iter().any(|a| a == "--verbose"),
+            keep: args.iter().any(|a| a == "--keep"),
+        })
+        .await;
+    }
+    if args.iter().any(|a| a == "--node-faults") {
+        let value = |flag: &str| flag_value(&args, flag);
+        let num = |v: Option<&String>, what: &str, default: u64| -> Result<u64> {
+            v.map(|v| v.parse::<u64>())
+                .transpose()
+                .with_context(|| format!("{what} (an unsigned integer)"))
+                .map(|v| v.unwrap_or(default))
+        };
+        let smoke = args.iter().any(|a| a == "--smoke");
+        return faults::run(faults::Options {
+            grants: num(
+                value("--grants"),
+                "--grants N",
+                if smoke { 150 } else { 2000 },
+            )?,
+            smoke,
+            seed: num(value("--seed"), "--seed S", 14)?,
+            clients: num(value("--clients"), "--clients N", 6)?.max(1) as usize,
             keep: args.iter().any(|a| a == "--keep"),
         })
         .await;

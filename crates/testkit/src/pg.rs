@@ -150,6 +150,24 @@ impl Pg {
         );
     }
 
+    /// `pg_ctl stop -m immediate` then start: a crash of the database server (no shutdown
+    /// checkpoint, every connection cut, recovery from the WAL at start).
+    pub fn crash_restart(&self) {
+        let out = self
+            .as_owner("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.restart();
+    }
+
     /// `postgres://postgres:…@127.0.0.1:PORT/postgres`
     pub fn admin_url(&self) -> String {
         format!(

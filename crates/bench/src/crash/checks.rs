@@ -70,7 +70,7 @@ pub async fn round(
     mem: &mut Memory,
     outbox: &[(String, String)],
 ) -> Result<Findings> {
-    let admin = Admin::new(&rig.base)?;
+    let admin = Admin::new(rig.base())?;
     let mut f = Findings::default();
     queued_alerts_delivered(rig, &admin, outbox, &mut f).await?;
     let roles = at_targets::pg_orphans(rig, &admin, &mut f).await?;

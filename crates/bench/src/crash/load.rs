@@ -146,7 +146,12 @@ impl Totp {
 
 /// Everything the clients share.
 pub struct Load {
-    pub base: String,
+    /// Every node's address; a call goes to one of the nodes marked live (a load balancer's
+    /// view: the harness marks a node down when it kills or stops it).
+    pub bases: Vec<String>,
+    pub live: Vec<AtomicBool>,
+    /// Grants of seconds only (the node-fault runs: many expiries to time).
+    pub short: bool,
     pub totp: Totp,
     pub ledger: Mutex<Ledger>,
     /// Requesters per client (group oncall), approvers (group security).
@@ -156,6 +161,21 @@ pub struct Load {
 }
 
 impl Load {
+    /// A live node's address, chosen by `rng` (node 0 when none is marked live).
+    pub fn base(&self, rng: &mut Rng) -> &str {
+        let live: Vec<&String> = self
+            .bases
+            .iter()
+            .zip(&self.live)
+            .filter(|(_, l)| l.load(Ordering::SeqCst))
+            .map(|(b, _)| b)
+            .collect();
+        match rng.pick(&live) {
+            Some(b) => b.as_str(),
+            None => self.bases[0].as_str(),
+        }
+    }
+
     /// The latencies recorded since the last call.
     pub fn take_latencies(&self) -> Vec<f64> {
         self.ledger
@@ -322,14 +342,15 @@ impl Client {
     }
 
     async fn send(
-        &self,
+        &mut self,
         method: reqwest::Method,
         path: &str,
         user: &str,
         body: Option<Value>,
     ) -> Option<(u16, Value)> {
         let t = std::time::Instant::now();
-        let answer = call(&self.http, &self.load.base, method, path, user, body).await;
+        let base = self.load.base(&mut self.rng).to_string();
+        let answer = call(&self.http, &base, method, path, user, body).await;
         if answer.is_some()
             && let Ok(mut l) = self.load.ledger.lock()
             && l.latencies_ms.len() < 1_000_000
@@ -347,7 +368,7 @@ impl Client {
         } else {
             None
         };
-        let duration = if !res.quorum() && self.rng.chance(0.35) {
+        let duration = if self.load.short || (!res.quorum() && self.rng.chance(0.35)) {
             format!("{}s", self.rng.between(2, 8))
         } else {
             format!("{}s", self.rng.between(20, 150))
@@ -532,7 +553,7 @@ impl Client {
     }
 
     /// Reads the grant again as its holder and notes its state; false when unanswered.
-    async fn refresh(&self, id: &str) -> bool {
+    async fn refresh(&mut self, id: &str) -> bool {
         let user = {
             let Ok(l) = self.load.ledger.lock() else {
                 return false;

@@ -11,13 +11,13 @@
 //! while the restarted server is still catching up (sweeps, revocations, alert retries); the
 //! checks then run after the next restart.
 
-mod api;
-mod at_targets;
-mod checks;
-mod hook;
-mod load;
-mod rig;
-mod rng;
+pub(crate) mod api;
+pub(crate) mod at_targets;
+pub(crate) mod checks;
+pub(crate) mod hook;
+pub(crate) mod load;
+pub(crate) mod rig;
+pub(crate) mod rng;
 mod rules;
 pub mod soak;
 
@@ -107,7 +107,10 @@ impl Totals {
 }
 
 /// Samples the tagged roles at PostgreSQL every 100 ms until `stop`.
-async fn sample_roles(pool: sqlx::PgPool, stop: Arc<AtomicBool>) -> BTreeMap<String, String> {
+pub(crate) async fn sample_roles(
+    pool: sqlx::PgPool,
+    stop: Arc<AtomicBool>,
+) -> BTreeMap<String, String> {
     let mut seen = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
         if let Ok(roles) = rig::pg_roles(&pool).await {
@@ -121,22 +124,42 @@ async fn sample_roles(pool: sqlx::PgPool, stop: Arc<AtomicBool>) -> BTreeMap<Str
 /// The rig (server, PostgreSQL, sshd, webhook receiver) with `clients` clients' users seeded,
 /// and the load they share.
 pub(crate) async fn start_rig(rng: &Rng, clients: usize) -> Result<(rig::Rig, Arc<Load>)> {
+    start_nodes(rng, clients, 0, 0, false).await
+}
+
+/// [`start_rig`] with `nodes` nodes on a PostgreSQL store (0: one on SQLite) and `extra`
+/// requesters more (a list of 30 each) for callers' own clients; `short`: grants of seconds.
+pub(crate) async fn start_nodes(
+    rng: &Rng,
+    clients: usize,
+    extra: usize,
+    nodes: usize,
+    short: bool,
+) -> Result<(rig::Rig, Arc<Load>)> {
     let hook = hook::Hook::start(rng.fork(1_000_000)).await?;
-    let requesters: Vec<Vec<String>> = (0..clients)
+    let requesters: Vec<Vec<String>> = (0..clients + extra)
         .map(|c| (0..30).map(|k| format!("r{c}-{k}")).collect())
         .collect();
     let approvers: Vec<String> = (0..40).map(|k| format!("a{k}")).collect();
-    let rig = rig::Rig::new(&requesters, &approvers, hook).await?;
-    eprintln!(
-        "server {} (pid {}) on {} (data {}, log {})",
-        rig.bin.display(),
-        rig.pid().unwrap_or(0),
-        rig.base,
-        rig.data.display(),
-        rig.log.display()
-    );
+    let rig = rig::Rig::new(&requesters, &approvers, hook, nodes).await?;
+    for (i, n) in rig.nodes.iter().enumerate() {
+        eprintln!(
+            "node {i}: {} (pid {}) on {} (data {}, log {})",
+            rig.bin.display(),
+            n.pid().unwrap_or(0),
+            n.base,
+            n.data.display(),
+            n.log.display()
+        );
+    }
     let load = Arc::new(Load {
-        base: rig.base.clone(),
+        bases: rig.nodes.iter().map(|n| n.base.clone()).collect(),
+        live: rig
+            .nodes
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(true))
+            .collect(),
+        short,
         totp: load::Totp::new(rig.secret.clone()),
         ledger: Default::default(),
         requesters,

@@ -1,6 +1,8 @@
 //! The world of a crash trial: a real PostgreSQL cluster and sshd (breakglass-testkit), the
 //! webhook receiver, a data directory with seeded users, and the real `breakglass serve`
-//! process (the release binary beside this one) that is killed and started again on it.
+//! process (the release binary beside this one) that is killed and started again on it. For
+//! the node-fault runs the rig has several nodes on one store in a second PostgreSQL cluster,
+//! each node logging in with its own role there (so one node alone can be cut off).
 
 use super::hook::{self, Hook};
 use super::load::token;
@@ -21,10 +23,10 @@ pub struct Rig {
     /// Everything of the run (data directory, SSH host, log): removed at the end.
     tmp: Option<tempfile::TempDir>,
     pub bin: PathBuf,
-    pub data: PathBuf,
     policy: PathBuf,
-    listen: String,
-    pub base: String,
+    pub nodes: Vec<Node>,
+    /// The nodes' shared store (node-fault runs); `None`: node 0 alone on SQLite.
+    pub store: Option<StoreDb>,
     pub pg: Pg,
     pub pg_pool: sqlx::PgPool,
     pub sshd: Sshd,
@@ -34,9 +36,80 @@ pub struct Rig {
     pub public_key: String,
     pub hook: Hook,
     pub secret: Vec<u8>,
+}
+
+/// The store's own PostgreSQL cluster: database `breakglass` owned by role `bgstore`; node `i`
+/// logs in as `node{i}` (a member whose sessions act as `bgstore`).
+pub struct StoreDb {
+    pub pg: Pg,
+    /// As the cluster's superuser, on the `breakglass` database.
+    pub pool: sqlx::PgPool,
+}
+
+impl StoreDb {
+    fn start(nodes: usize) -> Result<StoreDb> {
+        let pg = Pg::start_with(&["max_connections=200", "track_commit_timestamp=on"]);
+        pg.sql("CREATE ROLE bgstore NOLOGIN");
+        pg.sql("CREATE DATABASE breakglass OWNER bgstore");
+        for i in 0..nodes {
+            pg.sql(&format!(
+                "CREATE ROLE node{i} LOGIN PASSWORD 'node{i}-pw' IN ROLE bgstore; \
+                 ALTER ROLE node{i} SET role = 'bgstore'"
+            ));
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(&Self::admin_db_url(&pg))?;
+        Ok(StoreDb { pg, pool })
+    }
+
+    fn admin_db_url(pg: &Pg) -> String {
+        let admin = pg.admin_url();
+        format!(
+            "{}/breakglass",
+            admin.strip_suffix("/postgres").unwrap_or(&admin)
+        )
+    }
+
+    /// Node `i`'s database URL (its own login role).
+    pub fn url(&self, i: usize) -> String {
+        format!(
+            "postgres://node{i}:node{i}-pw@127.0.0.1:{}/breakglass",
+            self.pg.port
+        )
+    }
+
+    /// Cuts node `i` off: its role may not log in and its sessions are ended.
+    pub async fn cut_off(&self, i: usize) -> Result<()> {
+        sqlx::query(&format!("ALTER ROLE node{i} NOLOGIN"))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(format!("node{i}"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Lets node `i` log in again.
+    pub async fn restore(&self, i: usize) -> Result<()> {
+        sqlx::query(&format!("ALTER ROLE node{i} LOGIN"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One `breakglass serve` process of the rig and its data directory.
+pub struct Node {
+    pub data: PathBuf,
+    listen: String,
+    pub base: String,
     child: Option<tokio::process::Child>,
     pub log: PathBuf,
     starts: u32,
+    /// SIGSTOPped: running, but answers nothing.
+    pub paused: bool,
 }
 
 fn policy_text(hook_url: &str, bin: &Path, ssh_port: u16, krl: &Path) -> String {
@@ -158,19 +231,52 @@ async fn seed_users(
 }
 
 impl Rig {
-    pub async fn new(requesters: &[Vec<String>], approvers: &[String], hook: Hook) -> Result<Rig> {
+    /// `nodes` = 0: one node on the embedded SQLite store; otherwise that many nodes on one
+    /// PostgreSQL store (the same key-encryption key, copied as an operator would).
+    pub async fn new(
+        requesters: &[Vec<String>],
+        approvers: &[String],
+        hook: Hook,
+        nodes: usize,
+    ) -> Result<Rig> {
         let bin = server_binary()?;
         let tmp = tempfile::tempdir()?;
-        let data = tmp.path().join("data");
-        let out = std::process::Command::new(&bin)
-            .args(["init", "--data-dir"])
-            .arg(&data)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "breakglass init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let store = if nodes > 0 {
+            Some(StoreDb::start(nodes)?)
+        } else {
+            None
+        };
+        let count = nodes.max(1);
+        let datas: Vec<PathBuf> = (0..count)
+            .map(|i| {
+                if store.is_some() {
+                    tmp.path().join(format!("node{i}"))
+                } else {
+                    tmp.path().join("data")
+                }
+            })
+            .collect();
+        for (i, data) in datas.iter().enumerate() {
+            if let Some(db) = &store {
+                std::fs::create_dir_all(data)?;
+                std::fs::write(data.join("database.url"), db.url(i))?;
+                if i > 0 {
+                    let keys = data.join("keys");
+                    std::fs::create_dir_all(&keys)?;
+                    std::fs::copy(datas[0].join("keys/kek.key"), keys.join("kek.key"))?;
+                }
+            }
+            let out = std::process::Command::new(&bin)
+                .args(["init", "--data-dir"])
+                .arg(data)
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "breakglass init (node {i}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let data = datas[0].clone();
         let secret = b"crash-trial-secret-20".to_vec();
         let mut names: Vec<(String, &str)> = requesters
             .iter()
@@ -211,20 +317,37 @@ impl Rig {
         let sshd = Sshd::start(&ssh_dir, &ca, &krl, ssh_port);
         let policy = tmp.path().join("policy.yaml");
         std::fs::write(&policy, policy_text(&hook.url, &bin, ssh_port, &krl))?;
-        let port = breakglass_testkit::free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let log = tmp.path().join("server.log");
         let key = ssh_dir.join("id_ed25519");
         breakglass_testkit::sshd::keygen(&key);
         let public_key = std::fs::read_to_string(ssh_dir.join("id_ed25519.pub"))?
             .trim()
             .to_string();
+        let nodes = datas
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| {
+                let listen = format!("127.0.0.1:{}", breakglass_testkit::free_port());
+                let log = if count == 1 {
+                    tmp.path().join("server.log")
+                } else {
+                    tmp.path().join(format!("node{i}.log"))
+                };
+                Node {
+                    base: format!("http://{listen}"),
+                    listen,
+                    data,
+                    child: None,
+                    log,
+                    starts: 0,
+                    paused: false,
+                }
+            })
+            .collect();
         let mut rig = Rig {
-            base: format!("http://{listen}"),
-            listen,
             bin,
-            data,
             policy,
+            nodes,
+            store,
             pg_pool,
             sshd,
             krl,
@@ -233,9 +356,6 @@ impl Rig {
             public_key,
             hook,
             secret,
-            child: None,
-            log,
-            starts: 0,
             pg,
             tmp: Some(tmp),
         };
@@ -244,36 +364,51 @@ impl Rig {
         Ok(rig)
     }
 
-    /// Starts `breakglass serve` on the data directory and waits until it answers /healthz.
+    /// Starts every node that is not running.
     pub async fn start(&mut self) -> Result<Duration> {
-        ensure!(self.child.is_none(), "the server is already running");
-        self.starts += 1;
+        let mut longest = Duration::ZERO;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                longest = longest.max(self.start_node(i).await?);
+            }
+        }
+        Ok(longest)
+    }
+
+    /// Starts `breakglass serve` as node `i` and waits until it answers /healthz.
+    pub async fn start_node(&mut self, i: usize) -> Result<Duration> {
+        let target_url = self.pg.admin_url();
+        let (bin, policy) = (self.bin.clone(), self.policy.clone());
+        let n = &mut self.nodes[i];
+        ensure!(n.child.is_none(), "node {i} is already running");
+        n.starts += 1;
+        n.paused = false;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)?;
+            .open(&n.log)?;
         use std::io::Write;
-        writeln!(log, "===== crash trials: start {} =====", self.starts)?;
+        writeln!(log, "===== crash trials: start {} =====", n.starts)?;
         let t = Instant::now();
-        let child = tokio::process::Command::new(&self.bin)
+        let child = tokio::process::Command::new(&bin)
             .arg("serve")
             .arg("--data-dir")
-            .arg(&self.data)
+            .arg(&n.data)
             .arg("--policy")
-            .arg(&self.policy)
-            .args(["--listen", &self.listen])
+            .arg(&policy)
+            .args(["--listen", &n.listen])
             .args(["--sweep-every", "1s", "--alert-backoff", "1s"])
             .args(["--alert-lease", "5s", "--checkpoint-events", "100"])
             .args(["--checkpoint-every", "2s"])
             .env("CRASH_HOOK_SECRET", hook::SECRET)
-            .env("BREAKGLASS_PG_ADMIN_URL", self.pg.admin_url())
+            .env("BREAKGLASS_PG_ADMIN_URL", target_url)
             .env("BREAKGLASS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
-        self.child = Some(child);
+        n.child = Some(child);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(0)
@@ -281,26 +416,49 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let up = http
-                .get(format!("{}/healthz", self.base))
+                .get(format!("{}/healthz", n.base))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if up {
                 return Ok(t.elapsed());
             }
-            if let Some(c) = self.child.as_mut()
+            if let Some(c) = n.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
-                self.child = None;
-                bail!("the server exited at start ({st}):\n{}", self.log_tail(20));
+                n.child = None;
+                bail!(
+                    "node {i} exited at start ({st}):\n{}",
+                    self.nodes[i].log_tail(20)
+                );
             }
             ensure!(
                 Instant::now() < deadline,
-                "the server did not answer /healthz within 60 s:\n{}",
-                self.log_tail(20)
+                "node {i} did not answer /healthz within 60 s:\n{}",
+                n.log_tail(20)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The first node running and not paused (the checks read through it).
+    pub fn base(&self) -> &str {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some() && !n.paused)
+            .unwrap_or(&self.nodes[0])
+            .base
+            .as_str()
+    }
+
+    /// Node 0's data directory (the one node of a crash trial).
+    pub fn data(&self) -> &Path {
+        &self.nodes[0].data
+    }
+
+    /// Node 0's log.
+    pub fn log(&self) -> &Path {
+        &self.nodes[0].log
     }
 
     /// Keeps the run's files (data directory, server log, SSH host) after the end; returns
@@ -309,44 +467,48 @@ impl Rig {
         self.tmp.take().map(|t| t.keep())
     }
 
-    /// The last `n` lines of the server's log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// The running server's process id.
+    /// Node 0's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.id())
+        self.nodes[0].pid()
     }
 
-    /// SIGKILL: no shutdown of any kind.
+    /// SIGKILL every node: no shutdown of any kind.
     pub async fn kill(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            c.start_kill()?;
-            c.wait().await?;
+        for i in 0..self.nodes.len() {
+            self.kill_node(i).await?;
         }
         Ok(())
     }
 
-    /// SIGTERM and wait (the end of the run).
+    /// SIGKILL node `i`.
+    pub async fn kill_node(&mut self, i: usize) -> Result<()> {
+        let n = &mut self.nodes[i];
+        if let Some(mut c) = n.child.take() {
+            c.start_kill()?;
+            c.wait().await?;
+        }
+        n.paused = false;
+        Ok(())
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT node `i`.
+    pub async fn pause_node(&mut self, i: usize, pause: bool) -> Result<()> {
+        let n = &mut self.nodes[i];
+        let pid = n.pid().context("the node is not running")?;
+        let st = tokio::process::Command::new("kill")
+            .arg(if pause { "-STOP" } else { "-CONT" })
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        ensure!(st.success(), "kill -STOP/-CONT {pid} failed");
+        n.paused = pause;
+        Ok(())
+    }
+
+    /// SIGTERM every node and wait (the end of the run).
     pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            if let Some(pid) = c.id() {
-                let _ = tokio::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status()
-                    .await;
-            }
-            if tokio::time::timeout(Duration::from_secs(20), c.wait())
-                .await
-                .is_err()
-            {
-                c.start_kill()?;
-                c.wait().await?;
-            }
+        for n in &mut self.nodes {
+            n.stop().await?;
         }
         Ok(())
     }
@@ -358,7 +520,7 @@ impl Rig {
             .pool_max_idle_per_host(0)
             .build()?;
         let resp = http
-            .get(format!("{}/api/v1/ssh/krl", self.base))
+            .get(format!("{}/api/v1/ssh/krl", self.base()))
             .send()
             .await?;
         ensure!(resp.status().is_success(), "KRL: {}", resp.status());
@@ -374,7 +536,7 @@ impl Rig {
     pub async fn verify(&self) -> Result<Option<String>> {
         let out = tokio::process::Command::new(&self.bin)
             .args(["--json", "audit", "verify", "--data-dir"])
-            .arg(&self.data)
+            .arg(self.data())
             .output()
             .await?;
         if out.status.success() {
@@ -391,8 +553,15 @@ impl Rig {
     /// the API lists only the newest 500.
     pub async fn outbox(&self) -> Result<Vec<(String, String)>> {
         use sqlx::{ConnectOptions, Connection};
+        if let Some(db) = &self.store {
+            return Ok(
+                sqlx::query_as("SELECT dedup_key, state FROM alerts ORDER BY id")
+                    .fetch_all(&db.pool)
+                    .await?,
+            );
+        }
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.data.join("breakglass.db"))
+            .filename(self.data().join("breakglass.db"))
             .create_if_missing(false)
             .connect()
             .await?;
@@ -407,6 +576,43 @@ impl Rig {
     /// Roles at PostgreSQL of breakglass's naming scheme: see [`pg_roles`].
     pub async fn pg_roles(&self) -> Result<Vec<(String, String)>> {
         pg_roles(&self.pg_pool).await
+    }
+}
+
+impl Node {
+    /// The last `n` lines of the node's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// SIGTERM (after SIGCONT if paused) and wait; SIGKILL after 20 s.
+    async fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                for sig in ["-CONT", "-TERM"] {
+                    let _ = tokio::process::Command::new("kill")
+                        .arg(sig)
+                        .arg(pid.to_string())
+                        .status()
+                        .await;
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(20), c.wait())
+                .await
+                .is_err()
+            {
+                c.start_kill()?;
+                c.wait().await?;
+            }
+        }
+        self.paused = false;
+        Ok(())
     }
 }
 

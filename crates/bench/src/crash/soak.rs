@@ -107,7 +107,7 @@ pub async fn run(o: Options) -> Result<()> {
         .collect();
     let start = Instant::now();
     let end = start + Duration::from_secs(o.minutes * 60);
-    let (_, _, mut log_at, _) = log_levels(&rig.log, 0);
+    let (_, _, mut log_at, _) = log_levels(rig.log(), 0);
     let mut samples = Vec::new();
     let mut errors = Vec::new();
     while Instant::now() < end {
@@ -115,7 +115,7 @@ pub async fn run(o: Options) -> Result<()> {
         let mut lat = load.take_latencies();
         load.forget_settled();
         lat.sort_by(|a, b| a.total_cmp(b));
-        let (warn, error, at, ex) = log_levels(&rig.log, log_at);
+        let (warn, error, at, ex) = log_levels(rig.log(), log_at);
         log_at = at;
         errors.extend(ex);
         let s = Sample {

@@ -9,6 +9,9 @@ use breakglass_core::time::Timestamp;
 use breakglass_store::Change;
 use serde_json::json;
 
+/// Due grants ended at once (each a unit of work of its own, batched by the writer).
+const DUE_AT_ONCE: usize = 32;
+
 impl Engine {
     /// Applies every time-driven transition that is due: expiries and approval time-outs.
     /// Returns how many grants changed. Safe to run on several nodes at once.
@@ -21,22 +24,36 @@ impl Engine {
                 return Ok(done);
             }
             let batch = due.len();
-            for g in due {
-                let id = g.id().to_string();
-                let result = match g {
-                    AnyGrant::Active(a) => self.expire(a, now).await,
-                    AnyGrant::Pending(p) => self.time_out(p, now).await,
-                    AnyGrant::Ended(_) => Ok(true),
-                };
+            // Concurrently, so the group-commit writer puts them in a few transactions: one
+            // after another, a burst of deadlines (or a node catching up) ends late.
+            use futures_util::StreamExt;
+            let results: Vec<(String, Result<bool, ApiError>)> = futures_util::stream::iter(due)
+                .map(|g| async move {
+                    let id = g.id().to_string();
+                    let result = match g {
+                        AnyGrant::Active(a) => self.expire(a, now).await,
+                        AnyGrant::Pending(p) => self.time_out(p, now).await,
+                        AnyGrant::Ended(_) => Ok(true),
+                    };
+                    (id, result)
+                })
+                .buffer_unordered(DUE_AT_ONCE)
+                .collect()
+                .await;
+            let mut failed = None;
+            for (id, result) in results {
                 match result {
                     Ok(changed) => done += usize::from(changed),
                     // Another node or request got there first: fine.
                     Err(ApiError::Conflict(_)) => {}
                     Err(e) => {
                         tracing::error!(grant = %id, error = %e, "time-driven transition failed; will retry");
-                        return Err(e);
+                        failed = Some(e);
                     }
                 }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
             if batch < 256 {
                 return Ok(done);
