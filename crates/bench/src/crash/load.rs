@@ -176,6 +176,21 @@ impl Load {
         }
     }
 
+    /// `refusals (operation, status, problem): …` — what the server refused, counted.
+    pub fn refusals_line(&self) -> String {
+        let r: Vec<String> = self
+            .ledger
+            .lock()
+            .map(|l| {
+                l.refusals
+                    .iter()
+                    .map(|(k, n)| format!("{k}: {n}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("refusals (operation, status, problem): {}", r.join("; "))
+    }
+
     /// The latencies recorded since the last call.
     pub fn take_latencies(&self) -> Vec<f64> {
         self.ledger

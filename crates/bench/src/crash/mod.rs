@@ -294,14 +294,7 @@ fn report(o: &Options, t: &Totals, load: &Load, rig: &rig::Rig, mem: &Memory, to
         ops.refused,
         ops.unanswered
     );
-    if let Ok(l) = load.ledger.lock() {
-        let r: Vec<String> = l
-            .refusals
-            .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect();
-        println!("refusals (operation, status, problem): {}", r.join("; "));
-    }
+    println!("{}", load.refusals_line());
     println!(
         "checked: {} grant views, {} distinct grants settled, {} roles seen at PostgreSQL, {} certificate-in-KRL checks, {} ssh logins refused for ended grants, {} control logins for active grants",
         t.grants_checked,

@@ -384,14 +384,7 @@ pub fn print(
         clock(load_ended),
         took.as_secs_f64()
     );
-    if let Ok(l) = load.ledger.lock() {
-        let r: Vec<String> = l
-            .refusals
-            .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect();
-        println!("refusals (operation, status, problem): {}", r.join("; "));
-    }
+    println!("{}", load.refusals_line());
     let a: Vec<String> = replay
         .answers
         .iter()
