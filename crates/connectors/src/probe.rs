@@ -82,7 +82,24 @@ impl DrillKey {
     }
 
     /// Runs `ssh … id` with the key and certificate: (exit code, stdout, stderr).
+    /// [`Self::ssh_once`], tried once more when the host closed the connection before the key
+    /// exchange (a busy sshd, a dropped connection): that says nothing about access, and a
+    /// drill must not page anyone for it. Any answer after the key exchange is final.
     async fn ssh_run(
+        &self,
+        host: &str,
+        port: u16,
+        principal: &str,
+    ) -> Result<(Option<i32>, String, String)> {
+        let first = self.ssh_once(host, port, principal).await?;
+        if first.0 == Some(255) && first.2.contains("kex_exchange_identification") {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            return self.ssh_once(host, port, principal).await;
+        }
+        Ok(first)
+    }
+
+    async fn ssh_once(
         &self,
         host: &str,
         port: u16,
