@@ -390,6 +390,14 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a String> {
         .filter(|v| !v.starts_with("--"))
 }
 
+/// A flag's unsigned value, or `default` when the flag is absent.
+fn num(v: Option<&String>, what: &str, default: u64) -> Result<u64> {
+    v.map(|v| v.parse::<u64>())
+        .transpose()
+        .with_context(|| format!("{what} (an unsigned integer)"))
+        .map(|v| v.unwrap_or(default))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -439,12 +447,6 @@ async fn main() -> Result<()> {
     }
     if args.iter().any(|a| a == "--node-faults") {
         let value = |flag: &str| flag_value(&args, flag);
-        let num = |v: Option<&String>, what: &str, default: u64| -> Result<u64> {
-            v.map(|v| v.parse::<u64>())
-                .transpose()
-                .with_context(|| format!("{what} (an unsigned integer)"))
-                .map(|v| v.unwrap_or(default))
-        };
         let smoke = args.iter().any(|a| a == "--smoke");
         return faults::run(faults::Options {
             grants: num(
@@ -461,12 +463,6 @@ async fn main() -> Result<()> {
     }
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let value = |flag: &str| flag_value(&args, flag);
-        let num = |v: Option<&String>, what: &str, default: u64| -> Result<u64> {
-            v.map(|v| v.parse::<u64>())
-                .transpose()
-                .with_context(|| format!("{what} (an unsigned integer)"))
-                .map(|v| v.unwrap_or(default))
-        };
         return crash::soak::run(crash::soak::Options {
             minutes: num(
                 args.get(i + 1).filter(|v| !v.starts_with("--")),

@@ -136,36 +136,29 @@ impl Pg {
 
     /// `pg_ctl stop -m fast`: the database is down until [`Pg::restart`].
     pub fn stop(&self) {
-        let out = self
-            .as_owner("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "stop"])
-            .output()
-            .expect("pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.stop_mode("fast");
     }
 
     /// `pg_ctl stop -m immediate` then start: a crash of the database server (no shutdown
     /// checkpoint, every connection cut, recovery from the WAL at start).
     pub fn crash_restart(&self) {
+        self.stop_mode("immediate");
+        self.restart();
+    }
+
+    fn stop_mode(&self, mode: &str) {
         let out = self
             .as_owner("pg_ctl")
             .arg("-D")
             .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
+            .args(["-m", mode, "-w", "stop"])
             .output()
             .expect("pg_ctl");
         assert!(
             out.status.success(),
-            "pg_ctl stop -m immediate: {}",
+            "pg_ctl stop -m {mode}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.restart();
     }
 
     /// `postgres://postgres:…@127.0.0.1:PORT/postgres`
