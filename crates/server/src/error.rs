@@ -14,6 +14,9 @@ pub const PROBLEM_BASE: &str = "https://breakglass.dev/problems/";
 /// used it at the same moment); nothing was done.
 pub const MFA_CONFLICT: &str = "mfa-conflict";
 
+/// Retry-After of a 503 sent while the store cannot be reached.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 2;
+
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -55,6 +58,10 @@ pub enum ApiError {
     /// The target system refused or failed; nothing was granted or changed.
     #[error("{0}")]
     Target(String),
+    /// 503: the store cannot be reached for now (down, restarting, this node cut off); nothing
+    /// was changed and the same request may succeed in a moment or on another node.
+    #[error("the server cannot reach its store right now; nothing was changed")]
+    Unavailable,
     /// Storage or audit failure: nothing was changed.
     #[error("internal error: {0}; nothing was changed")]
     Internal(String),
@@ -90,6 +97,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Target(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +116,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict".into(),
             ApiError::TooLarge => "too-large".into(),
             ApiError::Target(_) => "target-failed".into(),
+            ApiError::Unavailable => "store-unavailable".into(),
             ApiError::Internal(_) => "internal".into(),
         }
     }
@@ -121,6 +130,9 @@ impl ApiError {
             ApiError::Refused(r) => r.hint.clone(),
             ApiError::Unauthenticated => Some("run `breakglass login --user NAME`".into()),
             ApiError::TooLarge => Some("request bodies are limited to 64 KiB".into()),
+            ApiError::Unavailable => Some(format!(
+                "retry in {UNAVAILABLE_RETRY_SECS} s (the same request is safe to repeat), or send it to another breakglass node"
+            )),
             _ => None,
         }
     }
@@ -154,6 +166,10 @@ impl From<breakglass_store::StoreError> for ApiError {
                 ApiError::Conflict(format!("{m} already exists"))
             }
             breakglass_store::StoreError::NotFound(m) => ApiError::NotFound(m),
+            breakglass_store::StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "store unavailable");
+                ApiError::Unavailable
+            }
             e => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Internal("the store could not complete the operation".into())
@@ -183,13 +199,17 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let ApiError::TooMany {
-            retry_after_secs, ..
-        } = self
-        {
+        let retry_after = match self {
+            ApiError::TooMany {
+                retry_after_secs, ..
+            } => Some(retry_after_secs.max(1)),
+            ApiError::Unavailable => Some(UNAVAILABLE_RETRY_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(retry_after_secs.max(1)),
+                axum::http::HeaderValue::from(secs),
             );
         }
         resp

@@ -273,6 +273,20 @@ pub enum Change {
 }
 
 impl Change {
+    /// The grant whose rows this change locks, when it locks one (the writer applies a batch's
+    /// units in this order so two nodes' batches never wait on each other in a circle).
+    pub fn grant_id(&self) -> Option<&str> {
+        match self {
+            Change::InsertGrant(g) | Change::UpdateGrant { grant: g, .. } => Some(g.id()),
+            Change::RecordCredential(c) => Some(&c.grant_id),
+            Change::TakeCredentialPickup { grant_id }
+            | Change::StartRevocation { grant_id, .. }
+            | Change::LeaseRevocation { grant_id, .. }
+            | Change::RevocationLeaseHeld { grant_id, .. }
+            | Change::RevocationAttempt { grant_id, .. } => Some(grant_id),
+            _ => None,
+        }
+    }
     /// The ended grant, when this change ends a grant that had access (active → ended): what
     /// opens a review, queues a revocation and flags an exposed secret.
     pub fn ends_access(&self) -> Option<&Grant<Ended>> {

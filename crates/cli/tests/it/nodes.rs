@@ -242,3 +242,55 @@ fn wrong_passwords_spread_over_nodes_count_as_one_guesser() {
         "node A checked two more guesses after five on both nodes ({first}: {body})"
     );
 }
+
+#[test]
+fn with_its_store_down_a_node_answers_503_with_a_retry_hint_and_changes_nothing() {
+    let pg = Pg::start();
+    pg.sql("CREATE DATABASE breakglass");
+    let admin = pg.admin_url();
+    let url = format!(
+        "{}/breakglass",
+        admin.strip_suffix("/postgres").expect("admin URL")
+    );
+    let node = Server::start_prepared(POLICY, &[], &[], |d| use_database(d, &url));
+    let bob = node.user("bob", &["oncall"]);
+    pg.stop();
+    let request = |ticket: &str| {
+        let code = bob.otp();
+        bob.run(&[
+            "request", "prod-db", "--reason", REASON, "--ticket", ticket, "--for", "30m", "--otp",
+            &code,
+        ])
+    };
+    let r = request("INC-503");
+    assert!(!r.ok, "a request was granted with the store down");
+    assert_eq!(r.slug(), "store-unavailable", "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json["error"]["status"], 503, "{}", r.stdout);
+    assert!(
+        r.json["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("retry")),
+        "{}",
+        r.stdout
+    );
+    pg.restart();
+    // The node reconnects by itself; the responder's retry goes through.
+    poll(
+        "the node to reach its store again",
+        Duration::from_secs(20),
+        || {
+            let r = request("INC-200");
+            if !r.ok {
+                assert_eq!(r.slug(), "store-unavailable", "{}{}", r.stdout, r.stderr);
+            }
+            r.ok.then_some(())
+        },
+    );
+    // The refused request left nothing: no grant, no event names its ticket.
+    let (ok, n) = breakglass_testkit::pg::psql(
+        &url,
+        "SELECT COUNT(*) FROM audit WHERE position('INC-503' in convert_from(body, 'UTF8')) > 0",
+    );
+    assert!(ok, "{n}");
+    assert_eq!(n.trim(), "0", "the refused request left an audit event");
+}

@@ -67,6 +67,25 @@ async fn claim_and_revoke(engine: &Engine, mut cred: breakglass_store::Credentia
 async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
     use breakglass_store::Change;
     use serde_json::json;
+    // The grant names the events (who, which resource, which ticket): read it before the
+    // target is touched. A store that cannot answer now gets a few tries; if it still cannot,
+    // the attempt waits for the next round (the claim runs out) rather than record an event
+    // no grant's trail would show.
+    let mut tries = 0;
+    let grant = loop {
+        match engine.store.grant(&cred.grant_id).await {
+            Ok(g) => break g,
+            Err(e) if tries < 4 => {
+                tries += 1;
+                tracing::warn!(grant = %cred.grant_id, error = %e, "revocation: cannot read the grant; trying again");
+                tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+            }
+            Err(e) => {
+                tracing::error!(grant = %cred.grant_id, error = %e, "revocation: cannot read the grant; the next round retries");
+                return;
+            }
+        }
+    };
     let policy = engine.policy();
     let connector = match policy.set.resource(&cred.resource) {
         None => Err(format!(
@@ -91,7 +110,6 @@ async fn revoke_one(engine: &Engine, cred: breakglass_store::CredentialRecord) {
     };
     let at = engine.now();
     let attempts = cred.attempts + 1;
-    let grant = engine.store.grant(&cred.grant_id).await.ok().flatten();
     let info = grant.as_ref().map(|g| g.info());
     if result.is_ok()
         && let Some(breakglass_core::grant::AnyGrant::Ended(e)) = &grant

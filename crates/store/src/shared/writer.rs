@@ -75,6 +75,11 @@ pub(super) async fn writer(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<Job>)
     }
 }
 
+/// The grant a unit locks first, by which a batch's units are ordered.
+fn unit_key(job: &Job) -> Option<&str> {
+    job.changes.iter().find_map(Change::grant_id)
+}
+
 type Reply = tokio::sync::oneshot::Sender<Result<Option<Head>>>;
 
 /// One batch in one transaction: every unit's changes first (each in its own SAVEPOINT when
@@ -83,21 +88,27 @@ type Reply = tokio::sync::oneshot::Sender<Result<Option<Head>>>;
 /// units that applied are chained after it in order, the head row moves once, and the
 /// transaction commits. Only then is each caller answered.
 async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
-    let fail_all = |replies: Vec<Reply>, why: String| {
+    let fail_all = |replies: Vec<Reply>, why: StoreError| {
         for reply in replies {
-            let _ = reply.send(Err(StoreError::CommitFailed(why.clone())));
+            let _ = reply.send(Err(why.batch_failed()));
         }
     };
     let mut tx = match super::dialect::begin(pool).await {
         Ok(tx) => tx,
         Err(e) => {
-            let why = e.to_string();
+            let why = StoreError::from(e);
             for j in jobs {
-                let _ = j.reply.send(Err(StoreError::CommitFailed(why.clone())));
+                let _ = j.reply.send(Err(why.batch_failed()));
             }
             return;
         }
     };
+    // Rows are locked in one order on every node: units that lock a grant's rows by grant id
+    // (after those that lock none). Batches arrive in whatever order their callers finished;
+    // two nodes ending the same due grants in opposite orders would otherwise deadlock (seen
+    // when nodes caught up after the store restarted). Units in one batch are independent
+    // callers, so their order among themselves is free.
+    jobs.sort_by(|a, b| unit_key(a).cmp(&unit_key(b)));
     // Units whose changes applied, with their events; units that failed are answered now.
     let mut applied: Vec<(Reply, Vec<NewEvent>)> = Vec::with_capacity(jobs.len());
     if jobs.len() == 1
@@ -114,7 +125,7 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
     }
     for job in jobs {
         if let Err(e) = sqlx::query("SAVEPOINT unit").execute(&mut *tx).await {
-            let _ = job.reply.send(Err(StoreError::CommitFailed(e.to_string())));
+            let _ = job.reply.send(Err(StoreError::from(e).batch_failed()));
             continue;
         }
         let result = apply_changes(&mut tx, job.changes).await;
@@ -137,7 +148,7 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
                 drop(tx);
                 let mut replies: Vec<Reply> = applied.into_iter().map(|(r, _)| r).collect();
                 replies.push(job.reply);
-                return fail_all(replies, e.to_string());
+                return fail_all(replies, StoreError::from(e));
             }
         }
     }
@@ -155,13 +166,13 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
                     let _ = reply.send(Ok(None));
                 }
             }
-            Err(e) => fail_all(replies(applied), e.to_string()),
+            Err(e) => fail_all(replies(applied), StoreError::from(e)),
         }
         return;
     }
     let mut prev = match super::dialect::head_for_append(&mut tx).await {
         Ok(h) => h,
-        Err(e) => return fail_all(replies(applied), e.to_string()),
+        Err(e) => return fail_all(replies(applied), e),
     };
     let start = prev;
     let mut answers: Vec<(Reply, Option<Head>)> = Vec::with_capacity(applied.len());
@@ -178,7 +189,7 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
                 let mut all: Vec<Reply> = answers.into_iter().map(|(r, _)| r).collect();
                 all.push(reply);
                 all.extend(rest.map(|(r, _)| r));
-                return fail_all(all, e.to_string());
+                return fail_all(all, e);
             }
         }
     }
@@ -187,7 +198,7 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
         && let Err(e) = super::dialect::moved_head(&mut tx, h).await
     {
         drop(tx);
-        return fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string());
+        return fail_all(answers.into_iter().map(|(r, _)| r).collect(), e);
     }
     match tx.commit().await {
         Ok(()) => {
@@ -195,7 +206,10 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
                 let _ = reply.send(Ok(head));
             }
         }
-        Err(e) => fail_all(answers.into_iter().map(|(r, _)| r).collect(), e.to_string()),
+        Err(e) => fail_all(
+            answers.into_iter().map(|(r, _)| r).collect(),
+            StoreError::from(e),
+        ),
     }
 }
 
