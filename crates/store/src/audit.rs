@@ -37,8 +37,8 @@ pub trait AuditLog: Send + Sync {
 pub(crate) mod sql {
     /// The chain's last link.
     pub const HEAD: &str = "SELECT seq, chain FROM audit ORDER BY seq DESC LIMIT 1";
-    pub const APPEND: &str = "INSERT INTO audit (seq, body, leaf, chain, ts, kind, grant_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    /// Followed by the rows' VALUES (the writer appends a batch's events in a few statements).
+    pub const APPEND_ROWS: &str = "INSERT INTO audit (seq, body, leaf, chain, ts, kind, grant_id) ";
     /// Records and their index columns from seq `$1`, at most `$2`.
     pub const ROWS: &str = "SELECT seq, body, leaf, chain, ts, kind, grant_id FROM audit \
          WHERE seq >= $1 ORDER BY seq LIMIT $2";

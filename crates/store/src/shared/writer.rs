@@ -175,24 +175,18 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
         Err(e) => return fail_all(replies(applied), e),
     };
     let start = prev;
-    let mut answers: Vec<(Reply, Option<Head>)> = Vec::with_capacity(applied.len());
-    let mut rest = applied.into_iter();
-    while let Some((reply, events)) = rest.next() {
-        match audit::append(&mut tx, &events, prev).await {
-            Ok(h) => {
-                prev = h;
-                answers.push((reply, h));
-            }
-            Err(e) => {
-                // A failed append leaves the chain unknown in this transaction: all fail.
-                drop(tx);
-                let mut all: Vec<Reply> = answers.into_iter().map(|(r, _)| r).collect();
-                all.push(reply);
-                all.extend(rest.map(|(r, _)| r));
-                return fail_all(all, e);
-            }
+    let units: Vec<&[NewEvent]> = applied.iter().map(|(_, e)| e.as_slice()).collect();
+    let heads = match audit::append_units(&mut tx, &units, prev).await {
+        Ok(h) => h,
+        // A failed append leaves the chain unknown in this transaction: all fail.
+        Err(e) => {
+            drop(tx);
+            return fail_all(replies(applied), e);
         }
-    }
+    };
+    prev = heads.last().copied().flatten().or(start);
+    let answers: Vec<(Reply, Option<Head>)> =
+        applied.into_iter().map(|(r, _)| r).zip(heads).collect();
     if let Some(h) = prev
         && prev != start
         && let Err(e) = super::dialect::moved_head(&mut tx, h).await

@@ -26,6 +26,16 @@ pub async fn coordination(store: &dyn Store) {
         .unwrap();
     assert_eq!(r, None);
     assert_eq!(store.audit_head().await.unwrap(), head);
+    // A unit of more events than one INSERT takes lands whole and in order, chained.
+    let before = head.map(|h| h.seq).unwrap_or(0);
+    let many: Vec<_> = (0..600).map(|i| ev(&format!("bulk.{i}"))).collect();
+    let after = store.commit(vec![], many).await.unwrap().unwrap();
+    assert_eq!(after.seq, before + 600);
+    let recs = store.audit_records(1, 100_000).await.unwrap();
+    assert_eq!(super::verify_chain(&recs), after.seq);
+    assert_eq!(store.audit_head().await.unwrap(), Some(after));
+    let last: serde_json::Value = serde_json::from_slice(&recs.last().unwrap().body).unwrap();
+    assert_eq!(last["kind"], "bulk.599", "{last}");
 }
 
 fn system_ms() -> i64 {
