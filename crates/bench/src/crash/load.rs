@@ -64,8 +64,15 @@ pub enum Cred {
 
 /// An RFC 3339 time as the server writes it (`…T12:34:56.789Z`), in Unix milliseconds.
 pub fn parse_time(s: &str) -> Option<i64> {
-    let whole = s.split('.').next()?.trim_end_matches('Z');
-    breakglass_core::time::parse_date(&format!("{whole}Z")).map(|t| t.0)
+    let s = s.trim_end_matches('Z');
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    // Milliseconds count: the expiry report measures lags of tens of ms (dropping them once
+    // made every expiry look 0–999 ms later than it was).
+    let ms: i64 = match frac.len() {
+        0 => 0,
+        _ => format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?,
+    };
+    breakglass_core::time::parse_date(&format!("{whole}Z")).map(|t| t.0 + ms)
 }
 
 /// What the server answered with success, so must survive any kill after the answer.
@@ -588,5 +595,26 @@ impl Client {
             Some(_) => true,
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_keep_their_milliseconds() {
+        let whole = super::parse_time("2026-12-03T12:00:00Z").unwrap();
+        assert_eq!(
+            super::parse_time("2026-12-03T12:00:00.457Z"),
+            Some(whole + 457)
+        );
+        assert_eq!(
+            super::parse_time("2026-12-03T12:00:00.5Z"),
+            Some(whole + 500)
+        );
+        assert_eq!(
+            super::parse_time("2026-12-03T12:00:00.123456Z"),
+            Some(whole + 123)
+        );
+        assert_eq!(super::parse_time("2026-12-03T12:00:00.x"), None);
     }
 }

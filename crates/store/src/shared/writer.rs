@@ -18,6 +18,10 @@ use breakglass_core::time::Timestamp;
 /// Most units of work committed together.
 const MAX_BATCH: usize = 128;
 
+/// A batch that takes longer than this is logged (how long its changes, the wait for the
+/// audit head and the rest took): requests and expiries wait on it.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Offers `$change` to each aggregate module's `apply` in turn: the module that owns the change
 /// applies it (and the caller returns), the others hand it on.
 macro_rules! offer {
@@ -88,6 +92,8 @@ type Reply = tokio::sync::oneshot::Sender<Result<Option<Head>>>;
 /// units that applied are chained after it in order, the head row moves once, and the
 /// transaction commits. Only then is each caller answered.
 async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
+    let batch_units = jobs.len();
     let fail_all = |replies: Vec<Reply>, why: StoreError| {
         for reply in replies {
             let _ = reply.send(Err(why.batch_failed()));
@@ -170,10 +176,12 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
         }
         return;
     }
+    let before_head = started.elapsed();
     let mut prev = match super::dialect::head_for_append(&mut tx).await {
         Ok(h) => h,
         Err(e) => return fail_all(replies(applied), e),
     };
+    let head_wait = started.elapsed() - before_head;
     let start = prev;
     let units: Vec<&[NewEvent]> = applied.iter().map(|(_, e)| e.as_slice()).collect();
     let heads = match audit::append_units(&mut tx, &units, prev).await {
@@ -194,7 +202,19 @@ async fn run_batch(pool: &Pool, mut jobs: Vec<Job>) {
         drop(tx);
         return fail_all(answers.into_iter().map(|(r, _)| r).collect(), e);
     }
-    match tx.commit().await {
+    let committed = tx.commit().await;
+    let took = started.elapsed();
+    if took > SLOW_BATCH {
+        tracing::warn!(
+            units = batch_units,
+            events = prev.map_or(0, |h| h.seq) - start.map_or(0, |h| h.seq),
+            took_ms = took.as_millis() as u64,
+            changes_ms = before_head.as_millis() as u64,
+            head_wait_ms = head_wait.as_millis() as u64,
+            "slow commit: the store took long to make a batch durable"
+        );
+    }
+    match committed {
         Ok(()) => {
             for (reply, head) in answers {
                 let _ = reply.send(Ok(head));
