@@ -103,7 +103,7 @@ pub async fn run(o: Options) -> Result<()> {
     });
     hold(gap).await;
 
-    // 2. SIGSTOP node 2 for longer than idle_in_transaction_session_timeout (15 s).
+    // 2. SIGSTOP node 2 for 17 s, far longer than idle_in_transaction_session_timeout (750 ms).
     let from = now_ms();
     load.live[2].store(false, Ordering::SeqCst);
     rig.pause_node(2, true).await?;
