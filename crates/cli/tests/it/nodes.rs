@@ -14,13 +14,8 @@ fn use_database(data: &Path, url: &str) {
     std::fs::write(data.join("database.url"), url).expect("database.url");
 }
 
-/// Two nodes on one fresh database, with the same key-encryption key (as an operator copies it).
-fn two_nodes(policy: &str) -> (Pg, String, Server, Server) {
-    two_nodes_with(policy, &[])
-}
-
-/// [`two_nodes`], node B's process started with `env_b`.
-fn two_nodes_with(policy: &str, env_b: &[(&str, &str)]) -> (Pg, String, Server, Server) {
+/// A throw-away PostgreSQL with an empty `breakglass` database; its URL.
+fn fresh_database() -> (Pg, String) {
     let pg = Pg::start();
     pg.sql("CREATE DATABASE breakglass");
     let admin = pg.admin_url();
@@ -28,6 +23,17 @@ fn two_nodes_with(policy: &str, env_b: &[(&str, &str)]) -> (Pg, String, Server, 
         "{}/breakglass",
         admin.strip_suffix("/postgres").expect("admin URL")
     );
+    (pg, url)
+}
+
+/// Two nodes on one fresh database, with the same key-encryption key (as an operator copies it).
+fn two_nodes(policy: &str) -> (Pg, String, Server, Server) {
+    two_nodes_with(policy, &[])
+}
+
+/// [`two_nodes`], node B's process started with `env_b`.
+fn two_nodes_with(policy: &str, env_b: &[(&str, &str)]) -> (Pg, String, Server, Server) {
+    let (pg, url) = fresh_database();
     let a = Server::start_prepared(policy, &[], &[], |d| use_database(d, &url));
     let kek = a.data_dir().join("keys").join("kek.key");
     let b = Server::start_prepared(policy, env_b, &[], |d| {
@@ -245,13 +251,7 @@ fn wrong_passwords_spread_over_nodes_count_as_one_guesser() {
 
 #[test]
 fn with_its_store_down_a_node_answers_503_with_a_retry_hint_and_changes_nothing() {
-    let pg = Pg::start();
-    pg.sql("CREATE DATABASE breakglass");
-    let admin = pg.admin_url();
-    let url = format!(
-        "{}/breakglass",
-        admin.strip_suffix("/postgres").expect("admin URL")
-    );
+    let (pg, url) = fresh_database();
     let node = Server::start_prepared(POLICY, &[], &[], |d| use_database(d, &url));
     let bob = node.user("bob", &["oncall"]);
     pg.stop();
