@@ -58,9 +58,10 @@ pub enum ApiError {
     /// The target system refused or failed; nothing was granted or changed.
     #[error("{0}")]
     Target(String),
-    /// 503: the store cannot be reached for now (down, restarting, this node cut off); nothing
-    /// was changed and the same request may succeed in a moment or on another node.
-    #[error("the server cannot reach its store right now; nothing was changed")]
+    /// 503: the store cannot take the request for now (down, restarting, this node cut off, a
+    /// transient lock conflict); nothing was changed and the same request may succeed in a
+    /// moment or on another node.
+    #[error("the server's store cannot complete requests right now; nothing was changed")]
     Unavailable,
     /// Storage or audit failure: nothing was changed.
     #[error("internal error: {0}; nothing was changed")]

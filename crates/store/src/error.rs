@@ -48,11 +48,6 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
-    /// Whether the same request may succeed in a moment (or on another node) unchanged.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-
     /// The error a failed batch answers each of its callers with (a failure is told to many).
     pub(crate) fn batch_failed(&self) -> StoreError {
         match self {

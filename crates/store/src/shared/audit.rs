@@ -155,7 +155,7 @@ pub(super) async fn append_units(
     mut prev: Option<Head>,
 ) -> Result<Vec<Option<Head>>> {
     let mut heads = Vec::with_capacity(units.len());
-    let mut rows: Vec<(AuditRecord, &NewEvent)> = Vec::new();
+    let mut rows: Vec<(i64, AuditRecord, &NewEvent)> = Vec::new();
     for events in units {
         for ev in *events {
             let rec = breakglass_core::audit::seal(prev, ev);
@@ -163,19 +163,14 @@ pub(super) async fn append_units(
                 seq: rec.seq,
                 chain_hash: rec.chain_hash,
             });
-            rows.push((rec, ev));
+            rows.push((seq_i64(rec.seq)?, rec, ev));
         }
         heads.push(prev);
     }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut q = sqlx::QueryBuilder::<super::db::Db>::new(sql::APPEND_ROWS);
-        let mut bad = None;
-        q.push_values(chunk, |mut b, (rec, ev)| {
-            let seq = seq_i64(rec.seq).unwrap_or_else(|e| {
-                bad = Some(e);
-                0
-            });
-            b.push_bind(seq)
+        q.push_values(chunk, |mut b, (seq, rec, ev)| {
+            b.push_bind(*seq)
                 .push_bind(rec.body.clone())
                 .push_bind(rec.leaf_hash.to_vec())
                 .push_bind(rec.chain_hash.to_vec())
@@ -183,9 +178,6 @@ pub(super) async fn append_units(
                 .push_bind(ev.kind.clone())
                 .push_bind(ev.grant_id.clone());
         });
-        if let Some(e) = bad {
-            return Err(e);
-        }
         q.build().execute(&mut *conn).await?;
     }
     Ok(heads)
