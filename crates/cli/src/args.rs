@@ -339,6 +339,31 @@ pub enum DrillCmd {
     },
     /// Per drilled resource: last result, last success, next due, overdue.
     Status,
+    /// Open a people drill (game day, admins): grants real responders request inside it are
+    /// marked training. Only `--people` drills are started by hand (`drill run` runs the rest).
+    Start {
+        /// A game day for people (required: scheduled drills run with `drill run`).
+        #[arg(long)]
+        people: bool,
+        /// How long the window stays open (at most 24h).
+        #[arg(long = "for", default_value = "2h")]
+        duration: String,
+        /// Resources it covers, comma-separated (every resource when absent).
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// End the open people drills (or only --window ID).
+    Stop {
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// People-drill windows, newest first.
+    Windows {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]

@@ -427,6 +427,7 @@ mod tests {
         let grant = GrantInfo {
             rev: 0,
             drill: false,
+            training: None,
             id: "g-1".into(),
             user: "alice".into(),
             resource: "bastion".into(),

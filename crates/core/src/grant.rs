@@ -73,6 +73,24 @@ pub struct GrantInfo {
     /// alerts, reports and reviews, and not counted as real use by anomaly rules.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drill: bool,
+    /// The people-drill (game day) window this grant was requested in: a real responder's
+    /// real grant, marked training. Decided by the server when the request arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<String>,
+}
+
+impl GrantInfo {
+    /// Whether this grant is practice: 0 real use, 1 a scheduled drill, 2 a people drill
+    /// (stored beside the grant so anomaly counts can leave practice out).
+    pub fn practice(&self) -> i64 {
+        if self.drill {
+            1
+        } else if self.training.is_some() {
+            2
+        } else {
+            0
+        }
+    }
 }
 
 /// One approval of a pending grant.
@@ -478,6 +496,7 @@ mod tests {
         GrantInfo {
             rev: 0,
             drill: false,
+            training: None,
             id: "g1".into(),
             user: "bob".into(),
             resource: "bastion".into(),

@@ -287,6 +287,31 @@ fn summary_text(r: &Value, esc: Esc) -> String {
     o.push_str(&table(&r["per_resource"]));
     o.push_str("\n## Grants per user\n\n| user | grants |\n|---|---|\n");
     o.push_str(&table(&r["per_user"]));
+    o.push_str(&format!(
+        "\n## Drills\n\nPractice grants in the period (not counted as real use by anomaly rules): {} drill, {} training (people drill).\n\n### People drills: who last broke glass in training (every {} days)\n\n| person | last drilled | days ago | |\n|---|---|---|---|\n",
+        v(&r["practice"]["drill_grants"]),
+        v(&r["practice"]["training_grants"]),
+        v(&r["people_drills"]["every_days"]),
+    ));
+    for p in r["people_drills"]["people"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let last = p["last_drilled"].as_str().map_or("never".to_string(), esc);
+        let days = p["days_ago"]
+            .as_i64()
+            .map_or("-".to_string(), |d| d.to_string());
+        let late = if p["overdue"] == true {
+            "OVERDUE"
+        } else {
+            "ok"
+        };
+        o.push_str(&format!(
+            "| {} | {last} | {days} | {late} |\n",
+            v(&p["user"])
+        ));
+    }
     o.push_str("\n## NIST SP 800-53 Rev. 5 controls this evidence supports\n\n| control | | evidence |\n|---|---|---|\n");
     for c in r["controls"].as_array().into_iter().flatten() {
         o.push_str(&format!(

@@ -264,6 +264,12 @@ pub enum Change {
     FinishDrill(DrillRecord),
     /// A people-drill window opens.
     OpenDrillWindow(DrillWindow),
+    /// An open people-drill window ends early at `at` (a conflict if it is not open).
+    CloseDrillWindow {
+        id: String,
+        by: String,
+        at: Timestamp,
+    },
     /// A delivery attempt failed (the cursor stays).
     CursorFailed {
         name: String,

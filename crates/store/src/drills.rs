@@ -33,7 +33,19 @@ pub struct DrillWindow {
     pub id: String,
     pub opened_by: String,
     pub opened_at: Timestamp,
+    /// When it ends (moved back to when it was closed, if closed early).
     pub until: Timestamp,
+    /// The resources it covers; empty: every resource.
+    pub resources: Vec<String>,
+    pub reason: String,
+    /// Who closed it early.
+    pub closed_by: Option<String>,
+}
+
+impl DrillWindow {
+    pub fn covers(&self, resource: &str) -> bool {
+        self.resources.is_empty() || self.resources.iter().any(|r| r == resource)
+    }
 }
 
 #[async_trait]
@@ -44,8 +56,12 @@ pub trait Drills: Send + Sync {
     async fn last_passed_drill(&self, resource: &str) -> Result<Option<DrillRecord>>;
     /// When a resource was first drilled.
     async fn first_drill_at(&self, resource: &str) -> Result<Option<Timestamp>>;
-    /// The people-drill window open at `now`, if any.
-    async fn open_drill_window(&self, now: Timestamp) -> Result<Option<DrillWindow>>;
+    /// The people-drill windows open at `now`.
+    async fn open_drill_windows(&self, now: Timestamp) -> Result<Vec<DrillWindow>>;
+    /// People-drill windows, newest first.
+    async fn drill_windows(&self, limit: u32) -> Result<Vec<DrillWindow>>;
+    /// Per user, when their newest people-drill (training) grant was requested.
+    async fn last_people_drills(&self) -> Result<Vec<(String, Timestamp)>>;
 }
 
 /// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
@@ -63,8 +79,16 @@ pub(crate) mod sql {
     pub const LAST_PASSED: &str = "SELECT * FROM drills WHERE resource = $1 AND verdict = 'passed' \
          ORDER BY started_at DESC LIMIT 1";
     pub const FIRST_AT: &str = "SELECT MIN(started_at) FROM drills WHERE resource = $1";
-    pub const OPEN_WINDOW: &str = "INSERT INTO drill_windows (id, opened_by, opened_at, until) \
-         VALUES ($1, $2, $3, $4)";
-    pub const WINDOW_AT: &str = "SELECT * FROM drill_windows WHERE opened_at <= $1 AND until > $1 \
-         ORDER BY until DESC LIMIT 1";
+    pub const OPEN_WINDOW: &str = "INSERT INTO drill_windows (id, opened_by, opened_at, until, \
+         resources_json, reason) VALUES ($1, $2, $3, $4, $5, $6)";
+    /// Closes an open window at `$1` (a conflict when it already ended).
+    pub const CLOSE_WINDOW: &str =
+        "UPDATE drill_windows SET until = $1, closed_by = $2 WHERE id = $3 AND until > $1";
+    /// Bounded: windows are opened by admins, a handful at a time.
+    pub const WINDOWS_AT: &str = "SELECT * FROM drill_windows WHERE until > $1 AND opened_at <= $1 \
+         ORDER BY opened_at DESC LIMIT 100";
+    pub const WINDOWS: &str =
+        "SELECT * FROM drill_windows ORDER BY opened_at DESC, id DESC LIMIT $1";
+    pub const LAST_PEOPLE_DRILLS: &str = "SELECT user_name, MAX(created_at) AS last_at FROM grants \
+         WHERE practice = 2 GROUP BY user_name";
 }

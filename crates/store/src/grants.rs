@@ -47,18 +47,19 @@ pub trait Grants: Send + Sync {
 
 /// This aggregate's SQL, shared by the backends (see "SQL" in the [crate docs](crate)).
 pub(crate) mod sql {
-    pub const INSERT: &str = "INSERT INTO grants (id, user_name, resource, state, deadline, created_at, doc) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub const INSERT: &str = "INSERT INTO grants (id, user_name, resource, state, deadline, created_at, doc, practice) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     /// Compare-and-swap: `$6` the state and `$7` the revision the caller read.
     pub const UPDATE: &str = "UPDATE grants SET state = $1, deadline = $2, doc = $3, rev = $4 \
          WHERE id = $5 AND state = $6 AND rev = $7";
     pub const BY_ID: &str = "SELECT doc FROM grants WHERE id = $1";
     /// The user's grants since `$2` and the resource's since `$5`, each counted up to `$3`/`$6`
-    /// ([`crate::GRANT_STATS_CAP`]), and whether the user ever had the resource.
+    /// ([`crate::GRANT_STATS_CAP`]), and whether the user ever had the resource. Practice
+    /// grants (drills, people drills: `practice <> 0`) are no real use and are left out.
     pub const STATS: &str = "SELECT \
-         (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE user_name = $1 AND created_at >= $2 LIMIT $3) AS uw) AS u, \
-         (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE resource = $4 AND created_at >= $5 LIMIT $6) AS rw) AS r, \
-         CAST(CASE WHEN EXISTS(SELECT 1 FROM grants WHERE user_name = $7 AND resource = $8) THEN 1 ELSE 0 END AS BIGINT) AS e";
+         (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE user_name = $1 AND created_at >= $2 AND practice = 0 LIMIT $3) AS uw) AS u, \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE resource = $4 AND created_at >= $5 AND practice = 0 LIMIT $6) AS rw) AS r, \
+         CAST(CASE WHEN EXISTS(SELECT 1 FROM grants WHERE user_name = $7 AND resource = $8 AND practice = 0) THEN 1 ELSE 0 END AS BIGINT) AS e";
     pub const SINCE: &str =
         "SELECT doc FROM grants WHERE created_at >= $1 ORDER BY created_at LIMIT $2";
     pub const COUNT_IN_STATE: &str = "SELECT COUNT(*) FROM grants WHERE state = $1";

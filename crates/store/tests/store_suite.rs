@@ -31,6 +31,7 @@ fn info(id: &str, user: &str) -> GrantInfo {
     GrantInfo {
         rev: 0,
         drill: false,
+        training: None,
         id: id.into(),
         user: user.into(),
         resource: "prod-db".into(),

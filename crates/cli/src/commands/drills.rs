@@ -1,4 +1,4 @@
-//! Drills: run now, history, status (admins; HTTP client of `/api/v1/drills…`).
+//! Drills: run now, history, status, people drills (admins; HTTP client of `/api/v1/drills…`).
 
 use super::common::{authed, out};
 use crate::args::{Cli, DrillCmd};
@@ -96,6 +96,77 @@ pub(super) async fn drill(cli: &Cli, cmd: &DrillCmd) -> Result<()> {
                     .join("\n")
             });
         }
+        DrillCmd::Start {
+            people,
+            duration,
+            resources,
+            reason,
+        } => {
+            if !people {
+                bail!(
+                    "`drill start` opens a people drill: add --people (scheduled drills run with `breakglass drill run`)"
+                );
+            }
+            let body = json!({"for": duration, "resources": resources, "reason": reason});
+            let r = c.post("/drills/people", &body).await?;
+            out(j, &r, || {
+                format!(
+                    "{}\nuntil then, grants requested on these resources are marked TRAINING; end it early with `breakglass drill stop`",
+                    window_line(&r)
+                )
+            });
+        }
+        DrillCmd::Stop { window } => {
+            let r = c
+                .post("/drills/people/stop", &json!({"window": window}))
+                .await?;
+            out(j, &r, || lines(&r));
+        }
+        DrillCmd::Windows { limit } => {
+            let r = c.get(&format!("/drills/people?limit={limit}")).await?;
+            out(j, &r, || {
+                if r.as_array().is_none_or(|a| a.is_empty()) {
+                    return "no people drills yet: `breakglass drill start --people --reason …`"
+                        .into();
+                }
+                lines(&r)
+            });
+        }
     }
     Ok(())
+}
+
+fn lines(list: &Value) -> String {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(window_line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A people-drill window on one line (its reason is shown as data: control characters dropped).
+fn window_line(w: &Value) -> String {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
+    let resources: Vec<String> = w["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(clean)
+        .collect();
+    format!(
+        "people drill {} {}  {} → {}  on {}  by {}  \"{}\"",
+        w["id"].as_str().unwrap_or(""),
+        if w["open"] == true { "OPEN" } else { "ended" },
+        w["opened_at"].as_str().unwrap_or(""),
+        w["until"].as_str().unwrap_or(""),
+        if resources.is_empty() {
+            "every resource".to_string()
+        } else {
+            resources.join(", ")
+        },
+        clean(w["opened_by"].as_str().unwrap_or("")),
+        clean(w["reason"].as_str().unwrap_or("")),
+    )
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A Slack-like receiver: records every body it is sent, answers 200.
-fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/slack", l.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -53,7 +53,7 @@ fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-fn texts(seen: &Mutex<Vec<String>>) -> Vec<String> {
+pub(crate) fn texts(seen: &Mutex<Vec<String>>) -> Vec<String> {
     seen.lock()
         .unwrap()
         .iter()

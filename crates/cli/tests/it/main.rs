@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod newcomer;
 mod nodes;
+mod people_drills;
 mod pg;
 mod races;
 mod recording;

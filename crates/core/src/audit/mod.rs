@@ -208,8 +208,23 @@ pub fn decode_body(body: &[u8]) -> Result<DecodedEvent, AuditError> {
     })
 }
 
+/// Marks event data as a drill's (`"drill": true`) or a people drill's (`"training": <window>`)
+/// when `grant` is one (for events written before the grant they belong to was built).
+pub fn mark_practice(data: &mut serde_json::Value, grant: &crate::grant::GrantInfo) {
+    let Some(o) = data.as_object_mut() else {
+        return;
+    };
+    if grant.drill {
+        o.insert("drill".into(), serde_json::Value::Bool(true));
+    }
+    if let Some(w) = &grant.training {
+        o.insert("training".into(), serde_json::Value::String(w.clone()));
+    }
+}
+
 /// An event at `now` of `kind` by `actor`, about `grant` (its id and resource) if any. Every
-/// event of a drill grant carries `"drill": true` in its data.
+/// event of a drill grant carries `"drill": true` in its data, and
+/// every event of a people-drill grant `"training": <window id>`.
 pub fn event(
     now: crate::time::Timestamp,
     kind: &str,
@@ -217,10 +232,8 @@ pub fn event(
     grant: Option<&crate::grant::GrantInfo>,
     mut data: serde_json::Value,
 ) -> NewEvent {
-    if grant.is_some_and(|g| g.drill)
-        && let Some(o) = data.as_object_mut()
-    {
-        o.insert("drill".into(), serde_json::Value::Bool(true));
+    if let Some(g) = grant {
+        mark_practice(&mut data, g);
     }
     NewEvent {
         ts_ms: now.0,

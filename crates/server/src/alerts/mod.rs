@@ -76,6 +76,7 @@ pub const ALERTING: &[&str] = &[
     "drill.failed",
     "drill.overdue",
     "drill.identity_misuse",
+    "drill.people_opened",
     "glass_case.opened",
     "glass_case.expiring",
 ];
@@ -206,7 +207,7 @@ pub fn enqueue(
                 "id": i.id, "user": i.user, "resource": i.resource, "policy": i.policy,
                 "reason": i.reason, "ticket": i.ticket, "state": g.state_name(),
                 "expires_at": g.expires_at().map(rfc3339),
-                "flags": i.flags, "drill": i.drill,
+                "flags": i.flags, "drill": i.drill, "training": i.training,
             })
         });
         // The flags raised in this unit of work (the grant's `flags` holds all of them).
@@ -217,6 +218,7 @@ pub fn enqueue(
             .collect();
         let doc = json!({
             "drill": drill,
+            "training": grant.and_then(|g| g.info().training.clone()),
             "event": head.kind,
             "at": rfc3339(Timestamp(head.ts_ms)),
             "actor": head.actor,
@@ -280,7 +282,14 @@ pub fn summary(doc: &Value) -> String {
     let g = &doc["grant"];
     let event = s(&doc["event"]);
     // Drill alerts say so first: nobody mistakes a drill for an incident (or the reverse).
-    let tag = if doc["drill"] == true { "DRILL " } else { "" };
+    // A people drill's grant is real access, marked training (a game day).
+    let tag = if doc["drill"] == true {
+        "DRILL "
+    } else if doc["training"].is_string() {
+        "TRAINING "
+    } else {
+        ""
+    };
     if g.is_object() {
         let mut line = format!(
             "{tag}breakglass {event}: {} on {} (policy {}, ticket {}) — \"{}\"",
@@ -377,6 +386,7 @@ policies:
             ssh_public_key: None,
             rev: 0,
             drill: false,
+            training: None,
         }
     }
 

@@ -26,16 +26,6 @@ pub const WARN_BEFORE: Duration = Duration::from_secs(3 * 86_400);
 const MAX_JOURNALS: usize = 32;
 
 impl Engine {
-    fn admin_only(&self, who: &Principal, what: &str) -> Result<(), ApiError> {
-        if self.is_admin(who) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "{what} is for admins (policy `admins`)"
-            )))
-        }
-    }
-
     /// Seals a case: returns the header and the payload for the CLI to split and encrypt.
     pub async fn glass_case_seal(
         &self,
@@ -324,6 +314,7 @@ impl Engine {
                     flags: vec![],
                     ssh_public_key: None,
                     drill: false,
+                    training: None,
                     rev: 0,
                 };
                 let AnyGrant::Active(active) = grant::request(info, &Approval::Auto, at) else {

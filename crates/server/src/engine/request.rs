@@ -128,8 +128,20 @@ impl Engine {
         } else {
             self.request_flags(who, &input.resource, now).await?
         };
+        // Inside an open game-day window a real responder's grant is training: decided now,
+        // by the server, from the windows in the store (never by the client).
+        let training = if drill {
+            None
+        } else {
+            self.training_window(&input.resource, now).await?
+        };
         let mut info = grant_info(who, &input, &decision, flags, ssh_public_key, now);
         info.drill = drill;
+        info.training = training;
+        // The MFA events were written before the grant was built: they say practice too.
+        for e in &mut events {
+            breakglass_core::audit::mark_practice(&mut e.data, &info);
+        }
         let g = grant::request(info, &approval, now);
         events.extend(request_events(&g, &decision, &approval, now));
         if !g.info().flags.is_empty() {
@@ -343,6 +355,7 @@ fn grant_info(
     GrantInfo {
         rev: 0,
         drill: false,
+        training: None,
         flags,
         ssh_public_key,
         id: new_grant_id(),

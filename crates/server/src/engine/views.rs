@@ -53,6 +53,9 @@ pub struct GrantView {
     /// A drill grant (not real use).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub drill: bool,
+    /// The people-drill window it was requested in: a real grant, marked training.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub training: Option<String>,
     /// The credential issued at the target: returned ONCE, in the response that activated the
     /// grant for its requester; never stored, never repeated.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -98,6 +101,7 @@ impl GrantView {
             review: None,
             flags: info.flags.clone(),
             drill: info.drill,
+            training: info.training.clone(),
             credential: None,
             credential_status: None,
         };

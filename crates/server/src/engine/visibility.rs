@@ -55,6 +55,17 @@ impl Engine {
         self.policy().set.is_admin(&who.name, &who.groups)
     }
 
+    /// Refuses (403, nothing changed) unless `who` is an admin.
+    pub(crate) fn admin_only(&self, who: &Principal, what: &str) -> Result<(), ApiError> {
+        if self.is_admin(who) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{what} is for admins (policy `admins`)"
+            )))
+        }
+    }
+
     pub async fn grant(&self, who: &Principal, id: &str) -> Result<GrantView, ApiError> {
         let g = self.load(id).await?;
         if !self.may_see(who, &g) {

@@ -118,6 +118,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../../migrations/postgres/0017_node_coordination.sql"),
     ),
+    (
+        18,
+        include_str!("../../migrations/postgres/0018_people_drills.sql"),
+    ),
 ];
 
 /// Most connections one node opens.

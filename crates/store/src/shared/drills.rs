@@ -32,6 +32,9 @@ fn window_from_row(row: &DbRow) -> Result<DrillWindow> {
         opened_by: row.try_get("opened_by")?,
         opened_at: ts(row, "opened_at")?,
         until: ts(row, "until")?,
+        resources: json(row, "resources_json", "drill window resources")?,
+        reason: row.try_get("reason")?,
+        closed_by: row.try_get("closed_by")?,
     })
 }
 
@@ -68,9 +71,21 @@ impl Drills for Backend {
         Ok(v.map(Timestamp))
     }
 
-    async fn open_drill_window(&self, now: Timestamp) -> Result<Option<DrillWindow>> {
-        let q = sqlx::query(sql::WINDOW_AT).bind(now.0);
-        row(&self.pool, q, window_from_row).await
+    async fn open_drill_windows(&self, now: Timestamp) -> Result<Vec<DrillWindow>> {
+        let q = sqlx::query(sql::WINDOWS_AT).bind(now.0);
+        rows(&self.pool, q, window_from_row).await
+    }
+
+    async fn drill_windows(&self, limit: u32) -> Result<Vec<DrillWindow>> {
+        let q = sqlx::query(sql::WINDOWS).bind(i64::from(limit));
+        rows(&self.pool, q, window_from_row).await
+    }
+
+    async fn last_people_drills(&self) -> Result<Vec<(String, Timestamp)>> {
+        let got: Vec<(String, i64)> = sqlx::query_as(sql::LAST_PEOPLE_DRILLS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(got.into_iter().map(|(u, t)| (u, Timestamp(t))).collect())
     }
 }
 
@@ -114,8 +129,20 @@ pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Chan
                 .bind(w.id)
                 .bind(w.opened_by)
                 .bind(w.opened_at.0)
-                .bind(w.until.0);
+                .bind(w.until.0)
+                .bind(to_json(&w.resources)?)
+                .bind(w.reason);
             write(conn, q).await?;
+        }
+        Change::CloseDrillWindow { id, by, at } => {
+            let q = sqlx::query(sql::CLOSE_WINDOW)
+                .bind(at.0)
+                .bind(by)
+                .bind(id.clone());
+            write_one(conn, q, || {
+                StoreError::Conflict(format!("people-drill window {id} is not open"))
+            })
+            .await?;
         }
         other => return Ok(Some(other)),
     }

@@ -107,7 +107,8 @@ pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Chan
                 .bind(g.state_name())
                 .bind(g.deadline().map(|t| t.0))
                 .bind(info.requested_at.0)
-                .bind(to_json(&g)?);
+                .bind(to_json(&g)?)
+                .bind(info.practice());
             write(conn, q).await?;
         }
         Change::UpdateGrant {

@@ -114,6 +114,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../../migrations/sqlite/0017_node_coordination.sql"),
     ),
+    (
+        18,
+        include_str!("../../migrations/sqlite/0018_people_drills.sql"),
+    ),
 ];
 
 impl SqliteStore {

@@ -2,10 +2,11 @@
 //! policy → MFA (the server's code through the normal check) → credential → USE at the target
 //! → revoke → VERIFY refused at the target → audit verify → every sink got the DRILL alert.
 //! `run.rs` walks the steps, `identity.rs` keeps the drill identity, `target.rs` uses and
-//! verifies credentials at the target. Each drill is a row (claimed before it runs, so a
+//! verifies credentials at the target, `people.rs` keeps game-day (people drill) windows. Each drill is a row (claimed before it runs, so a
 //! scheduled slot runs once across processes) with its steps, timings and verdict.
 
 mod identity;
+mod people;
 mod run;
 mod target;
 
@@ -18,6 +19,7 @@ use breakglass_store::{Change, DrillRecord, User};
 use serde_json::{Value, json};
 
 pub use identity::DRILL_PASSWORD_MARK;
+pub use people::{DRILL_EVERY_DAYS, PeopleDrillInput, window_json};
 
 /// The audit-chain check a drill runs (implemented over the store by `crate::audit`, which
 /// sits above the engine).
