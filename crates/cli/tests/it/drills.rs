@@ -306,6 +306,77 @@ fn refresh_krl(u: &User, krl: &Path) {
     u.ok(&["ssh", "krl", "--out", &krl.display().to_string()]);
 }
 
+/// The host's KRL timer (every 200 ms) until the flag is set.
+fn krl_timer(
+    server: &Server,
+    sam: &User,
+    krl: &Path,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let sam_cfg = sam.config.path().to_path_buf();
+    let url = server.url.clone();
+    let krl = krl.to_path_buf();
+    let t = std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            let _ = std::process::Command::new(BIN)
+                .args(["--server", &url, "ssh", "krl", "--out"])
+                .arg(&krl)
+                .env("XDG_CONFIG_HOME", &sam_cfg)
+                .output();
+            std::thread::sleep(Duration::from_millis(200)); // the host's timer period
+        }
+    });
+    (stop, t)
+}
+
+/// A host whose installed `breakglass` was swapped for a script that runs the command without
+/// recording it (tampered or misconfigured): the drill logs in, the KRL refuses it afterwards,
+/// but its session left no recording — the drill fails at verify and says so.
+#[test]
+fn ssh_drill_fails_at_verify_when_its_session_left_no_recording() {
+    let user = whoami();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let krl = tmp.path().join("revoked.krl");
+    let fake = exec_script(
+        tmp.path(),
+        "not-breakglass",
+        "exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"",
+    );
+    let (slack, _seen) = receiver();
+    let policy = format!(
+        "{}{}",
+        bastion_policy(&user, port, &krl, "").replace(
+            &format!("session_command: {BIN}"),
+            &format!("session_command: {fake}")
+        ),
+        drill_policy("bastion", "4s")
+    );
+    let server = Server::start_with(
+        &policy,
+        &[("SLACK_URL", &slack)],
+        &["--alert-backoff", "1s"],
+    );
+    let sam = server.user("sam", &["security"]);
+    let ca = sam.ok(&["ssh", "ca-key"]);
+    refresh_krl(&sam, &krl);
+    let _sshd = Sshd::start(tmp.path(), ca["public_key"].as_str().unwrap(), &krl, port);
+    let (stop, refresher) = krl_timer(&server, &sam, &krl);
+    let r = run_drill(&sam, "bastion");
+    stop.store(true, Ordering::SeqCst);
+    refresher.join().unwrap();
+    assert!(!r.ok, "a drill without its recording passed: {}", r.stdout);
+    let d = last(&sam);
+    assert_eq!(d["failed_step"], "verify", "{d}");
+    assert!(d["error"].as_str().unwrap().contains("no recording"), "{d}");
+    // It did log in (USE passed): the missing piece is the recording, not access.
+    assert!(
+        d["steps"][4]["note"].as_str().unwrap().contains("uid="),
+        "{d}"
+    );
+}
+
 #[test]
 fn ssh_drill_passes_when_the_host_reads_the_krl_and_fails_at_verify_when_it_does_not() {
     let user = whoami();
@@ -329,23 +400,7 @@ fn ssh_drill_passes_when_the_host_reads_the_krl_and_fails_at_verify_when_it_does
     let _sshd = Sshd::start(tmp.path(), ca["public_key"].as_str().unwrap(), &krl, port);
 
     // The host refreshes its KRL often (a timer, as the README tells operators).
-    let stop = Arc::new(AtomicBool::new(false));
-    let refresher = {
-        let stop = stop.clone();
-        let sam_cfg = sam.config.path().to_path_buf();
-        let url = server.url.clone();
-        let krl = krl.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let _ = std::process::Command::new(BIN)
-                    .args(["--server", &url, "ssh", "krl", "--out"])
-                    .arg(&krl)
-                    .env("XDG_CONFIG_HOME", &sam_cfg)
-                    .output();
-                std::thread::sleep(Duration::from_millis(200)); // the host's timer period
-            }
-        })
-    };
+    let (stop, refresher) = krl_timer(&server, &sam, &krl);
     let r = run_drill(&sam, "bastion");
     assert!(r.ok, "ssh drill failed: {}{}", r.stdout, r.stderr);
     let d = &r.json[0];
@@ -354,6 +409,9 @@ fn ssh_drill_passes_when_the_host_reads_the_krl_and_fails_at_verify_when_it_does
         "{d}"
     );
     assert!(d["timings"]["revocation_lag_ms"].is_u64(), "{d}");
+    // VERIFY also found the drill session's recording (the resource records by default).
+    let verify = d["steps"][6]["note"].as_str().unwrap();
+    assert!(verify.contains("1 session(s) recorded"), "{d}");
     eprintln!(
         "drill figures (ssh):\n{}",
         sam.run_plain(&["drill", "history"]).stdout

@@ -309,7 +309,17 @@ impl Engine {
         }
         log.timings.revocation_lag_ms =
             Some(u64::try_from(revoked_at.elapsed().as_millis()).unwrap_or(u64::MAX));
-        log.ok(Step::Verify, "the target refuses the revoked credential");
+        let recorded = self
+            .drill_recording(grant_id, resource)
+            .await
+            .map_err(|e| (Step::Verify, e))?;
+        log.ok(
+            Step::Verify,
+            match recorded {
+                Some(r) => format!("the target refuses the revoked credential; {r}"),
+                None => "the target refuses the revoked credential".into(),
+            },
+        );
 
         let summary = audit.verify(self).await.map_err(|e| (Step::Audit, e))?;
         log.ok(Step::Audit, summary);

@@ -2,7 +2,8 @@
 //! revocation, per resource kind: ssh (`ssh … id` with the certificate; refused once the host
 //! read the KRL), postgres (log in as the grant's role, `SELECT current_user`, granted roles;
 //! afterwards login refused and the role gone), secret (released; refused afterwards), exec
-//! (the grant hook succeeded; the connector's own check afterwards).
+//! (the grant hook succeeded; the connector's own check afterwards). An ssh resource that
+//! records sessions must also hold the drill session's recording.
 
 use super::super::{Engine, Principal};
 use breakglass_connectors::probe::{self, DrillKey};
@@ -113,6 +114,43 @@ impl Engine {
             ResourceKind::Secret => Ok(self.secret_show(who, grant_id).await.is_err()),
             ResourceKind::Exec => self.connector_says_revoked(grant_id, resource).await,
         }
+    }
+
+    /// For an ssh resource that records sessions: Ok(Some(note)) when the drill's session left
+    /// a recording, Err when it left none; Ok(None) when the resource records nothing.
+    pub(super) async fn drill_recording(
+        &self,
+        grant_id: &str,
+        resource: &Resource,
+    ) -> Result<Option<String>, String> {
+        use breakglass_core::recording::{Mode, RecordingSettings};
+        if resource.kind != ResourceKind::Ssh || !resource.settings.contains_key("session_command")
+        {
+            return Ok(None);
+        }
+        let settings = RecordingSettings::from_settings(&resource.settings)?;
+        if settings.mode == Mode::Off {
+            return Ok(None);
+        }
+        let sessions = self
+            .store
+            .recording_sessions(grant_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let recorded: Vec<_> = sessions.iter().filter(|s| s.chunks > 0).collect();
+        if recorded.is_empty() {
+            return Err(format!(
+                "the drill's ssh session left no recording, though {} records sessions \
+                 (recording: {}): check that the host reaches the server at its --public-url",
+                resource.name,
+                settings.mode.as_str()
+            ));
+        }
+        let bytes: u64 = recorded.iter().map(|s| s.bytes).sum();
+        Ok(Some(format!(
+            "{} session(s) recorded ({bytes} bytes)",
+            recorded.len()
+        )))
     }
 
     /// The connector's own check at the target (postgres: the role is gone).
