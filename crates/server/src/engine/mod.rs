@@ -44,7 +44,7 @@ mod visibility;
 
 pub use crate::clock::{Clock, SystemClock};
 pub use breakglass_core::audit::event;
-pub use drills::{AuditCheck, DRILL_PASSWORD_MARK, PeopleDrillInput, drill_json, window_json};
+pub use drills::{AuditCheck, DRILL_PASSWORD_MARK, PeopleDrillInput, drill_json};
 pub use factors::{MfaAction, MfaLock, MfaPass, MfaProof};
 pub use identity::{hash_password, token_hash, valid_name};
 pub use passkeys::{CeremonyStart, PasskeyView};

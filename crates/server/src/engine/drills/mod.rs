@@ -19,7 +19,7 @@ use breakglass_store::{Change, DrillRecord, User};
 use serde_json::{Value, json};
 
 pub use identity::DRILL_PASSWORD_MARK;
-pub use people::{DRILL_EVERY_DAYS, PeopleDrillInput, window_json};
+pub use people::{DRILL_EVERY_DAYS, PeopleDrillInput};
 
 /// The audit-chain check a drill runs (implemented over the store by `crate::audit`, which
 /// sits above the engine).

@@ -34,7 +34,7 @@ pub struct PeopleDrillInput {
 }
 
 /// A window as the API shows it.
-pub fn window_json(w: &DrillWindow, now: Timestamp) -> Value {
+fn window_json(w: &DrillWindow, now: Timestamp) -> Value {
     json!({
         "id": w.id, "opened_by": w.opened_by, "opened_at": rfc3339(w.opened_at),
         "until": rfc3339(w.until), "resources": w.resources, "reason": w.reason,
