@@ -30,6 +30,16 @@ policies:
     require: { mfa: false }
     approval: { mode: auto }
     duration: { default: 30m, max: 2h }
+  - name: drill
+    resources: [k8s-other]
+    who: { users: [drill-bot] }
+    require: { mfa: true, ticket: "^DRILL" }
+    approval: { mode: auto }
+    duration: { default: 10m, max: 1h }
+drills:
+  identity: drill-bot
+  resources:
+    - { resource: k8s-other, every: 24h, at: "03:00" }
 notify: [sec-slack]
 sinks:
   - { name: sec-slack, kind: slack, url_env: SLACK_URL }
@@ -206,6 +216,10 @@ fn grants_inside_a_people_drill_are_marked_training_by_the_server_and_reported_p
         people.iter().all(|p| p["user"] != "sam"),
         "sam may not break glass: {r}"
     );
+    assert!(
+        people.iter().all(|p| p["user"] != "drill-bot"),
+        "the drill identity: {r}"
+    );
     assert_eq!(r["people_drills"]["overdue"], json!(["bob"]), "{r}");
     assert_eq!(r["practice"]["training_grants"], 1, "{r}");
     let md = sam.run_plain(&["report", "--since", today]).stdout;
@@ -228,6 +242,24 @@ fn grants_inside_a_people_drill_are_marked_training_by_the_server_and_reported_p
     assert_eq!(list[0]["closed_by"], "sam", "{list}");
     let text = sam.run_plain(&["drill", "windows"]).stdout;
     assert!(text.contains("ended") && !text.contains('\u{1b}'), "{text}");
+
+    // Every request reads the open windows: an admin cannot open them without bound.
+    for i in 0..16 {
+        sam.ok(&[
+            "drill",
+            "start",
+            "--people",
+            "--reason",
+            &format!("day {i}"),
+        ]);
+    }
+    let r = sam.run(&["drill", "start", "--people", "--reason", "one more"]);
+    assert!(
+        !r.ok && said(&r).contains("16 people drills are open"),
+        "{}",
+        said(&r)
+    );
+    assert_eq!(sam.ok(&["drill", "stop"]).as_array().unwrap().len(), 16);
 }
 
 /// Today's date (UTC) as the report wants it.

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use breakglass_core::time::{Timestamp, rfc3339};
 use breakglass_store::{Change, DrillWindow};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Each person who may break glass should have drilled within this many days (Microsoft's
@@ -19,6 +19,8 @@ pub const DRILL_EVERY_DAYS: i64 = 90;
 /// The longest a training window may stay open.
 const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(2 * 3600);
+/// The most windows open at once (every request reads the open ones).
+const MAX_OPEN: usize = 16;
 
 /// What an admin asks for when opening a people drill.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -82,10 +84,16 @@ impl Engine {
                 )));
             }
         }
+        let now = self.now();
+        if self.store.open_drill_windows(now).await?.len() >= MAX_OPEN {
+            return Err(ApiError::bad_hint(
+                format!("{MAX_OPEN} people drills are open already"),
+                "end one first: `breakglass drill windows`, then `breakglass drill stop --window ID`",
+            ));
+        }
         let mut resources = input.resources.clone();
         resources.sort();
         resources.dedup();
-        let now = self.now();
         let until = now.plus(length);
         let w = DrillWindow {
             id: super::super::request::new_grant_id().replacen("g-", "w-", 1),
@@ -192,10 +200,12 @@ impl Engine {
     /// more than [`DRILL_EVERY_DAYS`] ago (or never).
     pub(crate) async fn people_drill_report(&self, now: Timestamp) -> Result<Value, ApiError> {
         let policy = self.policy();
-        let mut people: BTreeMap<String, ()> = BTreeMap::new();
+        let mut people: BTreeSet<String> = BTreeSet::new();
         for p in &policy.set.policies {
             for u in &p.who.users {
-                people.insert(u.clone(), ());
+                if !self.is_drill_identity(u, None) {
+                    people.insert(u.clone());
+                }
             }
         }
         let groups: Vec<&String> = policy
@@ -207,7 +217,7 @@ impl Engine {
         for u in self.store.users().await? {
             let eligible = !u.disabled && u.groups.iter().any(|g| groups.contains(&g));
             if eligible && !self.is_drill_identity(&u.name, Some(&u)) {
-                people.insert(u.name, ());
+                people.insert(u.name);
             }
         }
         let last: HashMap<String, Timestamp> =
@@ -215,7 +225,7 @@ impl Engine {
         let day_ms = 24 * 3600 * 1000;
         let mut overdue = Vec::new();
         let rows: Vec<Value> = people
-            .keys()
+            .iter()
             .map(|name| {
                 let at = last.get(name).copied();
                 let days = at.map(|t| (now.0 - t.0).max(0) / day_ms);
