@@ -168,6 +168,7 @@ fn grants_inside_a_people_drill_are_marked_training_by_the_server_and_reported_p
     assert!(b.get("training").is_none(), "{b}");
 
     // A client cannot mark its own grant: the field is refused and nothing is granted.
+    let held = alice.ok(&["status"]).as_array().unwrap().len();
     let token = token_of(&alice);
     let body = json!({"resource": "k8s-other", "reason": "real incident",
                       "training": wid});
@@ -180,6 +181,7 @@ fn grants_inside_a_people_drill_are_marked_training_by_the_server_and_reported_p
     );
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("training"), "{text}");
+    assert_eq!(alice.ok(&["status"]).as_array().unwrap().len(), held);
 
     // Every event of the training grant carries the window; the alert says TRAINING.
     let evs = events_of(&server, &tid);
