@@ -3,7 +3,7 @@
 use crate::alerts::NewAlert;
 use crate::credentials::CredentialRecord;
 use crate::drills::{DrillRecord, DrillWindow};
-use crate::glass_cases::{GlassCase, GlassSerial};
+use crate::glass_cases::{GlassCase, GlassRole, GlassSerial};
 use crate::passkeys::{Ceremony, PasskeyRecord};
 use crate::recordings::{Chunk, RecordingSession};
 use crate::reviews::{Review, ReviewEntry};
@@ -233,6 +233,7 @@ pub enum Change {
     SealGlassCase {
         case: GlassCase,
         serials: Vec<GlassSerial>,
+        roles: Vec<GlassRole>,
     },
     /// The case's journal was imported: its serials join the KRL (a conflict if done already).
     ReconcileGlassCase {

@@ -33,6 +33,16 @@ pub struct GlassSerial {
     pub valid_before: Timestamp,
 }
 
+/// One emergency PostgreSQL login of a case (one per resource per day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlassRole {
+    pub case_id: String,
+    pub resource: String,
+    pub role: String,
+    pub valid_after: Timestamp,
+    pub valid_before: Timestamp,
+}
+
 #[async_trait]
 pub trait GlassCases: Send + Sync {
     async fn glass_case(&self, id: &str) -> Result<Option<GlassCase>>;
@@ -41,6 +51,10 @@ pub trait GlassCases: Send + Sync {
     async fn glass_case_serials(&self, case_id: &str) -> Result<Vec<GlassSerial>>;
     /// Serials of reconciled cases still valid after `after`: what the KRL must list.
     async fn glass_case_revoked_serials(&self, after: Timestamp) -> Result<Vec<u64>>;
+    async fn glass_case_roles(&self, case_id: &str) -> Result<Vec<GlassRole>>;
+    /// The PostgreSQL logins of sealed cases whose day has not ended at `now`: the sweep must
+    /// leave these alone (every other glass-case role is dropped).
+    async fn glass_case_live_roles(&self, now: Timestamp) -> Result<Vec<GlassRole>>;
     /// Sealed cases running out before `before` that were not warned about yet.
     async fn glass_cases_expiring(&self, before: Timestamp) -> Result<Vec<GlassCase>>;
 }
@@ -52,6 +66,13 @@ pub(crate) mod sql {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'sealed')";
     pub const INSERT_SERIAL: &str = "INSERT INTO glass_case_serials (case_id, serial, resource, valid_after, valid_before) \
          VALUES ($1, $2, $3, $4, $5)";
+    pub const INSERT_ROLE: &str = "INSERT INTO glass_case_roles (case_id, resource, role, valid_after, valid_before) \
+         VALUES ($1, $2, $3, $4, $5)";
+    pub const ROLES: &str =
+        "SELECT * FROM glass_case_roles WHERE case_id = $1 ORDER BY valid_after, resource";
+    pub const LIVE_ROLES: &str = "SELECT r.* FROM glass_case_roles r \
+         JOIN glass_cases c ON c.id = r.case_id \
+         WHERE c.state = 'sealed' AND r.valid_before > $1 ORDER BY r.role";
     /// Once: a conflict if the case was reconciled already.
     pub const RECONCILE: &str = "UPDATE glass_cases SET state = 'reconciled', reconciled_at = $1 \
          WHERE id = $2 AND state = 'sealed'";

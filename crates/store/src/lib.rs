@@ -51,7 +51,7 @@ pub use change::Change;
 pub use credentials::{CredentialRecord, Credentials};
 pub use drills::{DrillRecord, DrillWindow, Drills};
 pub use error::{Result, StoreError};
-pub use glass_cases::{GlassCase, GlassCases, GlassSerial};
+pub use glass_cases::{GlassCase, GlassCases, GlassRole, GlassSerial};
 pub use grants::{GRANT_STATS_CAP, GrantFilter, Grants, StatsQuery};
 pub use leases::{Lease, Leases};
 pub use passkeys::{Ceremony, PasskeyRecord, Passkeys, RecoveryCode};

@@ -59,6 +59,16 @@ pub enum GlassCaseCmd {
     Reconcile {
         #[arg(long, required = true)]
         journal: Vec<PathBuf>,
+        /// Also seal a new case for the same custodians and threshold into this file (one MFA
+        /// for both); each custodian sets a passphrase for it, as with `seal`.
+        #[arg(long)]
+        reseal_out: Option<PathBuf>,
+        /// Days the new case covers (with --reseal-out).
+        #[arg(long, default_value_t = 14, requires = "reseal_out")]
+        days: u32,
+        /// `name:passphrase` lines for the new case (with --reseal-out).
+        #[arg(long, requires = "reseal_out")]
+        passphrase_file: Option<PathBuf>,
         #[arg(long)]
         otp: Option<String>,
     },
@@ -99,7 +109,20 @@ pub(super) async fn glass_case(cli: &Cli, cmd: &GlassCaseCmd) -> Result<()> {
             journal.as_deref(),
             passphrase_file.as_deref(),
         ),
-        GlassCaseCmd::Reconcile { journal, otp } => reconcile(cli, journal, otp).await,
+        GlassCaseCmd::Reconcile {
+            journal,
+            reseal_out,
+            days,
+            passphrase_file,
+            otp,
+        } => {
+            let reseal = reseal_out.as_deref().map(|out| Reseal {
+                out,
+                days: *days,
+                passphrase_file: passphrase_file.as_deref(),
+            });
+            reconcile(cli, journal, reseal, otp).await
+        }
         GlassCaseCmd::List => {
             let r = authed(cli)?.get("/glass-cases").await?;
             out(cli.json, &r, || {
@@ -191,16 +214,13 @@ fn no_terminal() -> anyhow::Error {
     )
 }
 
-async fn seal(
-    cli: &Cli,
+/// Every custodian's passphrase for a new bundle at `path` (which must not exist), from the
+/// file or typed twice on the terminal. Nothing is sealed at the server before this succeeds.
+fn custodian_passphrases(
     custodians: &[String],
-    threshold: u32,
-    days: u32,
     path: &Path,
     passphrase_file: Option<&Path>,
-    otp: &Option<String>,
-) -> Result<()> {
-    gc::check_plan(custodians, threshold, days)?;
+) -> Result<Vec<Zeroizing<String>>> {
     if path.exists() {
         bail!(
             "{} exists: choose a new file for the bundle (an old case stays valid until reconciled)",
@@ -240,6 +260,20 @@ async fn seal(
     {
         bail!("custodian {c}'s passphrase is shorter than 8 characters: nothing was sealed");
     }
+    Ok(passphrases)
+}
+
+async fn seal(
+    cli: &Cli,
+    custodians: &[String],
+    threshold: u32,
+    days: u32,
+    path: &Path,
+    passphrase_file: Option<&Path>,
+    otp: &Option<String>,
+) -> Result<()> {
+    gc::check_plan(custodians, threshold, days)?;
+    let passphrases = custodian_passphrases(custodians, path, passphrase_file)?;
     let c = authed(cli)?;
     let r = with_otp(otp.clone(), "sealing a glass case", |otp| {
         let c = &c;
@@ -248,36 +282,48 @@ async fn seal(
         async move { c.post("/glass-case/seal", &body).await }
     })
     .await?;
+    let (v, line) = write_bundle(&r, &passphrases, path)?;
+    out(cli.json, &v, || line.clone());
+    Ok(())
+}
+
+/// Splits and encrypts the server's `{header, payload}` for the custodians into `path`;
+/// returns what was sealed and a line saying so.
+fn write_bundle(
+    r: &serde_json::Value,
+    passphrases: &[Zeroizing<String>],
+    path: &Path,
+) -> Result<(serde_json::Value, String)> {
     let header: Header = serde_json::from_value(r["header"].clone())
         .context("the server's answer has no glass-case header")?;
     let payload: Payload = serde_json::from_value(r["payload"].clone())
         .context("the server's answer has no glass-case payload")?;
-    drop(r);
     let bytes = Zeroizing::new(serde_json::to_vec(&payload)?);
     let certs = payload.certificates.len();
     let secrets = payload.secrets.len();
+    let logins = payload.postgres.len();
     drop(payload);
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(seed.as_mut());
     let case_id = header.case_id.clone();
     let expires = Timestamp(header.expires_at);
-    let bundle = gc::seal(header, &bytes, &passphrases, Kdf::DEFAULT, *seed)?;
+    let (threshold, custodians) = (header.threshold, header.custodians.clone());
+    let bundle = gc::seal(header, &bytes, passphrases, Kdf::DEFAULT, *seed)?;
     let text = bundle.encode();
     write_new(path, text.as_bytes(), 0o600)?;
     let v = json!({"case_id": case_id, "bundle": path.display().to_string(), "bytes": text.len(),
-                   "certificates": certs, "secrets": secrets, "expires_at": rfc3339(expires),
+                   "certificates": certs, "secrets": secrets, "postgres_logins": logins,
+                   "expires_at": rfc3339(expires),
                    "threshold": threshold, "custodians": custodians});
-    out(cli.json, &v, || {
-        format!(
-            "sealed glass case {case_id}: {certs} certificates, {secrets} secrets, {threshold} of {} custodians\n\
-             bundle: {} ({} bytes) — keep copies offline; it runs out {}",
-            custodians.len(),
-            path.display(),
-            text.len(),
-            rfc3339(expires)
-        )
-    });
-    Ok(())
+    let line = format!(
+        "sealed glass case {case_id}: {certs} certificates, {secrets} secrets, {logins} PostgreSQL logins, {threshold} of {} custodians\n\
+         bundle: {} ({} bytes) — keep copies offline; it runs out {}",
+        custodians.len(),
+        path.display(),
+        text.len(),
+        rfc3339(expires)
+    );
+    Ok((v, line))
 }
 
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
@@ -379,10 +425,12 @@ fn open(
         .ok_or_else(|| anyhow!("the case's journal key is damaged"))?;
     let seed = Zeroizing::new(seed);
     let certs = payload.valid_at(now);
+    let logins = payload.postgres_at(now);
     for name in certs
         .iter()
         .map(|c| &c.resource)
         .chain(payload.secrets.iter().map(|s| &s.resource))
+        .chain(logins.iter().map(|p| &p.resource))
     {
         if !file_name_ok(name) {
             bail!("resource name {name:.64?} cannot be a file name; nothing was released");
@@ -396,6 +444,7 @@ fn open(
             serial: Some(c.serial),
             valid_before: Some(c.valid_before),
             version: None,
+            role: None,
             at: now.0,
         })
         .collect();
@@ -405,6 +454,16 @@ fn open(
         serial: None,
         valid_before: None,
         version: Some(s.version),
+        role: None,
+        at: now.0,
+    }));
+    releases.extend(logins.iter().map(|p| Release {
+        kind: "postgres-role".into(),
+        resource: p.resource.clone(),
+        serial: None,
+        valid_before: Some(p.valid_before),
+        version: None,
+        role: Some(p.role.clone()),
         at: now.0,
     }));
     if releases.is_empty() {
@@ -458,6 +517,19 @@ fn open(
         write_private(&f, s.value.as_bytes())?;
         files.push(json!({"resource": s.resource, "secret": f.display().to_string(), "version": s.version}));
     }
+    for p in &logins {
+        let f = out_dir.join(format!("{}.pgurl", p.resource));
+        write_private(&f, format!("{}\n", p.url).as_bytes())?;
+        files.push(
+            json!({"resource": p.resource, "postgres_url": f.display().to_string(),
+                          "role": p.role, "roles": p.roles,
+                          "valid_before": rfc3339(Timestamp(p.valid_before))}),
+        );
+        connect.push(format!(
+            "psql \"$(cat {})\"",
+            super::common::shell_quote(&f.display().to_string())
+        ));
+    }
     let v = json!({"case_id": h.case_id, "opened_by": who, "released": files,
                    "journal": journal_path.display().to_string(), "connect": connect});
     out(j, &v, || {
@@ -481,7 +553,30 @@ fn open(
     Ok(())
 }
 
-async fn reconcile(cli: &Cli, journals: &[PathBuf], otp: &Option<String>) -> Result<()> {
+/// `--reseal-out` of `reconcile`.
+struct Reseal<'a> {
+    out: &'a Path,
+    days: u32,
+    passphrase_file: Option<&'a Path>,
+}
+
+fn names(v: &serde_json::Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+async fn reconcile(
+    cli: &Cli,
+    journals: &[PathBuf],
+    reseal: Option<Reseal<'_>>,
+    otp: &Option<String>,
+) -> Result<()> {
     let mut texts = Vec::new();
     for p in journals {
         let t = read_bounded(p, "journal")?;
@@ -491,38 +586,84 @@ async fn reconcile(cli: &Cli, journals: &[PathBuf], otp: &Option<String>) -> Res
         );
     }
     let c = authed(cli)?;
+    // A reseal needs every custodian's new passphrase before anything changes at the server.
+    let passphrases = match &reseal {
+        None => None,
+        Some(rs) => {
+            let id = gc::peek_case_id(texts[0].as_bytes())
+                .map_err(|e| anyhow!("{}: {e}", journals[0].display()))?;
+            let cases = c.get("/glass-cases").await?;
+            let case = cases
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["case_id"] == id.as_str()))
+                .ok_or_else(|| anyhow!("this server sealed no glass case {id:.64}"))?;
+            let custodians: Vec<String> = serde_json::from_value(case["custodians"].clone())
+                .context("the server's case list has no custodians")?;
+            gc::check_plan(
+                &custodians,
+                case["threshold"].as_u64().unwrap_or(0) as u32,
+                rs.days,
+            )?;
+            Some(custodian_passphrases(
+                &custodians,
+                rs.out,
+                rs.passphrase_file,
+            )?)
+        }
+    };
+    let days = reseal.as_ref().map(|r| r.days);
     let r = with_otp(otp.clone(), "reconciling a glass case", |otp| {
         let c = &c;
-        let body = json!({"journals": texts, "otp": otp});
+        let body = json!({"journals": texts, "reseal_days": days, "otp": otp});
         async move { c.post("/glass-case/reconcile", &body).await }
     })
     .await?;
-    out(cli.json, &r, || {
+    let mut v = r.clone();
+    let mut sealed_line = format!("reseal: {}", r["reseal"].as_str().unwrap_or(""));
+    let mut reseal_failed = None;
+    if let (Some(rs), Some(p)) = (&reseal, &passphrases) {
+        v.as_object_mut().map(|o| o.remove("sealed"));
+        if let Some(e) = r["sealed"]["error"].as_str() {
+            reseal_failed = Some(e.to_string());
+        } else {
+            match write_bundle(&r["sealed"], p, rs.out) {
+                Ok((s, line)) => {
+                    v["sealed"] = s;
+                    sealed_line = line;
+                }
+                Err(e) => reseal_failed = Some(format!("{e:#}")),
+            }
+        }
+    }
+    drop(r);
+    if let Some(e) = &reseal_failed {
+        v["reseal_error"] = json!(e);
+        sealed_line = format!(
+            "the new case was NOT sealed ({e}); seal one by hand: {}",
+            v["reseal"].as_str().unwrap_or("")
+        );
+    }
+    out(cli.json, &v, || {
+        let rotate = names(&v["must_rotate"]);
         format!(
-            "glass case {} reconciled: {} certificate serials now in the KRL, reviews opened: {}{}\nreseal: {}",
-            r["case_id"].as_str().unwrap_or(""),
-            r["serials_revoked"],
-            r["reviews"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default(),
-            r["must_rotate"]
-                .as_array()
-                .filter(|a| !a.is_empty())
-                .map(|a| format!(
-                    "\nmust rotate: {}",
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-                .unwrap_or_default(),
-            r["reseal"].as_str().unwrap_or("")
+            "glass case {} reconciled: {} certificate serials now in the KRL, {} PostgreSQL logins dropped{}, reviews opened: {}{}\n{sealed_line}",
+            v["case_id"].as_str().unwrap_or(""),
+            v["serials_revoked"],
+            v["postgres_logins_dropped"],
+            match v["postgres_logins_pending"].as_u64() {
+                Some(n) if n > 0 => format!(" ({n} unreachable now: the sweep drops them)"),
+                _ => String::new(),
+            },
+            names(&v["reviews"]),
+            if rotate.is_empty() {
+                String::new()
+            } else {
+                format!("\nmust rotate: {rotate}")
+            },
         )
     });
-    Ok(())
+    match reseal_failed {
+        Some(e) => bail!("reconciled, but the new glass case was not sealed: {e}"),
+        None => Ok(()),
+    }
 }

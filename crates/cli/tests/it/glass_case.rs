@@ -11,22 +11,22 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-const CUSTODIANS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
+pub(crate) const CUSTODIANS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
 
-fn passphrases(dir: &Path, name: &str, lines: &[(&str, &str)]) -> String {
+pub(crate) fn passphrases(dir: &Path, name: &str, lines: &[(&str, &str)]) -> String {
     let p = dir.join(name);
     let text: String = lines.iter().map(|(c, p)| format!("{c}:{p}\n")).collect();
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
 
-fn pass_of(c: &str) -> String {
+pub(crate) fn pass_of(c: &str) -> String {
     format!("{c} keeps this long passphrase")
 }
 
 /// `breakglass glass-case open` with no server anywhere (an unroutable --server is not even
 /// read: open makes no connection).
-fn open(bundle: &Path, out: &Path, pf: &str) -> Run {
+pub(crate) fn open(bundle: &Path, out: &Path, pf: &str) -> Run {
     let o = Command::new(BIN)
         .args([
             "--json",
@@ -51,7 +51,7 @@ fn open(bundle: &Path, out: &Path, pf: &str) -> Run {
     }
 }
 
-fn verify(data: &Path) -> (bool, String) {
+pub(crate) fn verify(data: &Path) -> (bool, String) {
     let o = Command::new(BIN)
         .args(["audit", "verify", "--data-dir"])
         .arg(data)

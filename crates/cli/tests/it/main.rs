@@ -9,6 +9,7 @@ mod fingerprints;
 mod flow;
 mod gateway;
 mod glass_case;
+mod glass_case_pg;
 mod harness;
 mod hostile;
 mod newcomer;

@@ -18,7 +18,7 @@ pub const MAX_RELEASES: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
-    /// `ssh-certificate` or `secret`.
+    /// `ssh-certificate`, `secret` or `postgres-role`.
     pub kind: String,
     pub resource: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,6 +27,9 @@ pub struct Release {
     pub valid_before: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// The PostgreSQL role released (`postgres-role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Unix milliseconds on the opener's clock.
     pub at: i64,
 }

@@ -117,6 +117,24 @@ pub struct SecretItem {
     pub value: String,
 }
 
+/// An emergency PostgreSQL login for one day of the ladder: a role the server created at the
+/// target when it sealed the case, `VALID UNTIL` the end of that day (PostgreSQL has no "valid
+/// after": the opener releases only the day's item, and reconcile drops every role of the case).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgItem {
+    pub resource: String,
+    pub role: String,
+    /// Unix milliseconds: the day this login is for.
+    pub valid_after: i64,
+    pub valid_before: i64,
+    /// `postgres://ROLE:PASSWORD@HOST:PORT/DB`, straight to the database (no gateway: the
+    /// gateway is part of the server the case stands in for).
+    pub url: String,
+    /// The roles it is a member of.
+    pub roles: Vec<String>,
+}
+
 /// The encrypted part of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +143,9 @@ pub struct Payload {
     pub ssh_private_key: String,
     pub certificates: Vec<LadderCert>,
     pub secrets: Vec<SecretItem>,
+    /// Emergency PostgreSQL logins (resources with `glass_case: true`); absent in older bundles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub postgres: Vec<PgItem>,
     /// The journal signing key's 32-byte Ed25519 seed, base64.
     pub journal_key: String,
 }
@@ -136,6 +157,9 @@ impl Drop for Payload {
         for s in &mut self.secrets {
             s.value.zeroize();
         }
+        for p in &mut self.postgres {
+            p.url.zeroize();
+        }
     }
 }
 
@@ -145,6 +169,14 @@ impl Payload {
         self.certificates
             .iter()
             .filter(|c| c.valid_after <= now.0 && now.0 < c.valid_before)
+            .collect()
+    }
+
+    /// The PostgreSQL logins for `now`'s day (one per resource at most).
+    pub fn postgres_at(&self, now: Timestamp) -> Vec<&PgItem> {
+        self.postgres
+            .iter()
+            .filter(|p| p.valid_after <= now.0 && now.0 < p.valid_before)
             .collect()
     }
 }

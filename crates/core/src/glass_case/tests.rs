@@ -115,6 +115,7 @@ fn journals_verify_only_with_their_key() {
             serial: Some(7),
             valid_before: Some(2),
             version: None,
+            role: None,
             at: 1,
         }],
     };

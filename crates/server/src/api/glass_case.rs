@@ -1,4 +1,4 @@
-//! The offline glass case (admins): seal, reconcile, list. See `engine/glass_case.rs`.
+//! The offline glass case (admins): seal, reconcile, list. See `engine/glass_case/`.
 
 use super::{ApiJson, AppState, Auth};
 use crate::error::ApiError;
@@ -48,6 +48,8 @@ async fn seal(
 #[serde(deny_unknown_fields)]
 struct ReconcileBody {
     journals: Vec<String>,
+    /// Seal a new case for the same custodians and threshold, covering this many days.
+    reseal_days: Option<u32>,
     otp: Option<String>,
 }
 
@@ -56,11 +58,11 @@ async fn reconcile(
     Auth(p, _): Auth,
     ApiJson(b): ApiJson<ReconcileBody>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(
-        e.glass_case_reconcile(&p, &b.journals, b.otp.as_deref())
-            .await?,
-    )
-    .into_response())
+    let v = e
+        .glass_case_reconcile(&p, &b.journals, b.reseal_days, b.otp.as_deref())
+        .await?;
+    // With a reseal, the answer holds the new case's key and secrets: never cached.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response())
 }
 
 async fn list(State(e): State<AppState>, Auth(p, _): Auth) -> Result<Response, ApiError> {

@@ -243,6 +243,14 @@ pub async fn sweep_once(
                 }
             }
         }
+        // A sealed glass case's emergency PostgreSQL logins, until their day ends.
+        match engine.store.glass_case_live_roles(engine.now()).await {
+            Ok(list) => owned.extend(list.into_iter().map(|g| json!({"role": g.role}))),
+            Err(e) => {
+                tracing::error!(error = %e, "sweep: cannot read glass-case logins");
+                return;
+            }
+        }
         let result = c.sweep(&owned, engine.now()).await;
         if result.is_ok() {
             failing.remove(&r.name);

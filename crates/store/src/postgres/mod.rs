@@ -122,6 +122,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         18,
         include_str!("../../migrations/postgres/0018_people_drills.sql"),
     ),
+    (
+        19,
+        include_str!("../../migrations/postgres/0019_glass_case_roles.sql"),
+    ),
 ];
 
 /// Most connections one node opens.

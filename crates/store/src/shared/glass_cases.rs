@@ -3,7 +3,7 @@
 use super::common::{Backend, json, opt_ts, row, rows, to_json, ts, write, write_one};
 use super::db::{Conn, DbRow};
 use crate::glass_cases::sql;
-use crate::{Change, GlassCase, GlassCases, GlassSerial, Result, StoreError};
+use crate::{Change, GlassCase, GlassCases, GlassRole, GlassSerial, Result, StoreError};
 use async_trait::async_trait;
 use breakglass_core::time::Timestamp;
 use sqlx::Row;
@@ -40,6 +40,16 @@ fn serial_from_row(row: &DbRow) -> Result<GlassSerial> {
     })
 }
 
+fn role_from_row(row: &DbRow) -> Result<GlassRole> {
+    Ok(GlassRole {
+        case_id: row.try_get("case_id")?,
+        resource: row.try_get("resource")?,
+        role: row.try_get("role")?,
+        valid_after: ts(row, "valid_after")?,
+        valid_before: ts(row, "valid_before")?,
+    })
+}
+
 #[async_trait]
 impl GlassCases for Backend {
     async fn glass_case(&self, id: &str) -> Result<Option<GlassCase>> {
@@ -69,6 +79,16 @@ impl GlassCases for Backend {
         .await
     }
 
+    async fn glass_case_roles(&self, case_id: &str) -> Result<Vec<GlassRole>> {
+        let q = sqlx::query(sql::ROLES).bind(case_id);
+        rows(&self.pool, q, role_from_row).await
+    }
+
+    async fn glass_case_live_roles(&self, now: Timestamp) -> Result<Vec<GlassRole>> {
+        let q = sqlx::query(sql::LIVE_ROLES).bind(now.0);
+        rows(&self.pool, q, role_from_row).await
+    }
+
     async fn glass_cases_expiring(&self, before: Timestamp) -> Result<Vec<GlassCase>> {
         let q = sqlx::query(sql::EXPIRING).bind(before.0);
         rows(&self.pool, q, case_from_row).await
@@ -78,7 +98,11 @@ impl GlassCases for Backend {
 /// Applies `change` if it belongs to this aggregate; hands any other change back.
 pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Change>> {
     match change {
-        Change::SealGlassCase { case, serials } => {
+        Change::SealGlassCase {
+            case,
+            serials,
+            roles,
+        } => {
             let q = sqlx::query(sql::INSERT)
                 .bind(case.id.clone())
                 .bind(case.sealed_by)
@@ -97,6 +121,15 @@ pub(super) async fn apply(conn: &mut Conn, change: Change) -> Result<Option<Chan
                     .bind(s.resource)
                     .bind(s.valid_after.0)
                     .bind(s.valid_before.0);
+                write(conn, q).await?;
+            }
+            for r in roles {
+                let q = sqlx::query(sql::INSERT_ROLE)
+                    .bind(case.id.clone())
+                    .bind(r.resource)
+                    .bind(r.role)
+                    .bind(r.valid_after.0)
+                    .bind(r.valid_before.0);
                 write(conn, q).await?;
             }
         }

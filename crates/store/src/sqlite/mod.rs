@@ -118,6 +118,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         18,
         include_str!("../../migrations/sqlite/0018_people_drills.sql"),
     ),
+    (
+        19,
+        include_str!("../../migrations/sqlite/0019_glass_case_roles.sql"),
+    ),
 ];
 
 impl SqliteStore {

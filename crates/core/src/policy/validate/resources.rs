@@ -107,6 +107,9 @@ fn resource_settings(v: &mut V, o: &Obj<'_>, kind: ResourceKind, label: &str) {
             if let Some(g) = o.get("gateway") {
                 gateway(v, g, &what("gateway"));
             }
+            if let Some(g) = o.get("glass_case") {
+                v.boolean(g, &what("glass_case"));
+            }
             if let Some(c) = o.get("connection_limit")
                 && v.uint(c, &what("connection_limit"), 10_000) == Some(0)
             {
