@@ -300,7 +300,10 @@ fn glass_case_figures_and_expiry_alert() {
             "  - name: host-{i:02}\n    kind: ssh\n    principals: [root]\n    host: 10.0.0.{i}\n"
         ));
     }
-    let policy = format!("admins: {{ groups: [security] }}\nresources:\n{resources}policies: []\n");
+    // Warn 13 days ahead: the 2-day case is warned about, the 14-day one is not.
+    let policy = format!(
+        "admins: {{ groups: [security] }}\nglass_case: {{ warn_before: 13d }}\nresources:\n{resources}policies: []\n"
+    );
     let server = Server::start(&policy);
     let sam = server.user("sam", &["security"]);
     let dir = server.dir.path();
@@ -341,10 +344,12 @@ fn glass_case_figures_and_expiry_alert() {
         std::fs::metadata(&bundle).unwrap().len()
     );
 
-    // A 2-day case is within the 3-day warning window: the alert is queued at once, once.
+    // A 2-day case is within the policy's 13-day warning window: the alert is queued at once.
+    // The pass that queued it saw the 14-day case too, and left it alone.
+    let big_id = v["case_id"].as_str().unwrap().to_string();
     let (v, _) = seal(&dir.join("short.json"), "2");
     let id = v["case_id"].as_str().unwrap().to_string();
-    poll(
+    let export = poll(
         "the glass_case.expiring event",
         std::time::Duration::from_secs(30),
         || {
@@ -352,7 +357,13 @@ fn glass_case_figures_and_expiry_alert() {
             e.stdout
                 .lines()
                 .any(|l| l.contains("glass_case.expiring") && l.contains(&id))
-                .then_some(())
+                .then_some(e.stdout)
         },
+    );
+    assert!(
+        !export
+            .lines()
+            .any(|l| l.contains("glass_case.expiring") && l.contains(&big_id)),
+        "a 14-day case was warned about 13 days ahead"
     );
 }

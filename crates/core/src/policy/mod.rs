@@ -205,6 +205,23 @@ pub struct PolicySet {
     pub witness: Option<Witness>,
     /// Scheduled drills (`drills:`), if any.
     pub drills: Option<Drills>,
+    /// Offline glass cases (`glass_case:`).
+    pub glass_case: GlassCaseRules,
+}
+
+/// `glass_case:` at the top level of the policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlassCaseRules {
+    /// Alert (`glass_case.expiring`, once per case) when a sealed case has less than this left.
+    pub warn_before: std::time::Duration,
+}
+
+impl Default for GlassCaseRules {
+    fn default() -> Self {
+        GlassCaseRules {
+            warn_before: std::time::Duration::from_secs(3 * 86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -604,3 +604,25 @@ fn error_display() {
     };
     assert_eq!(e.to_string(), "m");
 }
+
+#[test]
+fn glass_case_settings() {
+    let p = PolicySet::parse(EXAMPLE).unwrap();
+    assert_eq!(p.glass_case.warn_before, Duration::from_secs(3 * 86_400));
+    let p = PolicySet::parse(&format!("{EXAMPLE}glass_case: {{ warn_before: 36h }}\n")).unwrap();
+    assert_eq!(p.glass_case.warn_before, Duration::from_secs(36 * 3600));
+    for (bad, msg) in [
+        ("glass_case: { warn_before: 91d }", "longer than 90 days"),
+        ("glass_case: { warn_before: soon }", "warn_before"),
+        ("glass_case: { warn: 3d }", "unknown field `warn`"),
+    ] {
+        let e = errors(&format!("{EXAMPLE}{bad}\n"));
+        assert!(e.iter().any(|e| e.message.contains(msg)), "{bad}: {e:#?}");
+    }
+    let y = EXAMPLE.replace(
+        "    kind: postgres",
+        "    kind: postgres\n    glass_case: yes-please",
+    );
+    let e = errors(&y);
+    assert!(e.iter().any(|e| e.message.contains("glass_case")), "{e:#?}");
+}

@@ -12,7 +12,9 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "streams",
     "witness",
     "drills",
+    "glass_case",
 ];
+pub(super) const GLASS_CASE_FIELDS: &[&str] = &["warn_before"];
 pub(super) const POLICY_FIELDS: &[&str] = &[
     "name",
     "resources",

@@ -28,8 +28,8 @@ pub(super) use hints::did_you_mean;
 
 use super::yaml::{self, Node};
 use super::{
-    Admins, AnomalyRules, MAX_POLICY_BYTES, Policy, PolicyError, PolicyErrors, PolicySet, Resource,
-    Sink,
+    Admins, AnomalyRules, GlassCaseRules, MAX_POLICY_BYTES, Policy, PolicyError, PolicyErrors,
+    PolicySet, Resource, Sink,
 };
 use anomalies::anomalies;
 use fields::{ADMINS_FIELDS, TOP_FIELDS};
@@ -246,6 +246,11 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
         drills::drills(v, n, &known)
     });
 
+    let glass_case = top
+        .get("glass_case")
+        .map(|n| glass_case(v, n))
+        .unwrap_or_default();
+
     Some(PolicySet {
         resources,
         policies,
@@ -256,7 +261,31 @@ fn file(v: &mut V, root: &N) -> Option<PolicySet> {
         streams,
         witness,
         drills,
+        glass_case,
     })
+}
+
+/// `glass_case: { warn_before: 3d }`: at most as long as a case can cover.
+fn glass_case(v: &mut V, n: &N) -> GlassCaseRules {
+    let mut rules = GlassCaseRules::default();
+    let Some(o) = v.obj(n, "`glass_case`", fields::GLASS_CASE_FIELDS) else {
+        return rules;
+    };
+    if let Some(w) = o.get("warn_before")
+        && let Some(d) = v.duration(w, "`glass_case.warn_before`")
+    {
+        let most = crate::glass_case::MAX_DAYS;
+        if d > std::time::Duration::from_secs(u64::from(most) * 86_400) {
+            v.err_h(
+                &w.referenced,
+                format!("`glass_case.warn_before` is longer than {most} days, the longest a case covers: every case would be warned about at once"),
+                "warn_before: 3d",
+            );
+        } else {
+            rules.warn_before = d;
+        }
+    }
+    rules
 }
 
 fn admins(v: &mut V, n: &N) -> Option<Admins> {

@@ -19,10 +19,6 @@ use breakglass_core::time::rfc3339;
 use breakglass_store::{Change, GlassCase, GlassSerial};
 use rand::RngCore;
 use serde_json::{Value, json};
-use std::time::Duration;
-
-/// Alert this long before a sealed case's last certificate runs out.
-pub const WARN_BEFORE: Duration = Duration::from_secs(3 * 86_400);
 
 impl Engine {
     /// Seals a case: returns the header and the payload for the CLI to split and encrypt.
@@ -229,13 +225,14 @@ impl Engine {
         ))
     }
 
-    /// Queues the "runs out soon" alert of each sealed case within [`WARN_BEFORE`] of its end
-    /// (once per case). Returns how many.
+    /// Queues the "runs out soon" alert of each sealed case within the policy's
+    /// `glass_case.warn_before` (default 3 days) of its end (once per case). Returns how many.
     pub async fn warn_expiring_glass_cases(&self) -> Result<usize, ApiError> {
         let now = self.now();
+        let warn_before = self.policy().set.glass_case.warn_before;
         let due = self
             .store
-            .glass_cases_expiring(now.plus(WARN_BEFORE))
+            .glass_cases_expiring(now.plus(warn_before))
             .await?;
         for c in &due {
             self.commit(
