@@ -24,4 +24,5 @@ mod ssh;
 mod syslog_rx;
 mod web;
 mod web_passkeys;
+mod web_practice;
 mod witness;

@@ -13,10 +13,10 @@ use std::sync::Mutex;
 pub(crate) static BROWSER: Mutex<()> = Mutex::new(());
 
 /// The requester's reason: markup that must stay text.
-const REASON: &str =
+pub(crate) const REASON: &str =
     "orders table locked <script>window.__pwned=1</script><b>bold</b> & \"quoted\"";
 
-fn policy() -> String {
+pub(crate) fn policy() -> String {
     r#"
 admins: { groups: [security] }
 resources:
@@ -67,7 +67,13 @@ fn shots_dir() -> String {
 }
 
 /// Runs a scenario of `web_drive.py` as `users`; returns what it saw.
-fn drive(server: &Server, scenario: &str, js: bool, users: &[&User], extra: Value) -> Value {
+pub(crate) fn drive(
+    server: &Server,
+    scenario: &str,
+    js: bool,
+    users: &[&User],
+    extra: Value,
+) -> Value {
     let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         std::path::Path::new("/usr/bin/chromedriver").exists(),

@@ -423,6 +423,45 @@ def dashboard(cfg):
     return out
 
 
+def practice(cfg):
+    """A people drill is open on prod-db and a glass case is sealed (set up by the Rust test):
+    alice sees the game day announced, breaks glass, and her grant is marked TRAINING; sam's
+    dashboard lists the drill, the case and the marked grant."""
+    o = otps(cfg)
+    out = {}
+    a = Browser(cfg, "alice")
+    s = Browser(cfg, "sam")
+    try:
+        a.login("alice", o["alice"])
+        a.go("/")
+        a.expect("people drill")
+        out["home"] = a.text()
+        a.shot("home-drill")
+        a.go("/request")
+        out["form"] = a.text()
+        a.request(o["alice"], "prod-db", "game day: orders table locked again", "INC-78")
+        a.expect("active")
+        out["grant"] = a.grant_id()
+        out["grant_page"] = a.text()
+        a.shot("grant-training")
+        a.go("/")
+        out["home_after"] = a.text()
+        s.login("sam", o["sam"])
+        s.go("/dashboard")
+        s.expect("Offline glass cases")
+        out["dashboard"] = s.text()
+        out["live_marks"] = len(s.d.find_elements(By.CSS_SELECTOR, ".live .mark"))
+        out["pwned"] = (a.d.execute_script("return window.__pwned === 1")
+                        or s.d.execute_script("return window.__pwned === 1"))
+        out["bold_in_reason"] = len(s.d.find_elements(By.CSS_SELECTOR, "section .text b"))
+        s.tap_targets("button, nav a, summary")
+        s.shot("dashboard-practice")
+    finally:
+        a.close()
+        s.close()
+    return out
+
+
 def review(cfg):
     """A grant of alice's has ended; alice may not review it (the reason is shown); sam reads
     the incident report inline, downloads it, and records a verdict with a fresh code."""
@@ -467,7 +506,7 @@ def main():
     cfg = json.load(sys.stdin)
     fn = {"glass": glass, "approve": approve, "self": self_approve,
           "tls_login": tls_login, "secret": secret,
-          "ssh": ssh, "dashboard": dashboard,
+          "ssh": ssh, "dashboard": dashboard, "practice": practice,
           "review": review}[cfg["scenario"]]
     print(json.dumps(fn(cfg)))
 

@@ -1,10 +1,11 @@
 //! The security team's dashboard (`/dashboard`, admins only): what is open right now — active
 //! grants with their time left and a one-tap revoke (with a reason; the engine ends the access at
 //! the target: KRL, role dropped, live sessions cut), pending approvals, revocations still
-//! pending at a target, recent anomaly flags, dead-lettered alerts, overdue reviews, the audit
-//! trail's head and last signed checkpoint, and the policy in force (read-only).
+//! pending at a target, recent anomaly flags, dead-lettered alerts, overdue reviews, drills (the
+//! last of each drilled resource, open people drills), sealed glass cases and how long each has
+//! left, the audit trail's head and last signed checkpoint, and the policy in force (read-only).
 
-use super::glass::Row;
+use super::glass::{DrillWindowLine, Row, open_windows};
 use super::{Nav, St, WebError, WebUser, html, utc};
 use crate::engine::GrantView;
 use crate::error::ApiError;
@@ -28,6 +29,28 @@ struct Live {
     row: Row,
     left: String,
     flags: String,
+}
+
+fn case_line(c: &breakglass_store::GlassCase, now_ms: i64, warn_ms: i64) -> CaseLine {
+    let sealed = c.state == "sealed";
+    let left_ms = c.expires_at.0 - now_ms;
+    let left = match () {
+        _ if !sealed => String::new(),
+        _ if left_ms <= 0 => "expired".into(),
+        _ if left_ms >= 2 * 86_400_000 => format!("{} days left", left_ms / 86_400_000),
+        _ if left_ms >= 86_400_000 => "1 day left".into(),
+        _ => format!("{} h left", left_ms / 3_600_000),
+    };
+    CaseLine {
+        id: c.id.clone(),
+        state: c.state.clone(),
+        sealed_by: c.sealed_by.clone(),
+        expires: utc(&rfc3339(c.expires_at)),
+        left,
+        reseal: sealed && left_ms < warn_ms,
+        custodians: c.custodians.join(", "),
+        threshold: c.threshold as u64,
+    }
 }
 
 struct Stuck {
@@ -63,6 +86,20 @@ struct DrillLine {
     overdue: bool,
 }
 
+/// A glass case the server sealed: until when it covers, and whether it is time to reseal.
+struct CaseLine {
+    id: String,
+    state: String,
+    sealed_by: String,
+    expires: String,
+    /// "13 days left", "expired", or "" once reconciled.
+    left: String,
+    /// Within the policy's `glass_case.warn_before` of its end (or past it) while sealed.
+    reseal: bool,
+    custodians: String,
+    threshold: u64,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct Dashboard {
@@ -75,6 +112,8 @@ struct Dashboard {
     dead: Vec<DeadAlert>,
     overdue: Vec<Overdue>,
     drills: Vec<DrillLine>,
+    windows: Vec<DrillWindowLine>,
+    cases: Vec<CaseLine>,
     head_seq: u64,
     checkpoint: String,
     policy_sha: String,
@@ -205,6 +244,16 @@ async fn show(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
             overdue: d["overdue"] == true,
         })
         .collect();
+    let windows = open_windows(&s).await?;
+    let warn_ms = policy.set.glass_case.warn_before.as_millis() as i64;
+    let cases = e
+        .store
+        .glass_cases(SHOWN as u32)
+        .await
+        .map_err(ApiError::from)?
+        .iter()
+        .map(|c| case_line(c, now.0, warn_ms))
+        .collect();
     let head_seq = e
         .store
         .audit_head()
@@ -227,6 +276,8 @@ async fn show(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
         dead,
         overdue,
         drills,
+        windows,
+        cases,
         head_seq,
         checkpoint,
         policy_sha: policy.sha256.clone(),

@@ -28,6 +28,55 @@ pub(super) struct Row {
     pub state: String,
     pub when: String,
     pub reason: String,
+    /// `DRILL` (a scheduled drill's grant) or `TRAINING` (asked for in a people drill), else "".
+    pub mark: &'static str,
+}
+
+/// What marks a grant as practice on every page that lists it.
+pub(super) fn mark_of(g: &crate::engine::GrantView) -> &'static str {
+    if g.drill {
+        "DRILL"
+    } else if g.training.is_some() {
+        "TRAINING"
+    } else {
+        ""
+    }
+}
+
+/// An open people-drill window, as the pages announce it.
+pub(super) struct DrillWindowLine {
+    pub id: String,
+    pub until: String,
+    /// "every resource", or the names.
+    pub resources: String,
+    pub opened_by: String,
+    pub reason: String,
+}
+
+/// The people drills open now (game days): every signed-in page that lets someone break glass
+/// says so, since what they ask for on a covered resource is marked training.
+pub(super) async fn open_windows(s: &St) -> Result<Vec<DrillWindowLine>, WebError> {
+    let now = s.engine.now();
+    let open = s
+        .engine
+        .store
+        .open_drill_windows(now)
+        .await
+        .map_err(crate::error::ApiError::from)?;
+    Ok(open
+        .into_iter()
+        .map(|w| DrillWindowLine {
+            id: w.id,
+            until: utc(&breakglass_core::time::rfc3339(w.until)),
+            resources: if w.resources.is_empty() {
+                "every resource".into()
+            } else {
+                w.resources.join(", ")
+            },
+            opened_by: w.opened_by,
+            reason: w.reason,
+        })
+        .collect())
 }
 
 impl Row {
@@ -56,6 +105,7 @@ impl Row {
             state: g.state.clone(),
             when,
             reason: g.reason.clone(),
+            mark: mark_of(g),
         }
     }
 }
@@ -66,6 +116,7 @@ struct Home {
     nav: Nav,
     rows: Vec<Row>,
     waiting: usize,
+    drills: Vec<DrillWindowLine>,
 }
 
 async fn home(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
@@ -75,6 +126,7 @@ async fn home(State(s): State<St>, u: WebUser) -> Result<Response, WebError> {
         nav: Nav::of(&u),
         rows: mine.iter().take(20).map(Row::of).collect(),
         waiting,
+        drills: open_windows(&s).await?,
     }))
 }
 
@@ -182,6 +234,7 @@ struct RequestPage {
     duration: String,
     ssh_key: String,
     error: Option<(String, String)>,
+    drills: Vec<DrillWindowLine>,
 }
 
 #[derive(Deserialize, Default)]
@@ -220,6 +273,8 @@ async fn request_page(
     let policy = s.engine.policy();
     let choices = choices(&policy.set, &u.p, &f.resource);
     let any_ssh = choices.iter().any(|c| c.kind == "ssh");
+    // Informational: whether a request is training is decided by the engine when it arrives.
+    let drills = open_windows(s).await.unwrap_or_default();
     html(&RequestPage {
         nav: Nav::of(u),
         has_passkey,
@@ -230,6 +285,7 @@ async fn request_page(
         duration: f.duration.clone(),
         ssh_key: f.ssh_public_key.clone(),
         error,
+        drills,
     })
 }
 
@@ -305,6 +361,13 @@ mod tests {
             duration: evil.into(),
             ssh_key: evil.into(),
             error: Some((evil.into(), evil.into())),
+            drills: vec![DrillWindowLine {
+                id: "w".into(),
+                until: "soon".into(),
+                resources: evil.into(),
+                opened_by: "sam".into(),
+                reason: evil.into(),
+            }],
         }
         .render()
         .unwrap();
@@ -313,8 +376,8 @@ mod tests {
             "{page}"
         );
         assert!(!page.contains(evil), "{page}");
-        // Each of the 10 places shows the escaped text (quotes included: attributes stay shut).
+        // Each of the 12 places shows the escaped text (quotes included: attributes stay shut).
         let escaped = "&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;&#60;img src=x onerror=alert(2)&#62;&#39;";
-        assert_eq!(page.matches(escaped).count(), 10, "{page}");
+        assert_eq!(page.matches(escaped).count(), 12, "{page}");
     }
 }
